@@ -1,0 +1,200 @@
+"""The `reppo` command line: train, eval, envs.
+
+Every config field is a `train` flag (`num_envs` -> `--num-envs`). Errors a user can fix are
+printed as one line, `reppo: error: ...`, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from reppo.config import Config, ConfigError, coerce_field, field_help, field_type
+
+# Flags with a dedicated meaning in `train` rather than a config field of the same name.
+_TRAIN_OWN = {"run_dir", "resume", "preset"}
+# Fields that may change when a run is resumed: extending it, or how it is logged.
+_RESUMABLE = {
+    "total_steps", "log_interval_steps", "eval_interval_steps", "eval_episodes",
+    "checkpoint_interval_steps", "keep_checkpoints", "tensorboard", "wandb", "wandb_project",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _metavar(name: str) -> str:
+    tp = field_type(name)
+    text = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    return text.replace("Literal", "").replace("NoneType", "None").upper()[:40]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reppo",
+        description="REPPO: Relative Entropy Pathwise Policy Optimization.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train a policy (default: the CPU or paper preset on its default task)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--preset", default="auto",
+                       help="named config: auto (cpu without a GPU, else paper), paper, "
+                            "medium, small, cpu")
+    train.add_argument("--run-dir", type=Path, default=None,
+                       help="run directory (default: runs/ENV-DATE-TIME)")
+    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="continue the run in DIR from its latest checkpoint")
+    fields = train.add_argument_group("config fields (default: the preset's value)")
+    for f in dataclasses.fields(Config):
+        fields.add_argument(
+            _flag(f.name), dest=f.name, default=None, metavar=_metavar(f.name),
+            nargs="?" if field_type(f.name) is bool else None,
+            const="true" if field_type(f.name) is bool else None,
+            help=field_help(f.name).replace("%", "%%"),
+        )
+
+    ev = sub.add_parser("eval", help="evaluate a saved policy with deterministic actions")
+    ev.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
+    ev.add_argument("--episodes", type=int, default=16, help="episodes per seed")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    ev.add_argument("--checkpoint", type=Path, default=None,
+                    help="a checkpoint file (default: the run's latest)")
+    ev.add_argument("--video", type=Path, default=None,
+                    help="also record one episode of the first seed to this .mp4/.gif")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub.add_parser("envs", help="list the available environments")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        f.name: coerce_field(f.name, getattr(args, f.name))
+        for f in dataclasses.fields(Config)
+        if getattr(args, f.name) is not None
+    }
+
+
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache: repeated runs skip most of the compile time."""
+    import jax
+
+    cache = os.environ.get("REPPO_JAX_CACHE", str(Path.home() / ".cache" / "reppo" / "jax"))
+    if cache.lower() in ("", "0", "off", "none"):
+        return
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from reppo.presets import get_preset
+    from reppo.runs import default_run_dir, open_run_dir
+
+    overrides = _overrides(args)
+    if args.resume is not None:
+        if args.run_dir is not None and args.run_dir != args.resume:
+            raise ConfigError("give either --resume DIR or --run-dir DIR, not both")
+        saved = Config.from_dict(open_run_dir(args.resume))
+        changed = sorted(k for k, v in overrides.items() if getattr(saved, k) != v)
+        frozen = [k for k in changed if k not in _RESUMABLE]
+        if frozen:
+            raise ConfigError(
+                f"cannot change {', '.join(frozen)} when resuming (it would not be the same "
+                f"run); start a new run instead. Changeable: {', '.join(sorted(_RESUMABLE))}"
+            )
+        config = saved.replace(**overrides)
+        run_dir = args.resume
+    else:
+        config = get_preset(args.preset).replace(**overrides)
+        run_dir = args.run_dir or default_run_dir(config.env)
+
+    from reppo.envs import env_spec
+
+    env_spec(config.env, impl=config.impl)  # unknown names fail here, before any work
+    _enable_compilation_cache()
+    from reppo.jax.train import train
+
+    if config.backend != "jax":
+        raise ConfigError(f"backend {config.backend!r} is not available")
+    print(
+        f"REPPO on {config.env}: {config.total_steps:,} env steps x {config.num_seeds} seed(s), "
+        f"{config.num_envs} envs x {config.num_steps} steps per iteration -> {run_dir}",
+        flush=True,
+    )
+    result = train(config, run_dir, resume=args.resume is not None,
+                   echo=lambda line: print(line, flush=True))
+    if result.eval_returns is not None:
+        per_seed = ", ".join(f"{x:.1f}" for x in result.eval_returns.mean(axis=1))
+        print(f"final evaluation: return {result.eval_return_mean:.1f} "
+              f"± {result.eval_returns.std():.1f} (per seed: {per_seed})")
+    print(f"run saved in {run_dir}")
+    return 130 if result.interrupted else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    _enable_compilation_cache()
+    from reppo.jax.policy import evaluate_run, record_run_video
+
+    report = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed,
+                          checkpoint=args.checkpoint)
+    if args.video is not None:
+        record_run_video(args.run_dir, args.video, seed=args.seed, checkpoint=args.checkpoint)
+        report["video"] = str(args.video)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{report['env']} at {report['env_steps']:,} env steps: return "
+            f"{report['mean_return']:.1f} ± {report['std_return']:.1f} over "
+            f"{report['episodes']} episodes"
+        )
+        if "video" in report:
+            print(f"video written to {report['video']}")
+    return 0
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from reppo.envs import list_envs
+
+    for name in list_envs():
+        print(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    command = {"train": _cmd_train, "eval": _cmd_eval, "envs": _cmd_envs}[args.command]
+    from reppo.envs import UnknownEnvError
+    from reppo.runs import CheckpointError, MetricsError, RunDirError
+
+    try:
+        return command(args)
+    except (ConfigError, UnknownEnvError, RunDirError, CheckpointError, MetricsError) as err:
+        print(f"reppo: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reppo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        from reppo.jax.train import NonFiniteError
+
+        if isinstance(err, NonFiniteError):
+            print(f"reppo: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""JAX environments: the contract, the auto-reset wrapper, the registry and evaluation."""
+
+from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+from reppo.envs.contract import EnvSpec, EnvState, StepOutput
+from reppo.envs.evaluation import EvalResult, evaluate, record_video
+from reppo.envs.registry import (
+    DMC_TASKS,
+    UnknownEnvError,
+    env_spec,
+    list_envs,
+    make_env,
+)
+
+__all__ = [
+    "DMC_TASKS",
+    "AutoResetVecEnv",
+    "EnvSpec",
+    "EnvState",
+    "EvalResult",
+    "StepOutput",
+    "UnknownEnvError",
+    "env_spec",
+    "evaluate",
+    "flat_obs",
+    "list_envs",
+    "make_env",
+    "record_video",
+]

@@ -1,0 +1,217 @@
+"""Deterministic evaluation of a policy, and videos of one episode."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+
+Policy = Callable[[jax.Array], jax.Array]
+
+
+class EvalResult(NamedTuple):
+    returns: jax.Array  # (num_envs,) float32 undiscounted return of each env's first episode
+    lengths: jax.Array  # (num_envs,) int32 steps of that episode
+
+
+def evaluate(env: AutoResetVecEnv, act: Policy, key: jax.Array) -> EvalResult:
+    """Run one episode in each of `env.num_envs` envs with the deterministic policy `act`.
+
+    `act` maps a (num_envs, obs_size) batch of observations to (num_envs, action_size)
+    actions. Every episode ends within `spec.episode_length` steps (the time limit), so a scan
+    of exactly that many steps finishes all of them; rewards after an env's first end belong to
+    a new episode and are masked out. Pure and jittable (close over `env` and `act`); vmap it
+    over keys for several seeds.
+    """
+
+    def body(carry: tuple, _: None) -> tuple[tuple, None]:
+        state, returns, lengths, running = carry
+        state, out = env.step(state, act(state.obs))
+        returns = returns + running * out.reward
+        lengths = lengths + running.astype(jnp.int32)
+        ended = jnp.maximum(out.terminated, out.truncated)
+        return (state, returns, lengths, running * (1.0 - ended)), None
+
+    n = env.num_envs
+    init = (env.reset(key), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), jnp.ones(n))
+    (_, returns, lengths, _), _ = jax.lax.scan(body, init, None, env.spec.episode_length)
+    return EvalResult(returns=returns, lengths=lengths)
+
+
+# ---- videos ------------------------------------------------------------------------------------
+
+# What MuJoCo needs to draw a frame (mirrors mujoco_playground's `render_array`).
+_RENDER_FIELDS = ("qpos", "qvel", "mocap_pos", "mocap_quat", "xfrc_applied")
+_FALLBACK_GL = ("egl", "osmesa")  # headless backends tried in a fresh process
+
+
+def _rollout(env: AutoResetVecEnv, act: Policy, key: jax.Array) -> tuple[dict, float, int]:
+    """One episode of the first env: its physics states (reset state plus one per step, up
+    to the end), return and length."""
+    inner = env.inner
+
+    def body(state: Any, _: None) -> tuple[Any, tuple[dict, jax.Array, jax.Array]]:
+        action = act(flat_obs(state.obs)[None])[0]
+        state = inner.step(state, action)
+        frame = {f: getattr(state.data, f) for f in _RENDER_FIELDS}
+        ended = (state.done > 0) | ~jnp.all(jnp.isfinite(flat_obs(state.obs)))
+        return state, (frame, state.reward, ended)
+
+    @jax.jit
+    def run(key: jax.Array) -> tuple[dict, jax.Array, jax.Array]:
+        state = inner.reset(key)
+        first = {f: getattr(state.data, f) for f in _RENDER_FIELDS}
+        _, (frames, rewards, ended) = jax.lax.scan(body, state, None, env.spec.episode_length)
+        frames = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, frames)
+        return frames, rewards, ended
+
+    frames, rewards, ended = jax.device_get(run(key))
+    ends = np.flatnonzero(ended)
+    num_steps = int(ends[0]) + 1 if ends.size else len(ended)
+    traj = {k: np.asarray(v[: num_steps + 1]) for k, v in frames.items()}
+    return traj, float(np.sum(rewards[:num_steps])), num_steps
+
+
+def _render_frames(
+    model: Any, traj: dict, width: int, height: int, camera: int | str | None
+) -> np.ndarray:
+    """Draw every state of `traj` with MuJoCo's renderer; (T, height, width, 3) uint8."""
+    import mujoco
+
+    if camera is None:  # DM Control models name a sensible camera first; else the free one.
+        camera = 0 if model.ncam > 0 else -1
+    data = mujoco.MjData(model)
+    with mujoco.Renderer(model, height=height, width=width) as renderer:
+        frames = []
+        for t in range(len(traj["qpos"])):
+            for f in _RENDER_FIELDS:
+                getattr(data, f)[...] = traj[f][t].reshape(getattr(data, f).shape)
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera=camera)
+            frames.append(renderer.render())
+    return np.stack(frames)
+
+
+def _render_npz(model_path: str, traj_path: str, out_path: str, size: str, camera: str) -> None:
+    """Subprocess entry point of `_render_in_subprocess`."""
+    import mujoco
+
+    width, height = (int(s) for s in size.split("x"))
+    cam: int | str | None = None if camera == "" else int(camera) if camera.isdigit() else camera
+    traj = dict(np.load(traj_path))
+    frames = _render_frames(mujoco.MjModel.from_binary_path(model_path), traj, width, height, cam)
+    np.save(out_path, frames)
+
+
+def _render_in_subprocess(
+    backend: str, model: Any, traj: dict, width: int, height: int, camera: int | str | None
+) -> np.ndarray:
+    """Render in a fresh Python whose MUJOCO_GL is `backend`.
+
+    MuJoCo fixes its OpenGL backend when it is first imported, so trying another backend
+    needs another process.
+    """
+    import mujoco
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path, traj_path, out_path = (f"{tmp}/model.mjb", f"{tmp}/traj.npz", f"{tmp}/f.npy")
+        mujoco.mj_saveModel(model, model_path)
+        np.savez(traj_path, **traj)
+        code = "import sys; from reppo.envs.evaluation import _render_npz as r; r(*sys.argv[1:])"
+        cam = "" if camera is None else str(camera)
+        args = [model_path, traj_path, out_path, f"{width}x{height}", cam]
+        env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"exit status {proc.returncode}")
+        return np.load(out_path)
+
+
+def _render(
+    model: Any, traj: dict, width: int, height: int, camera: int | str | None
+) -> np.ndarray:
+    """Render in this process, else with each headless backend in turn, else explain."""
+    current = os.environ.get("MUJOCO_GL", "") or "glfw"
+    errors = []
+    try:
+        return _render_frames(model, traj, width, height, camera)
+    except Exception as e:  # any GL failure means: try another backend
+        errors.append(f"{current}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
+    for backend in _FALLBACK_GL:
+        if backend == current:
+            continue
+        try:
+            return _render_in_subprocess(backend, model, traj, width, height, camera)
+        except RuntimeError as e:
+            errors.append(f"{backend}: {e}")
+    raise RuntimeError(
+        "No OpenGL backend could render MuJoCo (" + "; ".join(errors) + "). Fix: install EGL "
+        "(apt-get install libegl1) and set MUJOCO_GL=egl, or install OSMesa (apt-get install "
+        "libosmesa6) and set MUJOCO_GL=osmesa, or run where a display is available (glfw)."
+    )
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write .gif with Pillow (no ffmpeg needed); anything else (mp4) with mediapy + ffmpeg."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        # GIF frame delays are in 10 ms units and viewers slow down delays under 20 ms, so
+        # keep at most ~30 frames per second of simulated time.
+        stride = max(1, math.ceil(fps / 30))
+        delay_ms = max(20, round(1000 * stride / fps / 10) * 10)
+        images = [Image.fromarray(f) for f in frames[::stride]]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=delay_ms, loop=0)
+        return
+    import mediapy
+
+    try:
+        mediapy.write_video(path, frames, fps=fps)
+    except RuntimeError as e:  # mediapy raises RuntimeError when ffmpeg is missing
+        raise RuntimeError(
+            f"Could not write {path} ({e}). Install ffmpeg (apt-get install ffmpeg) or pass a "
+            ".gif path, which needs no ffmpeg."
+        ) from e
+
+
+def record_video(
+    name: str,
+    act: Policy,
+    key: jax.Array,
+    path: str | os.PathLike[str],
+    *,
+    impl: str = "auto",
+    episode_length: int | None = None,
+    width: int = 320,
+    height: int = 240,
+    camera: int | str | None = None,
+) -> dict[str, float]:
+    """Run one episode of env `name` with `act` and write it to `path` (.mp4 or .gif).
+
+    `act` takes a batch of observations, as for `evaluate`. Frames are drawn with MuJoCo's
+    renderer at the env's control rate. If MuJoCo cannot create an OpenGL context in this
+    process, headless EGL and OSMesa are tried in a subprocess before raising RuntimeError
+    with how to fix it. Returns the episode's `return` and `length`.
+    """
+    from reppo.envs.registry import make_env
+
+    env = make_env(name, 1, impl=impl, episode_length=episode_length)
+    traj, episode_return, num_steps = _rollout(env, act, key)
+    frames = _render(env.inner.mj_model, traj, width, height, camera)
+    _write_video(Path(path), frames, fps=1.0 / float(env.inner.dt))
+    return {"return": episode_return, "length": float(num_steps)}

@@ -1,0 +1,124 @@
+"""Names of the supported environments and how to build them.
+
+`mujoco_playground` is imported inside the functions: importing it takes seconds, and tools
+that only list names or parse configs should not pay for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from typing import Any
+
+import jax
+
+from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+from reppo.envs.contract import EnvSpec
+
+# Mirrors mujoco_playground.registry.dm_control_suite.ALL_ENVS (checked by the tests), written
+# out so that listing names needs no Playground import.
+DMC_TASKS: tuple[str, ...] = (
+    "AcrobotSwingup",
+    "AcrobotSwingupSparse",
+    "BallInCup",
+    "CartpoleBalance",
+    "CartpoleBalanceSparse",
+    "CartpoleSwingup",
+    "CartpoleSwingupSparse",
+    "CheetahRun",
+    "FingerSpin",
+    "FingerTurnEasy",
+    "FingerTurnHard",
+    "FishSwim",
+    "HopperHop",
+    "HopperStand",
+    "HumanoidStand",
+    "HumanoidWalk",
+    "HumanoidRun",
+    "PendulumSwingup",
+    "PointMass",
+    "ReacherEasy",
+    "ReacherHard",
+    "SwimmerSwimmer6",
+    "WalkerRun",
+    "WalkerStand",
+    "WalkerWalk",
+)
+
+_DMC_REWARD_RANGE = (0.0, 1.0)  # DM Control rewards are in [0, 1] per step.
+IMPLS = ("auto", "jax", "warp")
+
+
+class UnknownEnvError(ValueError):
+    """An environment name that is not in `list_envs()`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        valid = list_envs()
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(f"Unknown environment {name!r}.{hint} Valid names: {', '.join(valid)}")
+
+
+def list_envs() -> list[str]:
+    """All environment names `make_env` accepts."""
+    return list(DMC_TASKS)
+
+
+def _check_name(name: str) -> None:
+    if name not in DMC_TASKS:
+        raise UnknownEnvError(name)
+
+
+def _resolve_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    # MJX ('jax') is 10-40x faster than MuJoCo Warp on CPU, and fine on GPU.
+    return "jax" if impl == "auto" else impl
+
+
+@functools.cache
+def _load(name: str, impl: str) -> Any:
+    """The Playground env (cached: loading compiles the MuJoCo model, which takes a second)."""
+    from mujoco_playground import registry
+
+    return registry.load(name, config_overrides={"impl": impl})
+
+
+def _spec(name: str, inner: Any, episode_length: int | None) -> EnvSpec:
+    if episode_length is None:
+        episode_length = int(inner._config.episode_length)  # 1000 for every DMC task
+    if episode_length < 1:
+        raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+    # Shapes only: eval_shape traces reset without compiling or running it.
+    state = jax.eval_shape(inner.reset, jax.random.key(0))
+    return EnvSpec(
+        name=name,
+        obs_size=int(jax.eval_shape(flat_obs, state.obs).shape[-1]),
+        action_size=int(inner.action_size),
+        episode_length=episode_length,
+        reward_range=_DMC_REWARD_RANGE,
+        family="dm_control",
+    )
+
+
+def env_spec(name: str, impl: str = "auto", episode_length: int | None = None) -> EnvSpec:
+    """The static facts of env `name`, without building a batch."""
+    _check_name(name)
+    return _spec(name, _load(name, _resolve_impl(impl)), episode_length)
+
+
+def make_env(
+    name: str, num_envs: int, *, impl: str = "auto", episode_length: int | None = None
+) -> AutoResetVecEnv:
+    """A batch of `num_envs` auto-resetting envs `name` (see `reppo.envs.contract`).
+
+    `impl` picks Playground's physics: 'jax' (MJX), 'warp' (MuJoCo Warp) or 'auto' (MJX).
+    `episode_length` None keeps the task's own time limit (1000 steps for DM Control).
+    """
+    _check_name(name)
+    impl = _resolve_impl(impl)
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    inner = _load(name, impl)
+    return AutoResetVecEnv(inner, num_envs, _spec(name, inner, episode_length))

@@ -1,0 +1,117 @@
+"""A saved policy: the actor's weights and observation statistics, rebuilt from config.json.
+
+Only the `actor/...` and `obs_stats/...` arrays of a checkpoint are read, so evaluation needs
+neither the critic nor the optimizer states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reppo.config import Config
+from reppo.envs import env_spec, evaluate, make_env, record_video
+from reppo.jax import distributions as D
+from reppo.jax import normalizer as N
+from reppo.jax import tree_io
+from reppo.jax.networks import Networks, Params
+from reppo.runs import CheckpointError, latest_checkpoint, load_checkpoint, open_run_dir
+
+
+@dataclass
+class SavedPolicy:
+    config: Config
+    nets: Networks
+    actor: Params  # leading axis: seeds
+    obs_stats: N.RunningStats  # leading axis: seeds
+    env_steps: int
+    checkpoint: Path
+
+    @property
+    def num_seeds(self) -> int:
+        return int(jax.tree_util.tree_leaves(self.actor)[0].shape[0])
+
+    def act(self, seed_index: int):
+        """Deterministic policy of one seed: obs batch -> action batch."""
+        actor = jax.tree_util.tree_map(lambda x: x[seed_index], self.actor)
+        stats = jax.tree_util.tree_map(lambda x: x[seed_index], self.obs_stats)
+        return lambda obs: act_deterministic(self.nets, self.config, actor, stats, obs)
+
+
+def act_deterministic(nets: Networks, config: Config, actor: Params, stats, obs: jax.Array):
+    if config.normalize_obs:
+        obs = N.normalize(stats, obs)
+    return D.deterministic_action(nets.policy(actor, obs))
+
+
+def load_policy(run_dir: Path, checkpoint: Path | None = None) -> SavedPolicy:
+    config = Config.from_dict(open_run_dir(run_dir))
+    path = checkpoint or latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint yet; train longer or resume with "
+            f"`reppo train --resume {run_dir}`"
+        )
+    arrays, metadata = load_checkpoint(path)
+    spec = env_spec(config.env, impl=config.impl)
+    nets = Networks.from_config(config, spec.obs_size, spec.action_size)
+    seeds = config.num_seeds
+
+    def stacked(tree: Any) -> Any:
+        return jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct((seeds, *x.shape), x.dtype), tree
+        )
+
+    actor_template = stacked(jax.eval_shape(nets.init_actor, jax.random.PRNGKey(0)))
+    stats_template = stacked(jax.eval_shape(lambda: N.init_stats(spec.obs_size)))
+    try:
+        actor = tree_io.unflatten(actor_template, arrays, prefix="actor/")
+        stats = tree_io.unflatten(stats_template, arrays, prefix="obs_stats/")
+    except tree_io.TreeMismatchError as err:
+        raise CheckpointError(
+            f"{path}: does not match the run's config.json ({err})"
+        ) from None
+    return SavedPolicy(config, nets, actor, stats, int(metadata.get("env_steps", 0)), path)
+
+
+def evaluate_run(
+    run_dir: Path, *, episodes: int = 16, seed: int = 0, checkpoint: Path | None = None
+) -> dict[str, Any]:
+    """Deterministic evaluation of every seed's policy, `episodes` episodes each."""
+    policy = load_policy(run_dir, checkpoint)
+    env = make_env(policy.config.env, episodes, impl=policy.config.impl)
+
+    def one(actor, stats, key):
+        act = lambda obs: act_deterministic(policy.nets, policy.config, actor, stats, obs)
+        return evaluate(env, act, key).returns
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(
+        jnp.arange(policy.num_seeds)
+    )
+    returns = np.asarray(jax.jit(jax.vmap(one))(policy.actor, policy.obs_stats, keys))
+    return {
+        "env": policy.config.env,
+        "run_dir": str(run_dir),
+        "checkpoint": str(policy.checkpoint),
+        "env_steps": policy.env_steps,
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "episodes": int(returns.size),
+        "per_seed_mean_return": [float(x) for x in returns.mean(axis=1)],
+        "returns": [float(x) for x in returns.reshape(-1)],
+    }
+
+
+def record_run_video(
+    run_dir: Path, path: Path, *, seed: int = 0, checkpoint: Path | None = None
+) -> dict[str, float]:
+    policy = load_policy(run_dir, checkpoint)
+    return record_video(
+        policy.config.env, policy.act(0), jax.random.PRNGKey(seed), path,
+        impl=policy.config.impl,
+    )

@@ -1,0 +1,55 @@
+"""Named configurations.
+
+- `paper`: Table 1 (1024 envs x 128 steps = 131,072 transitions per iteration, 8 epochs x 64
+  minibatches of 2,048, 512-wide networks, 50M steps).
+- `medium`, `small`: the paper's reduced-data settings, 64 and 32 steps per env (65,536 and
+  32,768 transitions per iteration) with the same minibatch size of 2,048.
+- `cpu`: sized for a 2-core CPU: fewer envs, smaller networks and minibatches, so that the
+  default task learns in minutes. Chosen automatically when JAX sees no GPU.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from reppo.config import Config, ConfigError
+
+PAPER = Config()
+
+PRESETS: dict[str, Config] = {
+    "paper": PAPER,
+    "medium": PAPER.replace(num_steps=64, num_minibatches=32),
+    "small": PAPER.replace(num_steps=32, num_minibatches=16),
+    "cpu": PAPER.replace(
+        env="CartpoleBalance",
+        total_steps=1_000_000,
+        num_envs=64,
+        num_steps=32,
+        num_epochs=4,
+        num_minibatches=4,
+        actor_hidden_dim=128,
+        critic_hidden_dim=128,
+        log_interval_steps=32_768,
+        eval_interval_steps=131_072,
+        checkpoint_interval_steps=262_144,
+    ),
+}
+
+
+def default_preset_name() -> str:
+    """`paper` when JAX sees a GPU, `cpu` otherwise."""
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "paper"
+
+
+def get_preset(name: str) -> Config:
+    if name == "auto":
+        name = default_preset_name()
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown preset {name!r}{hint}; valid presets: auto, {', '.join(PRESETS)}"
+        )
+    return PRESETS[name]

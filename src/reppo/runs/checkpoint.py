@@ -1,0 +1,250 @@
+"""Checkpoints: flat dicts of numpy arrays plus JSON metadata, in safetensors files.
+
+A backend flattens its training state (parameters, optimizer state, normalizer statistics,
+PRNG keys, counters) into named numpy arrays; this module only stores and verifies them.
+
+Safetensors holds raw little-endian array bytes behind a JSON header and cannot carry code, so
+loading a checkpoint never executes anything from the file (unlike pickle). On top of the
+format we store, in the header's string metadata:
+
+* ``reppo.format_version``: the layout of this module's metadata (`FORMAT_VERSION`);
+* ``reppo.metadata``: the caller's metadata dict as JSON;
+* ``reppo.checksum``: sha256 over that metadata and every array's name, dtype, shape and bytes,
+  so a flipped bit on disk is reported instead of silently resuming from garbage.
+
+Files are written atomically (temp file, fsync, rename), so a crash mid-save leaves the
+previous checkpoints intact and at most a temp file, which `list_checkpoints` ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from reppo.runs.rundir import atomic_write_bytes
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+
+_NAME_RE = re.compile(r"^ckpt_(\d{12})\.safetensors$")
+_KEY_VERSION = "reppo.format_version"
+_KEY_METADATA = "reppo.metadata"
+_KEY_CHECKSUM = "reppo.checksum"
+# A real header is a few kB per thousand arrays; a huge length means the file is not ours.
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_DELETE_HINT = "delete it to resume from the previous checkpoint"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or read; the message names the file and a fix."""
+
+
+def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """Where `save_checkpoint` puts the checkpoint of `step`."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"ckpt_{step:012d}.safetensors"
+
+
+def checkpoint_step(path: str | os.PathLike[str]) -> int:
+    """The step encoded in a checkpoint's file name."""
+    match = _NAME_RE.match(Path(path).name)
+    if match is None:
+        raise CheckpointError(f"{path} is not named like a checkpoint (ckpt_<step>.safetensors)")
+    return int(match.group(1))
+
+
+def _checksum(arrays: dict[str, np.ndarray], metadata_json: str) -> str:
+    digest = hashlib.sha256()
+    meta = metadata_json.encode()
+    digest.update(struct.pack("<Q", len(meta)) + meta)
+    for name in sorted(arrays):
+        a = arrays[name]
+        # Length-prefix each field so that no two different contents hash the same stream.
+        header = json.dumps([name, a.dtype.str, list(a.shape)]).encode()
+        digest.update(struct.pack("<Q", len(header)) + header)
+        data = a.tobytes()
+        digest.update(struct.pack("<Q", len(data)))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _prepare(name: str, value: Any) -> np.ndarray:
+    """`value` as a C-contiguous little-endian array (what safetensors stores), copying only
+    when it is not one already."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "biuf":
+        raise CheckpointError(
+            f"cannot checkpoint array {name!r} of dtype {a.dtype}: only bool, integer and float "
+            "arrays are supported; convert it before saving"
+        )
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def _json_default(value: Any) -> Any:
+    # Metadata is typically built from numpy/JAX scalars (step counters, returns).
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    step: int,
+    arrays: dict[str, np.ndarray],
+    metadata: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write `run_dir/checkpoints/ckpt_{step:012d}.safetensors` atomically and prune old ones.
+
+    Only after the new file is in place are older checkpoints deleted, keeping the newest `keep`
+    by step; the checkpoint just written is always kept, even when it is not the newest (after
+    resuming from an older checkpoint). Returns the new file's path.
+    """
+    if keep < 1:
+        raise CheckpointError(f"keep must be >= 1, got {keep}")
+    if step < 0:
+        raise CheckpointError(f"step must be >= 0, got {step}")
+    prepared = {name: _prepare(name, value) for name, value in arrays.items()}
+    try:
+        meta_json = json.dumps(metadata, default=_json_default, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint metadata is not JSON serializable: {e}") from None
+    header_meta = {
+        _KEY_VERSION: str(FORMAT_VERSION),
+        _KEY_METADATA: meta_json,
+        _KEY_CHECKSUM: _checksum(prepared, meta_json),
+    }
+    path = checkpoint_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, st_save(prepared, metadata=header_meta))
+    _prune(run_dir, keep, protect=path)
+    return path
+
+
+def _prune(run_dir: str | os.PathLike[str], keep: int, protect: Path) -> None:
+    checkpoints = list_checkpoints(run_dir)
+    for old in checkpoints[: max(0, len(checkpoints) - keep)]:
+        if old != protect:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The run's checkpoint files, oldest step first (temp files of interrupted saves ignored)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _NAME_RE.match(p.name) and p.is_file()]
+    return sorted(found, key=checkpoint_step)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the highest step, or None if the run has none yet."""
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def _read_header(path: Path, data: bytes) -> dict[str, Any]:
+    """Parse the safetensors header ourselves, to tell truncation from a foreign file."""
+    not_st = f"checkpoint {path} is not a safetensors file"
+    if len(data) < 8:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated ({len(data)} bytes, too short for a header); "
+            f"{_DELETE_HINT}"
+        )
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len == 0 or header_len > _MAX_HEADER_BYTES or data[8:9] != b"{":
+        raise CheckpointError(f"{not_st} (no valid header); {_DELETE_HINT}")
+    if len(data) < 8 + header_len:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated (its header is cut off); {_DELETE_HINT}"
+        )
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{not_st} (its header is not JSON); {_DELETE_HINT}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{not_st} (its header is not a JSON object); {_DELETE_HINT}")
+    # Anything malformed beyond this is left to safetensors' own validation in load.
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__"
+        and isinstance(entry, dict)
+        and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2
+        and isinstance(entry["data_offsets"][1], int)
+    ]
+    payload = len(data) - 8 - header_len
+    if ends and max(ends) > payload:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated ({payload} of {max(ends)} data bytes present); "
+            f"{_DELETE_HINT}"
+        )
+    return header
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and verify a checkpoint: returns (arrays, metadata) exactly as they were saved.
+
+    Raises CheckpointError, with a one-line message naming the file, the problem and a fix, if
+    the file is missing, truncated, not a safetensors file, not written by reppo, of an
+    unsupported format version, or fails its checksum.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; `latest_checkpoint(run_dir)` finds the newest one"
+        ) from None
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {e.strerror or e}; check its permissions"
+        ) from None
+
+    header = _read_header(path, data)
+    meta = header.get("__metadata__")
+    keys = (_KEY_VERSION, _KEY_METADATA, _KEY_CHECKSUM)
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in keys):
+        raise CheckpointError(
+            f"checkpoint {path} is missing reppo metadata (it was not written by reppo's "
+            f"save_checkpoint); {_DELETE_HINT}, or pass a checkpoint from a reppo run"
+        )
+    version = meta[_KEY_VERSION]
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, but this reppo reads version "
+            f"{FORMAT_VERSION}; load it with the reppo version that wrote it, or {_DELETE_HINT}"
+        )
+    try:
+        arrays = st_load(data)
+    except Exception as e:  # safetensors raises its own error types for malformed files
+        raise CheckpointError(
+            f"checkpoint {path} is not a valid safetensors file ({e}); {_DELETE_HINT}"
+        ) from None
+    if _checksum(arrays, meta[_KEY_METADATA]) != meta[_KEY_CHECKSUM]:
+        raise CheckpointError(
+            f"checkpoint {path} fails its checksum (the file was corrupted on disk); {_DELETE_HINT}"
+        )
+    try:
+        metadata = json.loads(meta[_KEY_METADATA])
+    except json.JSONDecodeError:
+        raise CheckpointError(
+            f"checkpoint {path} has unreadable reppo metadata; {_DELETE_HINT}"
+        ) from None
+    return arrays, metadata
