@@ -283,3 +283,41 @@ def test_cartpole_truncates_and_keeps_true_final_obs(cartpole_run):
     mid = [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]
     np.testing.assert_array_equal(outs.final_obs[mid], next_obs[mid])
     assert np.all((outs.reward >= 0) & (outs.reward <= 1))
+
+
+# ---- videos ----------------------------------------------------------------------------------
+
+
+def test_render_failure_explains_fix(monkeypatch):
+    from reppo.envs import evaluation
+
+    def no_gl(*args, **kwargs):
+        raise RuntimeError("libEGL.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(evaluation, "_headless_glfw", lambda: False)
+    monkeypatch.setattr(evaluation, "_render_frames", no_gl)
+    monkeypatch.setattr(evaluation, "_render_in_subprocess", no_gl)
+    with pytest.raises(RuntimeError) as info:
+        evaluation._render(None, {}, 32, 24, None)
+    msg = str(info.value)
+    assert "\n" not in msg and "MUJOCO_GL=egl" in msg and "libosmesa6" in msg
+    assert "libEGL.so.1" in msg  # says what is missing
+
+
+def test_record_video_writes_gif(tmp_path):
+    from PIL import Image
+
+    from reppo.envs import record_video
+
+    path = tmp_path / "cartpole.gif"
+    act = lambda obs: jnp.zeros((obs.shape[0], 1))
+    try:
+        info = record_video("CartpoleBalance", act, jax.random.key(0), path, episode_length=20)
+    except RuntimeError as e:
+        if "OpenGL" not in str(e):
+            raise
+        pytest.skip(f"no OpenGL backend here: {e}")
+    assert info["length"] == 20 and 0 < info["return"] <= 20
+    with Image.open(path) as gif:
+        # 21 states (reset + 20 steps) at 100 Hz, kept at <= 30 fps: every 4th frame.
+        assert gif.n_frames == 6 and gif.size == (320, 240)

@@ -200,7 +200,8 @@ def _actor_setup(objective, kl_target=None):
     leaves, treedef = jax.tree_util.tree_flatten(actor)
     noise_keys = jax.random.split(k[6], len(leaves))
     behaviour = jax.tree_util.tree_unflatten(
-        treedef, [x + 0.3 * jax.random.normal(nk, x.shape) for x, nk in zip(leaves, noise_keys)]
+        treedef,
+        [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, noise_keys, strict=True)],
     )
     critic = nets.init_critic(k[2])
     obs = jax.random.normal(k[3], (64, 5))

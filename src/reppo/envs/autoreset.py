@@ -108,7 +108,8 @@ class AutoResetVecEnv:
             fresh = jax.tree.map(lambda f, s: f.astype(s.dtype), fresh, inner)
             return _select(done, fresh, inner)
 
-        # Resets are as costly as a step, and most steps end no episode: skip them then.
+        # A batched reset runs the physics' forward pass for every env, and most steps end no
+        # episode (DM Control only ends at the time limit): skip it then.
         # (Under an outer vmap the predicate is batched and cond runs both branches; correct,
         # only slower.)
         inner = jax.lax.cond(jnp.any(done), reset_ended, lambda s: s, inner)

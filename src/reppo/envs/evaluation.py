@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -141,16 +143,35 @@ def _render_in_subprocess(
         return np.load(out_path)
 
 
+def _headless_glfw() -> bool:
+    """True where MuJoCo's default backend (glfw) cannot work: Linux without a display."""
+    return (
+        sys.platform.startswith("linux")
+        and os.environ.get("MUJOCO_GL", "").lower() in ("", "glfw")
+        and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    )
+
+
+def _last_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[-1] if lines else repr(e)
+
+
 def _render(
     model: Any, traj: dict, width: int, height: int, camera: int | str | None
 ) -> np.ndarray:
     """Render in this process, else with each headless backend in turn, else explain."""
-    current = os.environ.get("MUJOCO_GL", "") or "glfw"
+    current = os.environ.get("MUJOCO_GL", "").lower() or "glfw"
     errors = []
-    try:
-        return _render_frames(model, traj, width, height, camera)
-    except Exception as e:  # any GL failure means: try another backend
-        errors.append(f"{current}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
+    if _headless_glfw():
+        errors.append("glfw: no DISPLAY")
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _render_frames(model, traj, width, height, camera)
+        except Exception as e:  # any GL failure means: try another backend
+            errors.append(f"{current}: {_last_line(e)}")
     for backend in _FALLBACK_GL:
         if backend == current:
             continue
@@ -180,13 +201,16 @@ def _write_video(path: Path, frames: np.ndarray, fps: float) -> None:
         return
     import mediapy
 
-    try:
-        mediapy.write_video(path, frames, fps=fps)
-    except RuntimeError as e:  # mediapy raises RuntimeError when ffmpeg is missing
+    mediapy.write_video(path, frames, fps=fps)
+
+
+def _check_can_write(path: Path) -> None:
+    """Fail before the rollout, not after it, if the video cannot be written."""
+    if path.suffix.lower() != ".gif" and shutil.which("ffmpeg") is None:
         raise RuntimeError(
-            f"Could not write {path} ({e}). Install ffmpeg (apt-get install ffmpeg) or pass a "
-            ".gif path, which needs no ffmpeg."
-        ) from e
+            f"Writing {path.name} needs ffmpeg, which is not on PATH: install it "
+            "(apt-get install ffmpeg) or pass a .gif path, which needs no ffmpeg."
+        )
 
 
 def record_video(
@@ -210,8 +234,10 @@ def record_video(
     """
     from reppo.envs.registry import make_env
 
+    path = Path(path)
+    _check_can_write(path)
     env = make_env(name, 1, impl=impl, episode_length=episode_length)
     traj, episode_return, num_steps = _rollout(env, act, key)
     frames = _render(env.inner.mj_model, traj, width, height, camera)
-    _write_video(Path(path), frames, fps=1.0 / float(env.inner.dt))
+    _write_video(path, frames, fps=1.0 / float(env.inner.dt))
     return {"return": episode_return, "length": float(num_steps)}

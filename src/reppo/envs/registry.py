@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 from typing import Any
 
 import jax
@@ -77,11 +78,26 @@ def _resolve_impl(impl: str) -> str:
     return "jax" if impl == "auto" else impl
 
 
+def _import_playground_registry() -> Any:
+    try:
+        from mujoco_playground import registry
+    except (AttributeError, ImportError, RuntimeError) as e:
+        # MuJoCo sets up MUJOCO_GL's OpenGL backend on import, e.g. MUJOCO_GL=osmesa without
+        # libOSMesa fails here, before any rendering is asked for.
+        gl = os.environ.get("MUJOCO_GL")
+        if not gl:
+            raise
+        raise RuntimeError(
+            f"Importing MuJoCo failed with MUJOCO_GL={gl!r} ({type(e).__name__}: {e}). Unset "
+            "MUJOCO_GL, or install that backend (egl: libegl1, osmesa: libosmesa6)."
+        ) from e
+    return registry
+
+
 @functools.cache
 def _load(name: str, impl: str) -> Any:
     """The Playground env (cached: loading compiles the MuJoCo model, which takes a second)."""
-    from mujoco_playground import registry
-
+    registry = _import_playground_registry()
     return registry.load(name, config_overrides={"impl": impl})
 
 

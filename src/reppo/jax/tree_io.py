@@ -59,7 +59,8 @@ def unflatten(template: Any, flat: dict[str, np.ndarray], prefix: str = "") -> A
         if _is_key_array(ref):
             expected = jax.random.key_data(ref)
             _check(name, value, expected)
-            leaves.append(jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(ref)))
+            impl = jax.random.key_impl(ref)
+            leaves.append(jax.random.wrap_key_data(jnp.asarray(value), impl=impl))
             continue
         _check(name, value, ref)
         leaves.append(jnp.asarray(value))

@@ -1,0 +1,97 @@
+"""End-to-end behaviour of the training loop: checkpoints, exact resume, determinism, faults."""
+
+import math
+
+import numpy as np
+import pytest
+
+from reppo.jax.train import NonFiniteError, train
+from reppo.runs import latest_checkpoint, list_checkpoints, load_checkpoint, read_metrics
+
+
+def _final_arrays(run_dir):
+    arrays, metadata = load_checkpoint(latest_checkpoint(run_dir))
+    return arrays, metadata
+
+
+def _quiet(_line):
+    pass
+
+
+def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_config):
+    result = train(tiny_config, tmp_path / "run", echo=_quiet)
+    assert result.env_steps == 512 and not result.interrupted
+    arrays, metadata = _final_arrays(tmp_path / "run")
+    prefixes = {name.split("/")[0] for name in arrays}
+    assert {
+        "actor", "behaviour", "critic", "temps", "actor_opt", "critic_opt", "temp_opt",
+        "obs_stats", "env_state", "episode_return", "key", "iteration",
+    } <= prefixes
+    assert metadata["env_steps"] == 512 and metadata["backend"] == "jax"
+    assert int(arrays["iteration"][0]) == 4
+    # The behaviour policy equals the actor at iteration boundaries (theta' <- theta).
+    for name in (n for n in arrays if n.startswith("actor/")):
+        np.testing.assert_array_equal(arrays[name], arrays["behaviour/" + name[6:]])
+    for name in ("config.json", "versions.json", "metrics.jsonl", "learning_curve.png"):
+        assert (tmp_path / "run" / name).is_file()
+    records = read_metrics(tmp_path / "run")
+    assert [r["env_steps"] for r in records] == [256, 512]
+    for key in ("env_steps", "wall_time", "sps", "temp/alpha", "temp/beta", "kl", "entropy",
+                "loss/critic", "loss/actor", "loss/aux", "critic/value_error"):
+        assert key in records[-1]
+    assert "eval/return_mean" in records[-1]  # the final evaluation
+    assert math.isfinite(records[-1]["eval/return_mean"])
+
+
+def test_resume_continues_exactly(tmp_path, tiny_config):
+    straight = train(tiny_config, tmp_path / "straight", echo=_quiet)
+    half = tiny_config.replace(total_steps=256)
+    train(half, tmp_path / "split", echo=_quiet)
+    resumed = train(tiny_config, tmp_path / "split", resume=True, echo=_quiet)
+    assert straight.env_steps == resumed.env_steps == 512
+    a, _ = _final_arrays(tmp_path / "straight")
+    b, _ = _final_arrays(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    # The resumed run's metrics continue where the checkpoint was, without duplicates.
+    steps = [r["env_steps"] for r in read_metrics(tmp_path / "split")]
+    assert steps == [256, 512]
+
+
+def test_same_seed_same_metrics_different_seed_differs(tmp_path, tiny_config):
+    volatile = {"wall_time", "sps"}
+
+    def metrics(seed, name):
+        result = train(tiny_config.replace(seed=seed), tmp_path / name, echo=_quiet)
+        return [{k: v for k, v in r.items() if k not in volatile} for r in result.history]
+
+    first, again, other = metrics(0, "a"), metrics(0, "b"), metrics(1, "c")
+    assert first == again
+    assert first != other
+
+
+def test_num_seeds_trains_independent_seeds(tmp_path, tiny_config):
+    config = tiny_config.replace(num_seeds=2, total_steps=256, seed=3)
+    result = train(config, tmp_path / "two", echo=_quiet)
+    assert result.eval_returns.shape == (2, tiny_config.eval_episodes)
+    pair, _ = _final_arrays(tmp_path / "two")
+    single = train(tiny_config.replace(total_steps=256, seed=4), tmp_path / "one", echo=_quiet)
+    assert single.env_steps == 256
+    one, _ = _final_arrays(tmp_path / "one")
+    kernel = "actor/hidden_0/linear/kernel"
+    assert pair[kernel].shape[0] == 2
+    # Seed 4 is the second member of the pair (seeds 3, 4), and differs from seed 3.
+    np.testing.assert_allclose(pair[kernel][1], one[kernel][0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(pair[kernel][0], pair[kernel][1])
+
+
+def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    train(tiny_config.replace(total_steps=256), run, echo=_quiet)
+    before = {p.name: p.read_bytes() for p in list_checkpoints(run)}
+    exploding = tiny_config.replace(critic_lr=1e30, actor_lr=1e30)
+    with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration 3"):
+        train(exploding, run, resume=True, echo=_quiet)
+    after = {p.name: p.read_bytes() for p in list_checkpoints(run)}
+    assert after == before
