@@ -1,0 +1,100 @@
+"""Train for a fixed budget and record throughput, compile time, memory and return.
+
+    python benchmarks/bench_train.py --env CartpoleBalance --preset cpu --total-steps 262144
+    python benchmarks/bench_train.py --env CheetahRun --preset paper --total-steps 5000000
+
+Prints the figures and appends one row to benchmarks/results.md (date, machine, device).
+Extra `--field value` pairs override config fields, as for `reppo train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results.md")
+HEADER = (
+    "| date | machine | device | env | preset | overrides | env steps | steady sps | "
+    "end-to-end sps | compile s | peak host MiB | peak device MiB | final return |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="CartpoleBalance")
+    parser.add_argument("--preset", default="auto")
+    parser.add_argument("--total-steps", type=int, required=True)
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args, rest = parser.parse_known_args()
+    if len(rest) % 2:
+        parser.error("overrides come as --field value pairs")
+    overrides = {rest[i].lstrip("-").replace("-", "_"): rest[i + 1] for i in range(0, len(rest), 2)}
+
+    import jax
+
+    cache = os.environ.get("REPPO_JAX_CACHE", str(Path.home() / ".cache" / "reppo" / "jax"))
+    if cache.lower() not in ("", "0", "off", "none"):
+        jax.config.update("jax_compilation_cache_dir", cache)
+    from reppo.config import coerce_field
+    from reppo.jax.train import train
+    from reppo.presets import default_preset_name, get_preset
+
+    preset = default_preset_name() if args.preset == "auto" else args.preset
+    typed = {k: coerce_field(k, v) for k, v in overrides.items()}
+    config = get_preset(preset).replace(
+        env=args.env, total_steps=args.total_steps, eval_interval_steps=0, **typed
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(config, Path(tmp) / "run", echo=lambda line: print(line, flush=True))
+
+    chunk_sps = sorted(r["sps"] for r in result.history[1:] or result.history)
+    steady = chunk_sps[len(chunk_sps) // 2]
+    end_to_end = result.env_steps * config.num_seeds / result.wall_time
+    host_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    device_mib = (stats or {}).get("peak_bytes_in_use", 0) / 2**20
+    row = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
+        "device": getattr(device, "device_kind", str(device)),
+        "env": config.env,
+        "preset": preset,
+        "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "-",
+        "env steps": f"{result.env_steps:,}",
+        "steady sps": f"{steady:,.0f}",
+        "end-to-end sps": f"{end_to_end:,.0f}",
+        "compile s": f"{result.compile_seconds:.1f}",
+        "peak host MiB": f"{host_mib:,.0f}",
+        "peak device MiB": f"{device_mib:,.0f}" if device_mib else "-",
+        "final return": f"{result.eval_return_mean:.1f}",
+    }
+    for key, value in row.items():
+        print(f"{key:>16}: {value}")
+    if not args.no_record:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Benchmark results\n\nWritten by `bench_train.py`.\n\n" + HEADER)
+        with RESULTS.open("a") as f:
+            f.write("| " + " | ".join(row.values()) + " |\n")
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
