@@ -564,3 +564,9 @@ def test_format_duration():
     assert format_duration(3 * 86400 + 4 * 3600) == "3d04h"
     assert format_duration(-1) == "?"
     assert format_duration(math.inf) == "?"
+
+
+def test_format_progress_eta_counts_every_seed():
+    # 50 steps left per seed, 2 seeds, 10 steps/s over all seeds: 10 s.
+    line = format_progress({"env_steps": 50, "sps": 10.0}, 100, None, num_seeds=2)
+    assert "ETA 10s" in line

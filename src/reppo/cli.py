@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,17 @@ def _flag(name: str) -> str:
 
 
 def _metavar(name: str) -> str:
+    """INT, FLOAT, BOOL, STR, {a,b,c}; with |NONE when the field is optional."""
     tp = field_type(name)
-    text = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-    return text.replace("Literal", "").replace("NoneType", "None").upper()[:40]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    if optional:
+        tp = args[0]
+    if typing.get_origin(tp) is typing.Literal:
+        text = "{" + ",".join(typing.get_args(tp)) + "}"
+    else:
+        text = tp.__name__.upper()
+    return text + ("|NONE" if optional else "")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -45,11 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train a policy (default: the CPU or paper preset on its default task)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train REPPO. Flags left out take the preset's value "
+                    "(`src/reppo/presets.py`; docs/algorithm.md explains each field).",
     )
     train.add_argument("--preset", default="auto",
-                       help="named config: auto (cpu without a GPU, else paper), paper, "
-                            "medium, small, cpu")
+                       help="named config: auto (cpu without a GPU, else paper; the "
+                            "default), paper, medium, small, cpu")
     train.add_argument("--run-dir", type=Path, default=None,
                        help="run directory (default: runs/ENV-DATE-TIME)")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -98,7 +109,7 @@ def _enable_compilation_cache() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from reppo.presets import get_preset
-    from reppo.runs import default_run_dir, open_run_dir
+    from reppo.runs import atomic_write_json, default_run_dir, open_run_dir
 
     overrides = _overrides(args)
     if args.resume is not None:
@@ -114,6 +125,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
         config = saved.replace(**overrides)
         run_dir = args.resume
+        if config != saved:
+            # The run is extended or logged differently from now on: config.json says so, so a
+            # later plain `--resume` (e.g. after Ctrl-C) continues the extended run.
+            atomic_write_json(run_dir / "config.json", config.to_dict())
+            print(f"updated {run_dir / 'config.json'}: {', '.join(changed)}")
     else:
         config = get_preset(args.preset).replace(**overrides)
         run_dir = args.run_dir or default_run_dir(config.env)

@@ -170,6 +170,13 @@ class Config:
         auto_lo = lo - margin if r_lo < 0 else lo
         v_min = self.v_min if self.v_min is not None else auto_lo
         v_max = self.v_max if self.v_max is not None else hi + margin
+        if not v_min < v_max:
+            raise ConfigError(
+                f"the value support [{v_min}, {v_max}] is empty (v_min from "
+                f"{'the config' if self.v_min is not None else 'the reward range'}, v_max from "
+                f"{'the config' if self.v_max is not None else 'the reward range'}); "
+                "set both --v-min and --v-max"
+            )
         return float(v_min), float(v_max)
 
     # ---- (de)serialization and validation --------------------------------------------------
@@ -294,11 +301,13 @@ def coerce_field(name: str, value: Any) -> Any:
         elif base is int:
             if isinstance(value, bool):
                 raise ValueError(value)
-            if isinstance(value, str):
-                value = int(float(value)) if "e" in value.lower() else int(value)
-            elif isinstance(value, float):
-                if not value.is_integer():
+            if isinstance(value, str) and "e" in value.lower():
+                value = float(value)  # "1e6"
+            if isinstance(value, float):
+                if not value.is_integer():  # also rejects inf and nan
                     raise ValueError(value)
+                value = int(value)
+            else:
                 value = int(value)
         elif base is float:
             if isinstance(value, bool):

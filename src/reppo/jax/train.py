@@ -192,6 +192,11 @@ def train(
                 "one); start it again with `reppo train --run-dir NEW_DIR`"
             )
         state, metadata = trainer.restore(path)
+        if metadata["iteration"] >= config.num_iterations:
+            echo(
+                f"{run_dir} already holds {metadata['env_steps']:,} env steps of "
+                f"{config.total_steps:,}; extend it with `--resume {run_dir} --total-steps N`"
+            )
         wall_offset = float(metadata.get("wall_time", 0.0))
         truncate_metrics(run_dir, metadata["env_steps"])
         echo(f"resuming {run_dir} from {path.name} ({metadata['env_steps']:,} env steps)")
@@ -258,7 +263,7 @@ def train(
             record["wall_time"] = wall()
             logger.log(record)
             history.append(record)
-            echo(format_progress(record, config.total_steps, last_eval))
+            echo(format_progress(record, config.total_steps, last_eval, config.num_seeds))
             ckpt = config.checkpoint_interval_steps
             if iteration >= config.num_iterations or (
                 env_steps // ckpt > previous_steps // ckpt

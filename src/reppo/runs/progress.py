@@ -56,8 +56,13 @@ def format_duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def format_progress(record: dict[str, Any], total_steps: int, last_eval: float | None) -> str:
+def format_progress(
+    record: dict[str, Any], total_steps: int, last_eval: float | None, num_seeds: int = 1
+) -> str:
     """Summarize a metrics record as one line: progress, speed, ETA, eval, temperatures, ...
+
+    `env_steps` and `total_steps` count one seed's steps while `sps` counts all `num_seeds`
+    seeds' steps, so the ETA divides by the per-seed rate.
 
     Reads `env_steps`, `sps` (or derives it from `wall_time`), `temp/alpha`, `temp/beta`,
     `kl`, `entropy` and `critic/value_error`; `last_eval` is the latest evaluation return
@@ -87,7 +92,8 @@ def format_progress(record: dict[str, Any], total_steps: int, last_eval: float |
     if sps is not None:
         parts.append(f"{format_count(sps, 1)} sps")
         if steps is not None and sps > 0:
-            parts.append(f"ETA {format_duration(max(0.0, total_steps - steps) / sps)}")
+            remaining = max(0.0, total_steps - steps) * num_seeds
+            parts.append(f"ETA {format_duration(remaining / sps)}")
 
     evaluation = _number(last_eval)
     if evaluation is None:

@@ -1,0 +1,368 @@
+"""The `reppo` command line, run in-process: envs, train, eval, resume, Ctrl-C and user errors.
+
+Every run uses the tiny test config (`--preset cpu` plus `tiny_flags()`), so a run takes seconds
+once compiled. One trained run is shared by the module; tests that write work on a copy of it.
+User errors must exit with status 2, print exactly one `reppo: error: ...` line to stderr and
+leave an existing run directory byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import jax
+import pytest
+from conftest import TINY, tiny_flags
+
+import reppo.jax.train as jax_train
+from reppo.cli import main
+from reppo.envs import list_envs
+from reppo.runs import (
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+)
+
+TINY_FLAGS = ["--preset", "cpu", *tiny_flags()]
+STEPS = TINY.total_steps  # 512: two chunks of two iterations (256 env steps each)
+CHUNK = TINY.log_interval_steps
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every file's bytes (and every folder, as None) under `directory`."""
+    return {
+        p.relative_to(directory).as_posix(): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def _assert_user_error(code: int, err: str, *needles: str) -> str:
+    assert code == 2, err
+    assert err.startswith("reppo: error: "), err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
+def _env_steps(run: Path) -> list[int]:
+    return [r["env_steps"] for r in read_metrics(run)]
+
+
+def _latest_steps(run: Path) -> int:
+    _, metadata = load_checkpoint(latest_checkpoint(run))
+    return metadata["env_steps"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_jax_cache_threshold():
+    # The CLI sets JAX's persistent-cache threshold for its process; keep other modules' setting.
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    yield
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run dir, exit code, stdout) of one `reppo train` of the tiny config; do not modify."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["train", *TINY_FLAGS, "--run-dir", str(run)])
+    assert code == 0, err.getvalue()
+    return run, code, out.getvalue()
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    return copy
+
+
+# ---- envs -------------------------------------------------------------------------------------
+
+
+def test_envs_lists_the_dmc_tasks(capsys):
+    code, out, err = _cli(capsys, "envs")
+    assert code == 0 and err == ""
+    names = out.splitlines()
+    assert len(names) == len(set(names)) == 25
+    assert {"CartpoleBalance", "CheetahRun", "HumanoidRun", "WalkerWalk"} <= set(names)
+    assert names == list_envs()
+
+
+# ---- train and eval ---------------------------------------------------------------------------
+
+
+def test_train_writes_a_complete_run(trained):
+    run, code, out = trained
+    assert code == 0
+    assert "final evaluation" in out
+    assert str(run) in out
+    assert out.rstrip().splitlines()[-1] == f"run saved in {run}"
+    for name in ("config.json", "versions.json", "metrics.jsonl", "learning_curve.png"):
+        assert (run / name).is_file(), name
+    assert (run / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The flags reached the config: the saved config is exactly the tiny one.
+    assert json.loads((run / "config.json").read_text()) == TINY.to_dict()
+    assert isinstance(json.loads((run / "versions.json").read_text()), dict)
+    assert latest_checkpoint(run) == checkpoint_path(run, STEPS)
+    assert _latest_steps(run) == STEPS
+    assert _env_steps(run) == [CHUNK, STEPS]
+    final = read_metrics(run)[-1]
+    assert math.isfinite(final["eval/return_mean"])
+    # The printed final evaluation is the logged one.
+    assert f"final evaluation: return {final['eval/return_mean']:.1f}" in out
+
+
+def test_eval_prints_one_json_object_or_one_line(trained, capsys):
+    run = trained[0]
+    before = _snapshot(run)
+    code, out, err = _cli(capsys, "eval", run, "--json", "--episodes", 2)
+    assert code == 0, err
+    assert out.count("\n") == 1 and out.endswith("\n"), out
+    report = json.loads(out)
+    assert isinstance(report, dict)
+    num_seeds = TINY.num_seeds
+    assert report["episodes"] == 2 * num_seeds
+    assert len(report["returns"]) == 2 * num_seeds
+    assert len(report["per_seed_mean_return"]) == num_seeds
+    for key in ("mean_return", "std_return"):
+        assert isinstance(report[key], float) and math.isfinite(report[key]), key
+    assert report["std_return"] >= 0
+    assert report["mean_return"] == pytest.approx(sum(report["returns"]) / len(report["returns"]))
+    assert report["env"] == TINY.env
+    assert report["env_steps"] == STEPS
+    assert Path(report["checkpoint"]) == latest_checkpoint(run)
+
+    # The same evaluation (same seed) as plain text.
+    code, out, err = _cli(capsys, "eval", run, "--episodes", 2)
+    assert code == 0, err
+    assert out.count("\n") == 1, out
+    expected = (
+        f"{TINY.env} at {STEPS} env steps: return {report['mean_return']:.1f} "
+        f"± {report['std_return']:.1f} over {2 * num_seeds} episodes"
+    )
+    assert out.strip() == expected
+    assert _snapshot(run) == before  # evaluating never writes to the run
+
+
+# ---- resume -----------------------------------------------------------------------------------
+
+
+def test_resume_extends_the_run(run_copy, capsys):
+    run = run_copy
+    old_lines = (run / "metrics.jsonl").read_text().splitlines()
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", 2 * STEPS)
+    assert code == 0, err
+    assert f"resuming {run} from {checkpoint_path(run, STEPS).name}" in out
+    assert "final evaluation" in out
+    assert _latest_steps(run) == 2 * STEPS > STEPS
+    steps = _env_steps(run)
+    assert steps == [CHUNK, STEPS, STEPS + CHUNK, 2 * STEPS]
+    assert steps == sorted(set(steps))  # strictly increasing, no duplicates
+    # Records from before the resume are kept byte for byte.
+    assert (run / "metrics.jsonl").read_text().splitlines()[:2] == old_lines
+
+
+# ---- Ctrl-C -----------------------------------------------------------------------------------
+
+
+def _interrupt_after_first_chunk(monkeypatch) -> list[str]:
+    """Raise KeyboardInterrupt where the training loop reports its first chunk."""
+    calls: list[str] = []
+    original = jax_train.format_progress
+
+    def format_progress(*args, **kwargs):
+        calls.append(original(*args, **kwargs))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return calls[-1]
+
+    monkeypatch.setattr(jax_train, "format_progress", format_progress)
+    return calls
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    calls = _interrupt_after_first_chunk(monkeypatch)
+    code, out, err = _cli(capsys, "train", *TINY_FLAGS, "--run-dir", run)
+    assert code == 130, err
+    assert len(calls) == 1  # interrupted after the first chunk, not later
+    assert list_checkpoints(run) == [checkpoint_path(run, CHUNK)]
+    assert _latest_steps(run) == CHUNK
+    assert f"--resume {run}" in out
+    assert "final evaluation" not in out
+
+    monkeypatch.undo()
+    code, out, err = _cli(capsys, "train", "--resume", run)
+    assert code == 0, err
+    assert "final evaluation" in out
+    assert _latest_steps(run) == STEPS
+    assert _env_steps(run) == [CHUNK, STEPS]
+
+
+def test_interrupted_extension_is_finished_by_a_plain_resume(run_copy, capsys, monkeypatch):
+    run = run_copy
+
+    def interrupted_compile(self, state, num_iterations):
+        raise KeyboardInterrupt  # Ctrl-C while the first chunk of the extension compiles
+
+    monkeypatch.setattr(jax_train.Trainer, "chunk_fn", interrupted_compile)
+    code, out, _ = _cli(capsys, "train", "--resume", run, "--total-steps", 2 * STEPS)
+    assert code == 130
+    monkeypatch.undo()
+    # The interrupt message says how to continue; doing that must finish the extended run.
+    assert f"continue with `reppo train --resume {run}`" in out
+    code, out, err = _cli(capsys, "train", "--resume", run)
+    assert code == 0, err
+    assert "final evaluation" in out
+    assert _latest_steps(run) == 2 * STEPS
+
+
+# ---- user errors ------------------------------------------------------------------------------
+
+
+def test_unknown_env_suggests_the_closest_and_lists_all(run_copy, capsys):
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "train", *TINY_FLAGS, "--env", "CartpoleBalanc",
+                          "--run-dir", run_copy)
+    _assert_user_error(code, err, "'CartpoleBalanc'")
+    assert re.search(r"did you mean '?CartpoleBalance'?", err, re.IGNORECASE), err
+    listed = err.split("Valid names:")[1]
+    for name in list_envs():
+        assert name in listed
+    assert _snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        (["--preset", "gpu"], ["preset", "'gpu'", "cpu"]),
+        (["--num-envs", "-3"], ["num_envs", "-3"]),
+        (["--norm", "batch"], ["norm", "'batch'"]),
+        (["--gamma", "2"], ["gamma"]),
+        (["--normalize-obs", "maybe"], ["normalize_obs", "maybe"]),
+        (["--num-minibatches", "3"], ["num_minibatches"]),
+        (["--resume", "other-dir"], ["--resume", "--run-dir"]),
+    ],
+    ids=["preset", "num-envs", "norm", "gamma", "bool", "minibatches", "resume-and-run-dir"],
+)
+def test_invalid_train_flags_are_refused_before_any_work(run_copy, capsys, flags, needles):
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "train", *TINY_FLAGS, *flags, "--run-dir", run_copy)
+    _assert_user_error(code, err, *needles)
+    assert "already holds a run" not in err  # the flag was checked first
+    assert _snapshot(run_copy) == before
+
+
+def test_resume_of_a_missing_dir(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    code, out, err = _cli(capsys, "train", "--resume", missing)
+    _assert_user_error(code, err, str(missing), "does not exist")
+    assert not missing.exists()
+
+
+def test_resume_of_a_dir_that_is_not_a_run(tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a run\n")
+    before = _snapshot(other)
+    code, out, err = _cli(capsys, "train", "--resume", other)
+    _assert_user_error(code, err, str(other), "not a reppo run directory", "config.json")
+    assert _snapshot(other) == before
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_latest_checkpoint_is_named_and_left_alone(run_copy, capsys, damage):
+    ckpt = latest_checkpoint(run_copy)
+    data = ckpt.read_bytes()
+    if damage == "garbage":
+        ckpt.write_bytes(b"\x13 not a checkpoint \xff" * (len(data) // 20))
+    else:
+        ckpt.write_bytes(data[: len(data) // 2])
+    before = _snapshot(run_copy)
+
+    code, out, err = _cli(capsys, "train", "--resume", run_copy)
+    _assert_user_error(code, err, str(ckpt))
+    if damage == "truncated":
+        assert "truncated" in err
+    assert _snapshot(run_copy) == before
+
+    code, out, err = _cli(capsys, "eval", run_copy, "--json")
+    _assert_user_error(code, err, str(ckpt))
+    assert out == ""
+    assert _snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [([], "same config"), (["--total-steps", 2 * STEPS], "different config")],
+    ids=["same-config", "different-config"],
+)
+def test_train_refuses_a_run_dir_that_holds_a_run(run_copy, capsys, flags, needle):
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "train", *TINY_FLAGS, *flags, "--run-dir", run_copy)
+    _assert_user_error(code, err, str(run_copy), "already holds a run", needle,
+                       f"--resume {run_copy}")
+    if flags:
+        assert "total_steps" in err
+    assert _snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [(["--num-envs", "16"], "num_envs"), (["--seed", "1"], "seed"),
+     (["--env", "WalkerRun"], "env")],
+)
+def test_resume_refuses_to_change_a_frozen_field(run_copy, capsys, flags, field):
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "train", "--resume", run_copy, *flags)
+    _assert_user_error(code, err, f"cannot change {field} when", "total_steps")
+    assert _snapshot(run_copy) == before
+
+
+def test_resume_accepts_unchanged_frozen_flags(run_copy, capsys):
+    # Repeating the run's own flags is not a change; the run is already complete, so
+    # nothing is trained and nothing needs compiling.
+    code, out, err = _cli(capsys, "train", "--resume", run_copy, *TINY_FLAGS)
+    assert code == 0, err
+    assert _latest_steps(run_copy) == STEPS
+
+
+def test_eval_of_a_missing_dir(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    code, out, err = _cli(capsys, "eval", missing)
+    _assert_user_error(code, err, str(missing), "does not exist")
+    assert out == ""
+
+
+def test_run_without_checkpoints_cannot_be_evaluated_or_resumed(run_copy, capsys):
+    shutil.rmtree(run_copy / "checkpoints")
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "eval", run_copy)
+    _assert_user_error(code, err, str(run_copy), "no checkpoint")
+    code, out, err = _cli(capsys, "train", "--resume", run_copy)
+    _assert_user_error(code, err, str(run_copy), "no checkpoint")
+    assert _snapshot(run_copy) == before
+
+
+def test_eval_refuses_zero_episodes(trained, capsys):
+    code, out, err = _cli(capsys, "eval", trained[0], "--episodes", 0)
+    _assert_user_error(code, err, "--episodes")
