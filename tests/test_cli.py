@@ -98,13 +98,16 @@ def run_copy(trained, tmp_path) -> Path:
 # ---- envs -------------------------------------------------------------------------------------
 
 
-def test_envs_lists_the_dmc_tasks(capsys):
+def test_envs_lists_the_dmc_and_maniskill_tasks(capsys):
     code, out, err = _cli(capsys, "envs")
     assert code == 0 and err == ""
     names = out.splitlines()
-    assert len(names) == len(set(names)) == 25
+    assert len(names) == len(set(names)) == 25 + 11
     assert {"CartpoleBalance", "CheetahRun", "HumanoidRun", "WalkerWalk"} <= set(names)
+    assert {"PickCube-v1", "PushCube-v1", "PegInsertionSide-v1"} <= set(names)
     assert names == list_envs()
+    code, out, _ = _cli(capsys, "envs", "--family", "maniskill")
+    assert code == 0 and out.splitlines() == list_envs("maniskill")
 
 
 # ---- train and eval ---------------------------------------------------------------------------
@@ -224,7 +227,7 @@ def test_interrupted_extension_is_finished_by_a_plain_resume(run_copy, capsys, m
     def interrupted_compile(self, state, num_iterations):
         raise KeyboardInterrupt  # Ctrl-C while the first chunk of the extension compiles
 
-    monkeypatch.setattr(jax_train.Trainer, "chunk_fn", interrupted_compile)
+    monkeypatch.setattr(jax_train.JaxTrainer, "chunk_fn", interrupted_compile)
     code, out, _ = _cli(capsys, "train", "--resume", run, "--total-steps", 2 * STEPS)
     assert code == 130
     monkeypatch.undo()

@@ -201,7 +201,7 @@ _INVALID = [
     ("actor_objective", "foo"),
     ("kl_estimator", "exact"),
     ("impl", "torch"),
-    ("backend", "torch"),
+    ("backend", "tensorflow"),
     ("actor_lr", math.nan),
     ("critic_lr", math.inf),
     ("kl_target", "inf"),

@@ -213,7 +213,7 @@ def test_evaluate_sums_rewards_until_first_end():
 def test_list_envs_matches_playground():
     from mujoco_playground import registry
 
-    names = list_envs()
+    names = list_envs("dm_control")
     assert len(names) == 25 and set(names) == set(registry.dm_control_suite.ALL_ENVS)
     assert {"CartpoleBalance", "CheetahRun", "HumanoidRun"} <= set(names)
     assert tuple(names) == DMC_TASKS

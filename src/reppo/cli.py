@@ -1,4 +1,4 @@
-"""The `reppo` command line: train, eval, envs.
+"""The `reppo` command line: train, eval, export, envs.
 
 Every config field is a `train` flag (`num_envs` -> `--num-envs`). Errors a user can fix are
 printed as one line, `reppo: error: ...`, with exit status 2.
@@ -83,8 +83,22 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video", type=Path, default=None,
                     help="also record one episode of the first seed to this .mp4/.gif")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--backend", choices=("jax", "torch"), default=None,
+                    help="backend that runs the policy (default: the one that trained it); "
+                         "either backend reads either's runs")
 
-    sub.add_parser("envs", help="list the available environments")
+    ex = sub.add_parser("export", help="export a saved policy to ONNX")
+    ex.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
+    ex.add_argument("--onnx", type=Path, required=True, metavar="PATH",
+                    help="where to write the .onnx file (never overwritten)")
+    ex.add_argument("--checkpoint", type=Path, default=None,
+                    help="a checkpoint file (default: the run's latest)")
+    ex.add_argument("--seed-index", type=int, default=0,
+                    help="which seed of a --num-seeds run to export (default 0)")
+
+    envs = sub.add_parser("envs", help="list the available environments")
+    envs.add_argument("--family", choices=("dm_control", "maniskill"), default=None,
+                      help="only this family (dm_control: either backend; maniskill: torch)")
     return parser
 
 
@@ -112,6 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from reppo.runs import atomic_write_json, default_run_dir, open_run_dir
 
     overrides = _overrides(args)
+    backend = overrides.get("backend", "jax")
     if args.resume is not None:
         if args.run_dir is not None and args.run_dir != args.resume:
             raise ConfigError("give either --resume DIR or --run-dir DIR, not both")
@@ -124,6 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"run); start a new run instead. Changeable: {', '.join(sorted(_RESUMABLE))}"
             )
         config = saved.replace(**overrides)
+        backend = config.backend
         run_dir = args.resume
         if config != saved:
             # The run is extended or logged differently from now on: config.json says so, so a
@@ -131,20 +147,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
             atomic_write_json(run_dir / "config.json", config.to_dict())
             print(f"updated {run_dir / 'config.json'}: {', '.join(changed)}")
     else:
-        config = get_preset(args.preset).replace(**overrides)
+        if backend == "torch":
+            _check_torch_installed()
+        config = get_preset(args.preset, backend=backend).replace(**overrides)
         run_dir = args.run_dir or default_run_dir(config.env)
 
-    from reppo.envs import env_spec
+    if config.backend == "torch":
+        _check_torch_installed()
+        # JAX (which runs Playground for torch runs) would otherwise take most of the GPU.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        from reppo.envs.torch_registry import torch_env_spec
 
-    env_spec(config.env, impl=config.impl)  # unknown names fail here, before any work
+        torch_env_spec(config.env, impl=config.impl)  # unknown names fail before any work
+    else:
+        from reppo.envs import env_spec
+
+        env_spec(config.env, impl=config.impl)
     _enable_compilation_cache()
-    from reppo.jax.train import train
+    from reppo.training import train
 
-    if config.backend != "jax":
-        raise ConfigError(f"backend {config.backend!r} is not available")
     print(
-        f"REPPO on {config.env}: {config.total_steps:,} env steps x {config.num_seeds} seed(s), "
-        f"{config.num_envs} envs x {config.num_steps} steps per iteration -> {run_dir}",
+        f"REPPO ({config.backend}) on {config.env}: {config.total_steps:,} env steps x "
+        f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps per "
+        f"iteration -> {run_dir}",
         flush=True,
     )
     result = train(config, run_dir, resume=args.resume is not None,
@@ -157,11 +182,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _check_torch_installed() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "the torch backend needs PyTorch: pip install -e \".[torch]\" (see README for "
+            "the CPU and GPU installs)"
+        ) from None
+
+
+def _run_backend(run_dir: Path, requested: str | None) -> str:
+    from reppo.runs import open_run_dir
+
+    backend = requested or Config.from_dict(open_run_dir(run_dir)).backend
+    if backend == "torch":
+        _check_torch_installed()
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return backend
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    backend = _run_backend(args.run_dir, args.backend)
     _enable_compilation_cache()
-    from reppo.jax.policy import evaluate_run, record_run_video
+    if backend == "torch":
+        from reppo.torch.policy import evaluate_run, record_run_video
+    else:
+        from reppo.jax.policy import evaluate_run, record_run_video
 
     report = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed,
                           checkpoint=args.checkpoint)
@@ -181,30 +230,57 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_envs(args: argparse.Namespace) -> int:
-    from reppo.envs import list_envs
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.onnx.exists():
+        raise ConfigError(f"{args.onnx} already exists; pick another path or delete it first")
+    _check_torch_installed()
+    from reppo.torch.export import export_onnx
 
-    for name in list_envs():
+    report = export_onnx(args.run_dir, args.onnx, checkpoint=args.checkpoint,
+                         seed_index=args.seed_index)
+    print(
+        f"wrote {args.onnx}: obs ({report['obs_size']},) -> action ({report['action_size']},), "
+        f"normalization included; onnxruntime matches torch within {report['max_abs_error']:.1e}"
+    )
+    return 0
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from reppo.envs.registry import list_envs
+
+    for name in list_envs(args.family):
         print(name)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    command = {"train": _cmd_train, "eval": _cmd_eval, "envs": _cmd_envs}[args.command]
-    from reppo.envs import UnknownEnvError
+    command = {
+        "train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "envs": _cmd_envs,
+    }[args.command]
+    from reppo.envs.registry import UnknownEnvError, WrongBackendError
     from reppo.runs import CheckpointError, MetricsError, RunDirError
 
+    user_errors: tuple[type[Exception], ...] = (
+        ConfigError, UnknownEnvError, WrongBackendError, RunDirError, CheckpointError,
+        MetricsError,
+    )
+    try:
+        from reppo.envs.maniskill import ManiSkillError
+
+        user_errors += (ManiSkillError,)
+    except ImportError:
+        pass
     try:
         return command(args)
-    except (ConfigError, UnknownEnvError, RunDirError, CheckpointError, MetricsError) as err:
+    except user_errors as err:
         print(f"reppo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reppo: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        from reppo.jax.train import NonFiniteError
+        from reppo.training import NonFiniteError
 
         if isinstance(err, NonFiniteError):
             print(f"reppo: error: {err}", file=sys.stderr)

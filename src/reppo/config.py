@@ -31,14 +31,19 @@ NormKind = Literal["rms", "layer", "none"]
 ActorObjective = Literal["clipped", "full", "value"]
 KLEstimator = Literal["sample", "analytic"]
 Impl = Literal["auto", "jax", "warp"]
-Backend = Literal["jax"]
+Backend = Literal["jax", "torch"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
 class Config:
     # ---- run -------------------------------------------------------------------------------
     env: str = _f("CartpoleBalance", "Environment name (`reppo envs` lists them).")
-    backend: Backend = _f("jax", "Training backend.")
+    backend: Backend = _f(
+        "jax",
+        "Training backend: 'jax' (MuJoCo Playground) or 'torch' (ManiSkill3, and Playground "
+        "through a zero-copy DLPack bridge). Both read and write the same run directories.",
+    )
     seed: int = _f(0, "Random seed of the first run; seed i of --num-seeds K is seed + i.")
     num_seeds: int = _f(1, "Independent seeds trained side by side in one process (jax.vmap).")
     total_steps: int = _f(50_000_000, "Environment steps to train for, summed over envs (Table 1).")
@@ -46,6 +51,19 @@ class Config:
         "auto",
         "MuJoCo Playground physics implementation: 'jax' (MJX), 'warp' (MuJoCo Warp) or 'auto' "
         "(MJX, which is 10-40x faster than warp on CPU).",
+    )
+
+    # ---- torch backend ---------------------------------------------------------------------
+    device: Device = _f(
+        "auto", "Torch device: 'cuda' when available with 'auto', else 'cpu' (torch backend)."
+    )
+    torch_compile: bool = _f(
+        False, "torch.compile the loss and gradient computations (torch backend)."
+    )
+    cuda_graphs: bool = _f(
+        False,
+        "Capture the compiled update in CUDA graphs (torch.compile mode 'reduce-overhead'); "
+        "needs a GPU and torch_compile (torch backend).",
     )
 
     # ---- data collection -------------------------------------------------------------------
@@ -234,6 +252,13 @@ class Config:
                 f"eval_interval_steps must be >= 0 (0: only at the end), got "
                 f"{self.eval_interval_steps}"
             )
+        if self.backend == "torch" and self.num_seeds > 1:
+            raise ConfigError(
+                "num_seeds > 1 trains seeds side by side with jax.vmap and needs --backend jax; "
+                "with the torch backend run one process per seed (--seed S)"
+            )
+        if self.cuda_graphs and not self.torch_compile:
+            raise ConfigError("cuda_graphs needs torch_compile; add --torch-compile")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.steps_per_iteration % self.num_minibatches:

@@ -39,16 +39,20 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def default_preset_name() -> str:
-    """`paper` when JAX sees a GPU, `cpu` otherwise."""
+def default_preset_name(backend: str = "jax") -> str:
+    """`paper` when the backend sees a GPU, `cpu` otherwise."""
+    if backend == "torch":
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "cpu"
     import jax
 
     return "cpu" if jax.default_backend() == "cpu" else "paper"
 
 
-def get_preset(name: str) -> Config:
+def get_preset(name: str, backend: str = "jax") -> Config:
     if name == "auto":
-        name = default_preset_name()
+        name = default_preset_name(backend)
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

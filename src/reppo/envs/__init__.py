@@ -6,6 +6,7 @@ from reppo.envs.evaluation import EvalResult, evaluate, record_video
 from reppo.envs.registry import (
     DMC_TASKS,
     UnknownEnvError,
+    WrongBackendError,
     env_spec,
     list_envs,
     make_env,
@@ -19,6 +20,7 @@ __all__ = [
     "EvalResult",
     "StepOutput",
     "UnknownEnvError",
+    "WrongBackendError",
     "env_spec",
     "evaluate",
     "flat_obs",

@@ -1,4 +1,6 @@
-"""The environment contract every JAX env adapter satisfies.
+"""The environment contracts: the JAX one (pure functions of a state) and the torch one.
+
+## JAX adapters
 
 An adapter is a set of pure, jittable functions over a batch of `num_envs` environments:
 
@@ -19,14 +21,33 @@ Episode ends are reported as two disjoint flags:
   `final_obs`).
 Both are float32 arrays of 0/1, shape (num_envs,). Physics that went non-finite counts as a
 termination, and the env is reset.
+
+## Torch adapters (`TorchVecEnv`)
+
+A stateful batch of `num_envs` environments whose arrays are torch tensors on `env.device`
+(ManiSkill3 natively; MuJoCo Playground through the zero-copy DLPack bridge):
+
+    spec, num_envs, device
+    reset(seed) -> obs                          (num_envs, obs_size) float32
+    step(action) -> TorchStep                   action (num_envs, action_size) in [-1, 1]
+    close()
+
+The episode-boundary rules are the JAX ones: `step` auto-resets the envs that ended (partial
+resets), `TorchStep.obs` is what the policy acts on next, `TorchStep.final_obs` the true
+observation reached by this step, `terminated` and `truncated` disjoint float32 0/1 flags.
+`TorchStep.success` is a (num_envs,) bool tensor for tasks with a success condition (ManiSkill),
+else None. An adapter built for evaluation (`evaluation=True`) does not reset envs partially:
+every env runs `spec.episode_length` steps and only the time limit ends its episode.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-import jax
+if TYPE_CHECKING:  # the contract module imports neither framework
+    import jax
+    import torch
 
 
 @dataclass(frozen=True)
@@ -51,3 +72,24 @@ class StepOutput(NamedTuple):
     terminated: jax.Array  # (num_envs,) float32 0/1
     truncated: jax.Array  # (num_envs,) float32 0/1
     final_obs: jax.Array  # (num_envs, obs_size) true observation reached by this step
+
+
+class TorchStep(NamedTuple):
+    obs: torch.Tensor  # (num_envs, obs_size) next observation, after auto-reset
+    reward: torch.Tensor  # (num_envs,) float32
+    terminated: torch.Tensor  # (num_envs,) float32 0/1
+    truncated: torch.Tensor  # (num_envs,) float32 0/1
+    final_obs: torch.Tensor  # (num_envs, obs_size) true observation reached by this step
+    success: torch.Tensor | None = None  # (num_envs,) bool, for tasks with a success condition
+
+
+class TorchVecEnv(Protocol):
+    spec: EnvSpec
+    num_envs: int
+    device: torch.device
+
+    def reset(self, seed: int) -> torch.Tensor: ...
+
+    def step(self, action: torch.Tensor) -> TorchStep: ...
+
+    def close(self) -> None: ...

@@ -61,14 +61,29 @@ class UnknownEnvError(ValueError):
         super().__init__(f"Unknown environment {name!r}.{hint} Valid names: {', '.join(valid)}")
 
 
-def list_envs() -> list[str]:
-    """All environment names `make_env` accepts."""
-    return list(DMC_TASKS)
+class WrongBackendError(ValueError):
+    """An environment that the chosen backend cannot train (ManiSkill3 needs torch)."""
+
+
+def list_envs(family: str | None = None) -> list[str]:
+    """Environment names: Playground's DM Control tasks (either backend) and, for the torch
+    backend, the ManiSkill3 tasks; `family` ('dm_control' or 'maniskill') picks one group."""
+    from reppo.envs.maniskill import MANISKILL_TASKS
+
+    groups = {"dm_control": list(DMC_TASKS), "maniskill": list(MANISKILL_TASKS)}
+    if family is not None:
+        return groups[family]
+    return groups["dm_control"] + groups["maniskill"]
 
 
 def _check_name(name: str) -> None:
-    if name not in DMC_TASKS:
-        raise UnknownEnvError(name)
+    if name in DMC_TASKS:
+        return
+    if name in list_envs("maniskill"):
+        raise WrongBackendError(
+            f"{name} is a ManiSkill3 task, which the torch backend trains: add --backend torch"
+        )
+    raise UnknownEnvError(name)
 
 
 def _resolve_impl(impl: str) -> str:

@@ -99,6 +99,7 @@ def evaluate_run(
         "run_dir": str(run_dir),
         "checkpoint": str(policy.checkpoint),
         "env_steps": policy.env_steps,
+        "backend": "jax",
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
         "episodes": int(returns.size),

@@ -1,0 +1,266 @@
+"""One REPPO iteration (Algorithm 1) in PyTorch: rollout, soft TD(lambda), minibatch updates.
+
+The same steps as `reppo.jax.agent`, written as a readable loop over tensors. All randomness is
+drawn from one `torch.Generator` (saved in checkpoints), and `update` takes its randomness as an
+explicit `UpdatePlan` (minibatch permutations and Gaussian noise), so the parity tests can feed
+both backends the same draws.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from reppo.config import Config
+from reppo.envs.contract import EnvSpec
+from reppo.torch import distributions as D
+from reppo.torch import losses as L
+from reppo.torch import normalizer as N
+from reppo.torch.networks import Actor, Critic
+
+
+class Rollout(NamedTuple):
+    """One iteration's data, each of shape (num_steps, num_envs, ...)."""
+
+    obs: Tensor  # normalized with the statistics of this iteration
+    action: Tensor
+    reward: Tensor
+    soft_reward: Tensor
+    next_value: Tensor
+    next_latent: Tensor
+    terminated: Tensor
+    truncated: Tensor
+
+
+class UpdatePlan(NamedTuple):
+    """The randomness of one update: (epochs, minibatches, ...) permutations and noise."""
+
+    perms: Tensor  # (E, M, B) int64 indices into the flattened rollout
+    action_noise: Tensor  # (E, M, B, A)
+    kl_noise: Tensor | None  # (E, M, K, B, A); None: analytic KL
+
+
+def clip_global_norm_(params: list[Tensor], max_norm: float) -> Tensor:
+    """Scale gradients by min(1, max_norm / global norm), as optax.clip_by_global_norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
+    torch._foreach_mul_(grads, scale)
+    return norm
+
+
+def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
+    # optax.adam's defaults; the update m_hat / (sqrt(v_hat) + eps) is the same in both.
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _all_finite(tensors: list[Tensor]) -> bool:
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+class TorchAgent:
+    """REPPO's networks, optimizers, temperatures and statistics for one env spec."""
+
+    def __init__(self, config: Config, spec: EnvSpec, device: torch.device, seed: int) -> None:
+        c = self.config = config
+        self.spec = spec
+        self.device = device
+        self.gamma = c.resolved_gamma(spec.episode_length)
+        v_min, v_max = c.value_support(self.gamma, spec.reward_range)
+        self.support = (
+            L.Support.create(v_min, v_max, c.num_bins, c.hl_gauss_sigma_ratio, device=device)
+            if c.use_hl_gauss
+            else None
+        )
+        self.target_entropy = c.target_entropy_per_dim * spec.action_size
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)  # the networks' initial weights
+        initial = L.initial_value_logits(self.support) if self.support is not None else None
+        self.actor = Actor(c, spec.obs_size, spec.action_size).to(device)
+        self.behaviour = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = Critic(c, spec.obs_size, spec.action_size, initial).to(device)
+        self.log_alpha = torch.tensor(math.log(c.alpha_init), device=device, requires_grad=True)
+        self.log_beta = torch.tensor(math.log(c.beta_init), device=device, requires_grad=True)
+        self.actor_opt = _adam(list(self.actor.parameters()), c.actor_lr)
+        self.critic_opt = _adam(list(self.critic.parameters()), c.critic_lr)
+        self.temp_opt = _adam([self.log_alpha, self.log_beta], c.temperature_lr or c.actor_lr)
+        self.obs_stats = N.init_stats(spec.obs_size, device=device)
+        self._critic_loss = L.critic_loss
+        self._actor_loss = L.actor_loss
+        if c.torch_compile:
+            mode = "reduce-overhead" if c.cuda_graphs else None
+            self._critic_loss = torch.compile(L.critic_loss, mode=mode)
+            self._actor_loss = torch.compile(L.actor_loss, mode=mode)
+
+    # ---- pieces -----------------------------------------------------------------------------
+    def normalize(self, obs: Tensor) -> Tensor:
+        return N.normalize(self.obs_stats, obs) if self.config.normalize_obs else obs
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.device)
+
+    @torch.no_grad()
+    def act_deterministic(self, obs: Tensor) -> Tensor:
+        return D.deterministic_action(self.actor(self.normalize(obs)))
+
+    # ---- step 1: rollout with the behaviour policy --------------------------------------------
+    @torch.no_grad()
+    def rollout(self, env: Any, obs: Tensor, episode_return: Tensor):
+        """num_steps steps of every env; returns (data, raw next obs, next obs, returns, stats)."""
+        c, support = self.config, self.support
+        alpha = torch.exp(self.log_alpha)
+        n, k = env.num_envs, c.num_bootstrap_samples
+        steps: list[Rollout] = []
+        raw_obs = []
+        finished_sum = torch.zeros((), device=self.device)
+        finished_count = torch.zeros((), device=self.device)
+        success_sum = torch.zeros((), device=self.device)
+        for _ in range(c.num_steps):
+            norm_obs = self.normalize(obs)
+            action, _, _ = D.sample_from_noise(
+                self.behaviour(norm_obs), self.randn(n, self.spec.action_size)
+            )
+            out = env.step(action)
+
+            # Bootstrap at the true next observation with fresh actions a' ~ pi_theta'.
+            next_obs = self.normalize(out.final_obs)
+            next_dist = self.behaviour(next_obs)
+            noise = self.randn(k, n, self.spec.action_size)
+            next_action, _, next_log_prob = D.sample_from_noise(next_dist, noise)
+            next_latent = self.critic.encode(next_obs.expand(k, *next_obs.shape), next_action)
+            head = self.critic.value_head(next_latent)
+            values = L.hl_gauss_value(head, support) if support is not None else head[..., 0]
+            # No next action follows a termination, so no entropy bonus there.
+            bonus = -self.gamma * alpha * next_log_prob.mean(0)
+            soft_reward = out.reward + (1.0 - out.terminated) * bonus
+
+            done = torch.maximum(out.terminated, out.truncated)
+            episode_return = episode_return + out.reward
+            finished_sum += (done * episode_return).sum()
+            finished_count += done.sum()
+            if out.success is not None:
+                success_sum += (done * out.success.float()).sum()
+            episode_return = episode_return * (1.0 - done)
+            steps.append(Rollout(
+                norm_obs, action, out.reward, soft_reward, values.mean(0), next_latent[0],
+                out.terminated, out.truncated,
+            ))
+            raw_obs.append(out.obs)
+            obs = out.obs
+        data = Rollout(*(torch.stack(x) for x in zip(*steps, strict=True)))
+        stats = {"finished_sum": finished_sum, "finished": finished_count, "success": success_sum}
+        return data, torch.stack(raw_obs), obs, episode_return, stats
+
+    # ---- step 3: critic, actor and temperature updates ------------------------------------------
+    def make_plan(self) -> UpdatePlan:
+        c, a = self.config, self.spec.action_size
+        size, b = c.steps_per_iteration, c.minibatch_size
+        perms = torch.stack([
+            torch.randperm(size, generator=self.generator, device=self.device)
+            for _ in range(c.num_epochs)
+        ]).reshape(c.num_epochs, c.num_minibatches, b)
+        action_noise = self.randn(c.num_epochs, c.num_minibatches, b, a)
+        kl_noise = None
+        if c.kl_estimator == "sample":
+            kl_noise = self.randn(c.num_epochs, c.num_minibatches, c.kl_num_samples, b, a)
+        return UpdatePlan(perms, action_noise, kl_noise)
+
+    def minibatch_update(
+        self, batch: dict[str, Tensor], action_noise: Tensor, kl_noise: Tensor | None
+    ) -> dict[str, Tensor]:
+        c = self.config
+        critic_batch = L.CriticBatch(
+            batch["obs"], batch["action"], batch["reward"], batch["target"],
+            batch["next_latent"], batch["terminated"],
+        )
+        loss, critic_metrics = self._critic_loss(
+            self.critic, critic_batch, self.support, c.aux_loss_mult, c.reward_prediction
+        )
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_global_norm_(list(self.critic.parameters()), c.max_grad_norm)
+        self.critic_opt.step()
+
+        # The actor step uses the critic just updated.
+        with torch.no_grad():
+            old = self.behaviour(batch["obs"])
+        loss, actor_metrics = self._actor_loss(
+            self.actor, self.critic, old, batch["obs"], self.log_alpha, self.log_beta,
+            action_noise, kl_noise, self.support, c.actor_objective, c.kl_target,
+        )
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_global_norm_(list(self.actor.parameters()), c.max_grad_norm)
+        self.actor_opt.step()
+
+        loss = L.temperature_loss(
+            self.log_alpha, self.log_beta, actor_metrics["entropy"], actor_metrics["kl"],
+            self.target_entropy, c.kl_target,
+        )
+        self.temp_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_global_norm_([self.log_alpha, self.log_beta], c.max_grad_norm)
+        self.temp_opt.step()
+        return {**critic_metrics, **actor_metrics}
+
+    def update(self, data: dict[str, Tensor], plan: UpdatePlan) -> dict[str, Tensor]:
+        """Epochs of minibatch steps over the flattened data; metrics averaged over them."""
+        c = self.config
+        totals: dict[str, Tensor] = {}
+        for e in range(c.num_epochs):
+            for m in range(c.num_minibatches):
+                idx = plan.perms[e, m]
+                batch = {name: x[idx] for name, x in data.items()}
+                kl_noise = plan.kl_noise[e, m] if plan.kl_noise is not None else None
+                metrics = self.minibatch_update(batch, plan.action_noise[e, m], kl_noise)
+                for name, value in metrics.items():
+                    totals[name] = totals[name] + value if name in totals else value
+        count = c.num_epochs * c.num_minibatches
+        return {name: value / count for name, value in totals.items()}
+
+    # ---- one whole iteration -------------------------------------------------------------------
+    def iteration(self, env: Any, obs: Tensor, episode_return: Tensor):
+        """Algorithm 1 once; returns (next obs, episode returns, metrics as floats)."""
+        c = self.config
+        data, raw_obs, obs, episode_return, stats = self.rollout(env, obs, episode_return)
+        targets = L.soft_td_lambda(
+            data.soft_reward, data.next_value, data.terminated, data.truncated, self.gamma, c.lam
+        )
+        flat = {
+            name: x.reshape(-1, *x.shape[2:])
+            for name, x in {**data._asdict(), "target": targets}.items()
+        }
+        metrics = self.update(flat, self.make_plan())
+        with torch.no_grad():
+            self.behaviour.load_state_dict(self.actor.state_dict())  # step 4: theta' <- theta
+            if c.normalize_obs:
+                self.obs_stats = N.update_stats(self.obs_stats, raw_obs)
+
+        episodes = stats["finished"]
+        out = {name: float(v) for name, v in metrics.items()}
+        out.update({
+            "train/reward_mean": float(data.reward.mean()),
+            "train/episode_return": float(stats["finished_sum"] / episodes)
+            if episodes > 0 else math.nan,
+            "train/episodes": float(episodes),
+            "train/target_mean": float(targets.mean()),
+            "temp/alpha": float(torch.exp(self.log_alpha)),
+            "temp/beta": float(torch.exp(self.log_beta)),
+            "finite/actor": _all_finite(list(self.actor.parameters())),
+            "finite/critic": _all_finite(list(self.critic.parameters())),
+            "finite/temperatures": _all_finite([self.log_alpha, self.log_beta]),
+            "finite/losses": all(
+                math.isfinite(out[k]) for k in ("loss/critic", "loss/aux", "loss/actor")
+            ),
+            "finite/observations": bool(torch.isfinite(raw_obs).all()),
+        })
+        if env.spec.family == "maniskill":
+            out["train/success_rate"] = (
+                float(stats["success"] / episodes) if episodes > 0 else math.nan
+            )
+        return obs, episode_return, out
