@@ -1,0 +1,1 @@
+"""PyTorch backend: REPPO's networks, distributions, losses and normalizer, mirroring reppo.jax."""

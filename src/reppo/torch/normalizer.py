@@ -1,0 +1,48 @@
+"""Running mean/variance observation normalization (paper appendix D), as `reppo.jax.normalizer`.
+
+The statistics are part of the policy: evaluation and export apply the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+_EPS = 1e-8
+# Normalized observations are clipped: a rare outlier (e.g. a physics blow-up) cannot push
+# inputs far outside the range the networks saw.
+CLIP = 10.0
+
+
+class RunningStats(NamedTuple):
+    mean: Tensor  # (obs_size,)
+    var: Tensor  # (obs_size,)
+    count: Tensor  # () float32, observations seen
+
+
+def init_stats(obs_size: int, device: Any = None) -> RunningStats:
+    return RunningStats(
+        torch.zeros((obs_size,), dtype=torch.float32, device=device),
+        torch.ones((obs_size,), dtype=torch.float32, device=device),
+        torch.zeros((), dtype=torch.float32, device=device),
+    )
+
+
+def update_stats(stats: RunningStats, batch: Tensor) -> RunningStats:
+    """Merge a batch (..., obs_size) into the statistics (Chan et al.'s parallel update)."""
+    batch = batch.reshape(-1, batch.shape[-1])
+    n = float(batch.shape[0])
+    batch_mean = torch.mean(batch, dim=0)
+    batch_var = torch.var(batch, dim=0, correction=0)
+    total = stats.count + n
+    delta = batch_mean - stats.mean
+    mean = stats.mean + delta * n / total
+    m2 = stats.var * stats.count + batch_var * n + delta**2 * stats.count * n / total
+    return RunningStats(mean, m2 / total, total)
+
+
+def normalize(stats: RunningStats, obs: Tensor) -> Tensor:
+    z = (obs - stats.mean) / torch.sqrt(stats.var + _EPS)
+    return torch.clamp(z, -CLIP, CLIP)
