@@ -2,6 +2,8 @@
 
     python benchmarks/bench_train.py --env CartpoleBalance --preset cpu --total-steps 262144
     python benchmarks/bench_train.py --env CheetahRun --preset paper --total-steps 5000000
+    python benchmarks/bench_train.py --env CartpoleBalance --preset cpu --total-steps 262144 \
+        --backend torch --torch-compile true
 
 Prints the figures and appends one row to benchmarks/results.md (date, machine, device).
 Extra `--field value` pairs override config fields, as for `reppo train`.
@@ -53,11 +55,14 @@ def main() -> None:
     if cache.lower() not in ("", "0", "off", "none"):
         jax.config.update("jax_compilation_cache_dir", cache)
     from reppo.config import coerce_field
-    from reppo.jax.train import train
     from reppo.presets import default_preset_name, get_preset
+    from reppo.training import train
 
-    preset = default_preset_name() if args.preset == "auto" else args.preset
     typed = {k: coerce_field(k, v) for k, v in overrides.items()}
+    backend = typed.get("backend", "jax")
+    if backend == "torch":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    preset = default_preset_name(backend) if args.preset == "auto" else args.preset
     config = get_preset(preset).replace(
         env=args.env, total_steps=args.total_steps, eval_interval_steps=0, **typed
     )
@@ -68,13 +73,21 @@ def main() -> None:
     steady = chunk_sps[len(chunk_sps) // 2]
     end_to_end = result.env_steps * config.num_seeds / result.wall_time
     host_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    device = jax.devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    device_mib = (stats or {}).get("peak_bytes_in_use", 0) / 2**20
+    if backend == "torch":
+        import torch
+
+        on_gpu = torch.cuda.is_available() and config.device != "cpu"
+        device_name = torch.cuda.get_device_name() if on_gpu else "cpu (torch)"
+        device_mib = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else 0
+    else:
+        device = jax.devices()[0]
+        stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+        device_mib = (stats or {}).get("peak_bytes_in_use", 0) / 2**20
+        device_name = getattr(device, "device_kind", str(device))
     row = {
         "date": dt.date.today().isoformat(),
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
-        "device": getattr(device, "device_kind", str(device)),
+        "device": device_name,
         "env": config.env,
         "preset": preset,
         "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "-",

@@ -68,7 +68,9 @@ def test_one_update_matches_jax(tiny_config, changes):
         data.soft_reward, data.next_value, data.terminated, data.truncated, agent.gamma,
         config.lam,
     )
-    flat = {n: x.reshape(-1, *x.shape[2:]) for n, x in {**data._asdict(), "target": targets}.items()}
+    flat = {
+        n: x.reshape(-1, *x.shape[2:]) for n, x in {**data._asdict(), "target": targets}.items()
+    }
     update_key = jax.random.PRNGKey(5)
     (actor, critic, temps, *_), jax_metrics = jax.jit(agent.update)(state, flat, update_key)
 

@@ -71,8 +71,9 @@ def test_same_seed_same_metrics_different_seed_differs(tmp_path, tiny_config):
     assert first != other
 
 
-def test_num_seeds_trains_independent_seeds(tmp_path, tiny_config):
-    config = tiny_config.replace(num_seeds=2, total_steps=256, seed=3)
+@pytest.mark.parametrize("batching", ["map", "vmap"])
+def test_num_seeds_trains_independent_seeds(tmp_path, tiny_config, batching):
+    config = tiny_config.replace(num_seeds=2, total_steps=256, seed=3, seed_batching=batching)
     result = train(config, tmp_path / "two", echo=_quiet)
     assert result.eval_returns.shape == (2, tiny_config.eval_episodes)
     pair, _ = _final_arrays(tmp_path / "two")

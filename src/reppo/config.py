@@ -33,6 +33,7 @@ KLEstimator = Literal["sample", "analytic"]
 Impl = Literal["auto", "jax", "warp"]
 Backend = Literal["jax", "torch"]
 Device = Literal["auto", "cpu", "cuda"]
+SeedBatching = Literal["map", "vmap"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,15 @@ class Config:
         "through a zero-copy DLPack bridge). Both read and write the same run directories.",
     )
     seed: int = _f(0, "Random seed of the first run; seed i of --num-seeds K is seed + i.")
-    num_seeds: int = _f(1, "Independent seeds trained side by side in one process (jax.vmap).")
+    num_seeds: int = _f(1, "Independent seeds trained side by side in one process (JAX backend).")
+    seed_batching: SeedBatching = _f(
+        "map",
+        "How the JAX backend runs --num-seeds seeds in one jitted call: 'map' one after another "
+        "(lax.map), or 'vmap' batched. Under vmap the auto-reset's 'reset only if an episode "
+        "ended' branch becomes a reset at every step, which is cheap for Cartpole but ~300x "
+        "slower for tasks with an expensive reset (CheetahRun settles its physics for 200 "
+        "steps); use vmap only where resets are cheap.",
+    )
     total_steps: int = _f(50_000_000, "Environment steps to train for, summed over envs (Table 1).")
     impl: Impl = _f(
         "auto",

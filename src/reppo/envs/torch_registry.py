@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from reppo.config import ConfigError
-from reppo.envs.contract import EnvSpec, TorchStep
+from reppo.envs.contract import EnvSpec, TorchVecEnv
 
 
 def resolve_device(device: str) -> torch.device:
@@ -55,40 +56,50 @@ def torch_env_spec(name: str, impl: str = "auto") -> EnvSpec:
     return env_spec(name, impl=impl)
 
 
-@torch.no_grad()
-def evaluate_torch(env: Any, act: Any, seed: int) -> dict[str, torch.Tensor | None]:
-    """One episode in each of the env's `num_envs` envs with the deterministic policy `act`.
+def evaluate_torch(
+    env: TorchVecEnv,
+    act: Callable[[torch.Tensor], torch.Tensor],
+    episodes_env_steps: int | None = None,
+    *,
+    seed: int = 0,
+) -> dict[str, torch.Tensor | None]:
+    """One episode in each env of `env` (any `TorchVecEnv`, built with `evaluation=True`).
 
-    The returns count rewards up to and including each env's first episode end; success_once
-    is success at any step of that episode, success_at_end success at its last step (for
-    tasks that report success, else None). Every episode ends within `spec.episode_length`
-    steps, so that many steps finish them all.
+    Resets with `seed`, then runs `episodes_env_steps` steps (default `spec.episode_length`,
+    which ends every env's first episode) with `act(obs) -> action` under `torch.no_grad`.
+    Each env's episode counts up to and including its first end (terminated or truncated);
+    in ManiSkill's evaluation mode that is the whole `episode_length` steps. Returns tensors of
+    shape (num_envs,): `returns` (float32, undiscounted), `lengths` (int64), and for envs that
+    report success, `success_once` (bool: success at any step of the episode) and
+    `success_at_end` (bool: success at its last step), else None.
     """
-    obs = env.reset(seed)
-    n, device = env.num_envs, env.device
-    returns = torch.zeros(n, device=device)
-    lengths = torch.zeros(n, dtype=torch.int64, device=device)
-    running = torch.ones(n, dtype=torch.bool, device=device)
-    success_once = torch.zeros(n, dtype=torch.bool, device=device)
-    success_at_end = torch.zeros(n, dtype=torch.bool, device=device)
-    has_success = False
-    for _ in range(env.spec.episode_length):
-        out: TorchStep = env.step(act(obs))
-        returns += running * out.reward
-        lengths += running.long()
-        ended = (out.terminated + out.truncated) > 0
-        if out.success is not None:
-            has_success = True
-            success = out.success.bool()
-            success_once |= running & success
-            success_at_end = torch.where(running & ended, success, success_at_end)
-        running &= ~ended
-        obs = out.obs
-        if not running.any():
-            break
+    num_steps = env.spec.episode_length if episodes_env_steps is None else episodes_env_steps
+    if num_steps < 1:
+        raise ValueError(f"episodes_env_steps must be >= 1, got {num_steps}")
+    n, dev = env.num_envs, env.device
+    returns = torch.zeros(n, dtype=torch.float32, device=dev)
+    lengths = torch.zeros(n, dtype=torch.int64, device=dev)
+    running = torch.ones(n, dtype=torch.bool, device=dev)
+    success_once = success_at_end = None
+    with torch.no_grad():
+        obs = env.reset(seed)
+        for _ in range(num_steps):
+            out = env.step(act(obs))
+            returns += torch.where(running, out.reward, torch.zeros_like(out.reward))
+            lengths += running.long()
+            if out.success is not None:
+                if success_once is None:
+                    success_once = torch.zeros(n, dtype=torch.bool, device=dev)
+                    success_at_end = torch.zeros(n, dtype=torch.bool, device=dev)
+                success_once |= running & out.success
+                success_at_end = torch.where(running, out.success, success_at_end)
+            running &= (out.terminated + out.truncated) == 0
+            obs = out.obs
+            if not running.any():
+                break
     return {
         "returns": returns,
         "lengths": lengths,
-        "success_once": success_once if has_success else None,
-        "success_at_end": success_at_end if has_success else None,
+        "success_once": success_once,
+        "success_at_end": success_at_end,
     }

@@ -93,7 +93,10 @@ def evaluate_run(
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(
         jnp.arange(policy.num_seeds)
     )
-    returns = np.asarray(jax.jit(jax.vmap(one))(policy.actor, policy.obs_stats, keys))
+    from reppo.jax.train import over_seeds
+
+    run = over_seeds(one, policy.num_seeds, "map")
+    returns = np.asarray(jax.jit(run)(policy.actor, policy.obs_stats, keys))
     return {
         "env": policy.config.env,
         "run_dir": str(run_dir),

@@ -1,4 +1,10 @@
-"""The JAX backend's trainer: a jitted, vmapped chunk of iterations per call.
+"""The JAX backend's trainer: a jitted chunk of iterations, for every seed, per call.
+
+The training state carries a leading seed axis. One seed runs unbatched (the axis is dropped
+inside the jitted call); several run one after another with `lax.map` or batched with
+`jax.vmap` (`config.seed_batching`). vmap is not the default: the auto-reset wrapper skips
+its reset branch with `lax.cond` when no episode ended, and a batched predicate turns that
+cond into a select that computes the reset at every step.
 
 `reppo.training.train` drives it (logging, evaluation, checkpoints, faults); `train` is
 re-exported here for convenience.
@@ -41,6 +47,19 @@ def device_description() -> dict[str, Any]:
     }
 
 
+def over_seeds(fn: Callable, num_seeds: int, batching: str) -> Callable:
+    """`fn` applied to every seed of arguments with a leading seed axis (outputs stacked)."""
+    if num_seeds == 1:
+        def single(*args):
+            out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
+            return jax.tree_util.tree_map(lambda x: x[None], out)
+
+        return single
+    if batching == "vmap":
+        return jax.vmap(fn)
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
+
 class JaxTrainer:
     """Builds the env, agent and jitted functions for one config (`reppo.training.Trainer`)."""
 
@@ -58,17 +77,23 @@ class JaxTrainer:
                 self.eval_env, lambda obs: agent.act_deterministic(actor, stats, obs), key
             )
 
-        self._evaluate = jax.jit(jax.vmap(eval_one))
-        self._init = jax.jit(jax.vmap(agent.init))
+        seeds, batching = config.num_seeds, config.seed_batching
+        self._evaluate = jax.jit(over_seeds(eval_one, seeds, batching))
+        self._init = jax.jit(over_seeds(agent.init, seeds, batching))
 
     def init_state(self) -> TrainState:
         return self._init(seed_keys(self.config))
 
     def chunk_fn(self, state: TrainState, num_iterations: int) -> Callable:
-        """The compiled vmapped chunk of `num_iterations` iterations (compiled once per size)."""
+        """The compiled chunk of `num_iterations` iterations (compiled once per size)."""
         if num_iterations not in self._chunks:
             start = time.perf_counter()
-            fn = jax.jit(jax.vmap(lambda s: self.agent.chunk(s, num_iterations)))
+            chunk = over_seeds(
+                lambda s: self.agent.chunk(s, num_iterations),
+                self.config.num_seeds,
+                self.config.seed_batching,
+            )
+            fn = jax.jit(chunk)
             self._chunks[num_iterations] = fn.lower(state).compile()
             self.compile_seconds += time.perf_counter() - start
         return self._chunks[num_iterations]

@@ -101,7 +101,7 @@ def evaluate_run(
     returns, success_once, success_at_end = [], [], []
     for i, policy in enumerate(saved.policies):
         policy.to(device)
-        result = evaluate_torch(env, policy, seed * 1_000_003 + i)
+        result = evaluate_torch(env, policy, seed=seed * 1_000_003 + i)
         returns.append(result["returns"].cpu().numpy())
         if result["success_once"] is not None:
             success_once.append(result["success_once"].float().cpu().numpy())

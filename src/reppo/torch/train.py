@@ -125,7 +125,7 @@ class TorchTrainer:
 
     def evaluate(self, state: _State) -> EvalReport:
         seed = (self.config.seed * 1_000_003 + _EVAL_STREAM + state.iteration) % 2**31
-        result = evaluate_torch(self.eval_env, self.agent.act_deterministic, seed)
+        result = evaluate_torch(self.eval_env, self.agent.act_deterministic, seed=seed)
 
         def row(x: torch.Tensor | None) -> np.ndarray | None:
             return None if x is None else x.float().cpu().numpy()[None]
