@@ -21,6 +21,7 @@ import pytest
 from conftest import TINY, tiny_flags
 
 import reppo.jax.train as jax_train
+from reppo import training
 from reppo.cli import main
 from reppo.envs import list_envs
 from reppo.runs import (
@@ -190,7 +191,7 @@ def test_resume_extends_the_run(run_copy, capsys):
 def _interrupt_after_first_chunk(monkeypatch) -> list[str]:
     """Raise KeyboardInterrupt where the training loop reports its first chunk."""
     calls: list[str] = []
-    original = jax_train.format_progress
+    original = training.format_progress
 
     def format_progress(*args, **kwargs):
         calls.append(original(*args, **kwargs))
@@ -198,7 +199,7 @@ def _interrupt_after_first_chunk(monkeypatch) -> list[str]:
             raise KeyboardInterrupt
         return calls[-1]
 
-    monkeypatch.setattr(jax_train, "format_progress", format_progress)
+    monkeypatch.setattr(training, "format_progress", format_progress)
     return calls
 
 
