@@ -570,3 +570,19 @@ def test_format_progress_eta_counts_every_seed():
     # 50 steps left per seed, 2 seeds, 10 steps/s over all seeds: 10 s.
     line = format_progress({"env_steps": 50, "sps": 10.0}, 100, None, num_seeds=2)
     assert "ETA 10s" in line
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    from reppo.runs.rundir import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_bytes(tmp_path / "a.json", b"{}", overwrite=False)
+        plain = tmp_path / "b.json"
+        plain.write_bytes(b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644

@@ -1,4 +1,4 @@
-"""The `reppo` command line: train, eval, export, envs.
+"""The `reppo` command line: train, eval, export, envs, and the experiment commands.
 
 Every config field is a `train` flag (`num_envs` -> `--num-envs`). Errors a user can fix are
 printed as one line, `reppo: error: ...`, with exit status 2.
@@ -17,6 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from reppo.config import Config, ConfigError, coerce_field, field_help, field_type
+
+# Experiment commands, each in its own module with `configure_parser(parser)` and
+# `run(args) -> int`; their modules import nothing heavy at the top, so `reppo --help` stays fast.
+_EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "baseline": ("reppo.experiments.baselines", "train a Brax PPO or SAC baseline run"),
+    "sweep": ("reppo.experiments.sweep", "train every task of a suite x K seeds (resumable)"),
+    "report": ("reppo.analysis.report", "figures and tables from run directories"),
+    "memory": ("reppo.experiments.memory", "bytes held by rollout storage vs a replay buffer"),
+    "toy": ("reppo.experiments.toy", "the six-hump camel study of MC vs pathwise gradients"),
+}
+
+
+class UserError(RuntimeError):
+    """Bad input to an experiment command; printed as one line with exit status 2."""
+
 
 # Flags with a dedicated meaning in `train` rather than a config field of the same name.
 _TRAIN_OWN = {"run_dir", "resume", "preset"}
@@ -60,7 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--preset", default="auto",
                        help="named config: auto (cpu without a GPU, else paper; the "
-                            "default), paper, medium, small, cpu")
+                            "default), paper, medium, small, cpu, and the ablations "
+                            "BASE-no-hl-gauss|no-norm|no-aux|no-kl of each")
     train.add_argument("--run-dir", type=Path, default=None,
                        help="run directory (default: runs/ENV-DATE-TIME)")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -99,6 +115,12 @@ def _build_parser() -> argparse.ArgumentParser:
     envs = sub.add_parser("envs", help="list the available environments")
     envs.add_argument("--family", choices=("dm_control", "maniskill"), default=None,
                       help="only this family (dm_control: either backend; maniskill: torch)")
+
+    import importlib
+
+    for name, (module, help_text) in _EXTRA_COMMANDS.items():
+        configure = importlib.import_module(module).configure_parser
+        configure(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 
@@ -110,7 +132,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _enable_compilation_cache() -> None:
+def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache: repeated runs skip most of the compile time."""
     import jax
 
@@ -163,7 +185,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from reppo.envs import env_spec
 
         env_spec(config.env, impl=config.impl)
-    _enable_compilation_cache()
+    enable_compilation_cache()
     from reppo.training import train
 
     print(
@@ -206,7 +228,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     backend = _run_backend(args.run_dir, args.backend)
-    _enable_compilation_cache()
+    enable_compilation_cache()
     if backend == "torch":
         from reppo.torch.policy import evaluate_run, record_run_video
     else:
@@ -255,14 +277,19 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    command = {
-        "train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "envs": _cmd_envs,
-    }[args.command]
+    if args.command in _EXTRA_COMMANDS:
+        import importlib
+
+        command = importlib.import_module(_EXTRA_COMMANDS[args.command][0]).run
+    else:
+        command = {
+            "train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "envs": _cmd_envs,
+        }[args.command]
     from reppo.envs.registry import UnknownEnvError, WrongBackendError
     from reppo.runs import CheckpointError, MetricsError, RunDirError
 
     user_errors: tuple[type[Exception], ...] = (
-        ConfigError, UnknownEnvError, WrongBackendError, RunDirError, CheckpointError,
+        UserError, ConfigError, UnknownEnvError, WrongBackendError, RunDirError, CheckpointError,
         MetricsError,
     )
     try:
@@ -289,4 +316,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, so that `python -m reppo.cli` catches the same error
+    # classes (e.g. UserError) as the modules it calls raise, not copies made for __main__.
+    from reppo.cli import main as _main
+
+    sys.exit(_main())

@@ -11,6 +11,7 @@ decisions taken where the paper is silent or wrong (docs/algorithm.md explains e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -289,8 +290,13 @@ def field_help(name: str) -> str:
 
 
 def field_type(name: str) -> Any:
-    hints = typing.get_type_hints(Config)
-    return hints[name]
+    return _type_hints()[name]
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    # Resolving the string annotations costs ~1 ms a field; Config.replace checks every field.
+    return typing.get_type_hints(Config)
 
 
 def _allowed(tp: Any) -> tuple[Any, ...] | None:

@@ -6,11 +6,15 @@
   32,768 transitions per iteration) with the same minibatch size of 2,048.
 - `cpu`: sized for a 2-core CPU: fewer envs, smaller networks and minibatches, so that the
   default task learns in minutes. Chosen automatically when JAX sees no GPU.
+- `{base}-{ablation}` for each of these bases: the base with one component of REPPO switched
+  off (paper section 4.5, figure 7), e.g. `paper-no-kl`, `small-no-hl-gauss`, `cpu-no-aux`.
+  `ABLATIONS` says which config fields each one changes; docs/experiments.md says why.
 """
 
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from reppo.config import Config, ConfigError
 
@@ -39,6 +43,44 @@ PRESETS: dict[str, Config] = {
         checkpoint_interval_steps=524_288,
     ),
 }
+
+# The four ablations of paper section 4.5, as the config fields each one changes. Each switches
+# off one component and leaves everything else (including the batch size) as in its base:
+# - no-hl-gauss: the critic regresses G with a scalar squared error instead of the HL-Gauss
+#   cross-entropy over 151 bins;
+# - no-norm: no normalization layer after the hidden Linear layers of the actor and the critic
+#   (the running observation normalization stays: it is not what the paper ablates);
+# - no-aux: aux_loss_mult 0 drops the latent self-prediction loss, and with it the reward
+#   prediction that the released code trains under the same weight;
+# - no-kl: the actor minimizes alpha log pi - Q with no KL term ("value" objective) instead of
+#   eq. 21's per-state switch to beta KL; beta is still tuned and logged but acts on nothing.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no-hl-gauss": {"use_hl_gauss": False},
+    "no-norm": {"norm": "none"},
+    "no-aux": {"aux_loss_mult": 0.0},
+    "no-kl": {"actor_objective": "value"},
+}
+# Bases with ablation presets: the paper's two data scales (131,072 and 32,768 transitions per
+# iteration), the one between them, and the CPU-sized preset for cheap ablation sweeps.
+ABLATION_BASES: tuple[str, ...] = ("paper", "medium", "small", "cpu")
+
+PRESETS.update({
+    f"{base}-{ablation}": PRESETS[base].replace(**changes)
+    for base in ABLATION_BASES
+    for ablation, changes in ABLATIONS.items()
+})
+
+
+def ablation_preset(base: str, ablation: str | None) -> str:
+    """The name of `base` with `ablation` switched off (`base` itself for None)."""
+    if ablation is None:
+        return base
+    if base not in ABLATION_BASES or ablation not in ABLATIONS:
+        raise ConfigError(
+            f"no ablation preset {base}-{ablation}: bases are {', '.join(ABLATION_BASES)}, "
+            f"ablations {', '.join(ABLATIONS)}"
+        )
+    return f"{base}-{ablation}"
 
 
 def default_preset_name(backend: str = "jax") -> str:

@@ -20,7 +20,7 @@ from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
 from reppo.jax import tree_io
 from reppo.jax.networks import Networks, Params
-from reppo.runs import CheckpointError, latest_checkpoint, load_checkpoint, open_run_dir
+from reppo.runs import CheckpointError, load_run_checkpoint
 
 
 @dataclass
@@ -50,14 +50,8 @@ def act_deterministic(nets: Networks, config: Config, actor: Params, stats, obs:
 
 
 def load_policy(run_dir: Path, checkpoint: Path | None = None) -> SavedPolicy:
-    config = Config.from_dict(open_run_dir(run_dir))
-    path = checkpoint or latest_checkpoint(run_dir)
-    if path is None:
-        raise CheckpointError(
-            f"{run_dir}: no checkpoint yet; train longer or resume with "
-            f"`reppo train --resume {run_dir}`"
-        )
-    arrays, metadata = load_checkpoint(path)
+    saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
+    config = Config.from_dict(saved_config)
     spec = env_spec(config.env, impl=config.impl)
     nets = Networks.from_config(config, spec.obs_size, spec.action_size)
     seeds = config.num_seeds

@@ -10,6 +10,7 @@ from reppo.runs.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_run_checkpoint,
     save_checkpoint,
 )
 from reppo.runs.metrics import MetricsError, MetricsLogger, read_metrics, truncate_metrics
@@ -43,6 +44,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_run_checkpoint",
     "open_run_dir",
     "plot_learning_curve",
     "read_metrics",

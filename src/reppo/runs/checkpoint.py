@@ -31,7 +31,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from reppo.runs.rundir import atomic_write_bytes
+from reppo.runs.rundir import atomic_write_bytes, open_run_dir
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -248,3 +248,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             f"checkpoint {path} has unreadable reppo metadata; {_DELETE_HINT}"
         ) from None
     return arrays, metadata
+
+
+def load_run_checkpoint(
+    run_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, Any], Path, dict[str, np.ndarray], dict[str, Any]]:
+    """A run's saved config, and the arrays and metadata of `checkpoint` (default: the latest).
+
+    Returns `(config_dict, checkpoint_path, arrays, metadata)`; a run with no checkpoint yet is a
+    CheckpointError that says how to get one.
+    """
+    run_dir = Path(run_dir)
+    config = open_run_dir(run_dir)
+    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint yet; train longer or resume with "
+            f"`reppo train --resume {run_dir}`"
+        )
+    arrays, metadata = load_checkpoint(path)
+    return config, path, arrays, metadata

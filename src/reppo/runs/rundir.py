@@ -48,6 +48,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(
     path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
 ) -> Path:
@@ -67,6 +73,9 @@ def atomic_write_bytes(
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_current_umask())
         if overwrite:
             os.replace(tmp, path)
         else:

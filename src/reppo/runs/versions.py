@@ -24,6 +24,7 @@ TRACKED_PACKAGES = (
     "mujoco",
     "mujoco-mjx",
     "playground",
+    "brax",
     "torch",
     "mani-skill",
     "sapien",

@@ -22,7 +22,7 @@ from reppo.envs.torch_registry import (
     resolve_device,
     torch_env_spec,
 )
-from reppo.runs import CheckpointError, latest_checkpoint, load_checkpoint, open_run_dir
+from reppo.runs import CheckpointError, load_run_checkpoint, open_run_dir
 from reppo.torch import distributions as D
 from reppo.torch import normalizer as N
 from reppo.torch.networks import Actor as ActorNet
@@ -60,14 +60,8 @@ class SavedPolicy:
 def load_policy(
     run_dir: Path, checkpoint: Path | None = None, device: str | torch.device = "cpu"
 ) -> SavedPolicy:
-    config = Config.from_dict(open_run_dir(run_dir))
-    path = checkpoint or latest_checkpoint(run_dir)
-    if path is None:
-        raise CheckpointError(
-            f"{run_dir}: no checkpoint yet; train longer or resume with "
-            f"`reppo train --resume {run_dir}`"
-        )
-    arrays, metadata = load_checkpoint(path)
+    saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
+    config = Config.from_dict(saved_config)
     spec = torch_env_spec(config.env, impl=config.impl)
     policies = []
     for seed_index in range(config.num_seeds):

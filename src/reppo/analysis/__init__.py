@@ -1,0 +1,1 @@
+"""Analysis of run directories: aggregate statistics with bootstrap intervals, curves, reports."""

@@ -1,0 +1,407 @@
+"""Aggregate statistics of normalized scores, with stratified bootstrap confidence intervals.
+
+Everything is numpy; the definitions follow Agarwal et al. (2021), "Deep reinforcement learning
+at the edge of the statistical precipice", which the REPPO paper uses for its aggregate figures,
+with the conventions below written out because they change the numbers.
+
+Scores. The input is a set of normalized scores, one per run, grouped by task: either a matrix
+of shape (runs, tasks) or a list of per-task 1-D arrays when tasks have different numbers of
+runs. All four aggregates are functionals of one pooled distribution in which every task carries
+the same total mass 1/T, split equally among its n_t runs (weight 1 / (T * n_t) per score). With
+equally many runs per task this is the plain pooled sample; with unequal counts a task with
+more seeds does not count for more.
+
+Quantile function. Sort the pooled scores x_1 <= ... <= x_N with weights w_i and cumulative
+weights c_i = w_1 + ... + w_i (c_0 = 0); score x_i occupies the interval (c_{i-1}, c_i] of the
+quantile axis, so the quantile function is Q(u) = x_i for c_{i-1} < u <= c_i.
+
+* IQM (interquartile mean) = 2 * integral of Q(u) over [0.25, 0.75]: the mean of the middle
+  50% of the mass. A score whose interval straddles 0.25 or 0.75 counts with the fraction of
+  its interval inside. For N = 8 equal scores [1..8] that is the mean of [3, 4, 5, 6] = 4.5;
+  for N = 5, x_2 and x_4 count with weight 0.15 / 0.5 = 0.3 each and x_3 with 0.4. This equals
+  `scipy.stats.trim_mean(x, 0.25)` (and rliable's IQM) whenever N is a multiple of 4; otherwise
+  scipy drops whole scores (floor(N/4) from each end) and the two differ, e.g. [0, 0, 1, 1, 1]:
+  ours 0.7, scipy 2/3. The fractional convention makes the IQM change continuously as scores
+  are added, and it extends to unequal weights.
+* median = (Q(0.5 from below) + Q(0.5 from above)) / 2, which is `np.median` for equal weights.
+* mean = sum_i w_i x_i, the mean over tasks of the per-task mean.
+* optimality gap = sum_i w_i max(0, gamma - x_i), gamma = 1 by default: how far below the
+  target the scores fall on average, with scores above it not compensating.
+
+Confidence intervals. The stratified bootstrap resamples, independently for every task, that
+task's n_t runs with replacement (so every resample keeps the per-task run counts), recomputes
+the statistic, and reports the (1-c)/2 and (1+c)/2 quantiles (linear interpolation, numpy's
+default) of the `reps` resampled values: a percentile interval. A task with a single run
+contributes the same score to every resample, so with one run per task the interval collapses
+to the point estimate: the bootstrap measures run-to-run variability only, and cannot invent
+it where there is one run.
+
+Curves. A run is a step function of its evaluations: at step s its value is that of the last
+evaluation at or before s (undefined before its first one). Aggregates over time evaluate that
+step function on a grid and bootstrap every grid point with the same resampled runs.
+
+Reliable performance (REPPO paper, section 4.3): a run is reliably performant at evaluation k
+when its score is >= tau at evaluation k and at every later evaluation of the run. Read "once
+performance reaches tau and afterwards never falls below it" with "afterwards" meaning up to the
+end of training: the backward-looking reading ("reached tau and not fallen below since") would
+just be "the current score is >= tau", since the latest evaluation alone satisfies it. Each
+run's indicator therefore only switches from 0 to 1, at the start of its final stretch above
+tau, and it depends on how long the run was trained: a run that would drop after its last
+evaluation still counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+STATISTICS: tuple[str, ...] = ("iqm", "median", "mean", "optimality_gap")
+STATISTIC_LABELS: dict[str, str] = {
+    "iqm": "IQM",
+    "median": "median",
+    "mean": "mean",
+    "optimality_gap": "optimality gap",
+}
+# Tolerance on cumulative weights, which are sums of floats such as 1/3.
+_EPS = 1e-9
+
+TaskScores = Sequence[ArrayLike] | np.ndarray
+# One run's curve: (x, y) arrays of equal length, x increasing (env steps or wall time).
+RunCurve = tuple[ArrayLike, ArrayLike]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its bootstrap confidence interval [low, high]."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class CurveEstimate:
+    """A statistic at each point of `grid`, with pointwise confidence bands."""
+
+    grid: np.ndarray
+    value: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+# ---- input ------------------------------------------------------------------------------------
+
+
+def as_task_scores(scores: TaskScores) -> list[np.ndarray]:
+    """Per-task 1-D float arrays from a (runs, tasks) matrix or a list of per-task arrays.
+
+    Only a numpy array is read as a (runs, tasks) matrix; any other sequence is a list with one
+    entry per task, so `[[1, 2, 3]]` is one task with three runs.
+    Raises ValueError for no tasks, a task without runs, or non-finite scores.
+    """
+    if isinstance(scores, np.ndarray):
+        if scores.ndim != 2:
+            raise ValueError(
+                f"a score matrix must have shape (runs, tasks), got shape {scores.shape}; pass "
+                "a list of per-task arrays for tasks with different numbers of runs"
+            )
+        tasks = [np.asarray(scores[:, t], dtype=float) for t in range(scores.shape[1])]
+    else:
+        tasks = [np.asarray(task, dtype=float).reshape(-1) for task in scores]
+    if not tasks:
+        raise ValueError("no tasks: need at least one task with at least one run")
+    for t, task in enumerate(tasks):
+        if task.size == 0:
+            raise ValueError(f"task {t} has no runs; drop it or add its runs")
+        if not np.all(np.isfinite(task)):
+            raise ValueError(f"task {t} has non-finite scores: {task.tolist()}")
+    return tasks
+
+
+def _pool(tasks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """All scores in one array, with weights 1 / (T * n_t) that give every task mass 1/T."""
+    values = np.concatenate(tasks)
+    weights = np.concatenate([np.full(len(t), 1.0 / (len(tasks) * len(t))) for t in tasks])
+    return values, weights
+
+
+# ---- weighted statistics over the last axis (batched over the leading axes) -----------------
+
+
+def _sorted(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(values, axis=-1, kind="stable")
+    x = np.take_along_axis(values, order, axis=-1)
+    w = np.broadcast_to(weights, values.shape)
+    return x, np.take_along_axis(w, order, axis=-1)
+
+
+def _iqm(values: np.ndarray, weights: np.ndarray, gamma: float) -> np.ndarray:
+    x, w = _sorted(values, weights)
+    upper = np.cumsum(w, axis=-1)
+    lower = upper - w
+    inside = np.clip(np.minimum(upper, 0.75) - np.maximum(lower, 0.25), 0.0, None)
+    return (inside * x).sum(axis=-1) / inside.sum(axis=-1)
+
+
+def _median(values: np.ndarray, weights: np.ndarray, gamma: float) -> np.ndarray:
+    x, w = _sorted(values, weights)
+    upper = np.cumsum(w, axis=-1)
+    # Q(0.5 from below): the first score whose interval reaches 0.5; from above: the first
+    # whose interval extends past it. They differ only when 0.5 is a boundary between two.
+    below = np.argmax(upper >= 0.5 - _EPS, axis=-1)
+    above = np.argmax(upper > 0.5 + _EPS, axis=-1)
+    take = np.take_along_axis
+    return 0.5 * (take(x, below[..., None], -1)[..., 0] + take(x, above[..., None], -1)[..., 0])
+
+
+def _mean(values: np.ndarray, weights: np.ndarray, gamma: float) -> np.ndarray:
+    return (values * weights).sum(axis=-1)
+
+
+def _optimality_gap(values: np.ndarray, weights: np.ndarray, gamma: float) -> np.ndarray:
+    return (np.maximum(gamma - values, 0.0) * weights).sum(axis=-1)
+
+
+_KERNELS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "iqm": _iqm,
+    "median": _median,
+    "mean": _mean,
+    "optimality_gap": _optimality_gap,
+}
+
+
+def _kernel(statistic: str) -> Callable[[np.ndarray, np.ndarray, float], np.ndarray]:
+    try:
+        return _KERNELS[statistic]
+    except KeyError:
+        raise ValueError(
+            f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}"
+        ) from None
+
+
+# ---- point estimates --------------------------------------------------------------------------
+
+
+def aggregate(scores: TaskScores, statistic: str, *, gamma: float = 1.0) -> float:
+    """One of `STATISTICS` of the scores (see the module docstring for the definitions)."""
+    values, weights = _pool(as_task_scores(scores))
+    return float(_kernel(statistic)(values, weights, gamma))
+
+
+def iqm(scores: TaskScores) -> float:
+    """Interquartile mean with fractional weights at the 25% and 75% cuts."""
+    return aggregate(scores, "iqm")
+
+
+def median(scores: TaskScores) -> float:
+    """Median of the pooled scores (every task weighted equally)."""
+    return aggregate(scores, "median")
+
+
+def mean(scores: TaskScores) -> float:
+    """Mean over tasks of the per-task mean score."""
+    return aggregate(scores, "mean")
+
+
+def optimality_gap(scores: TaskScores, gamma: float = 1.0) -> float:
+    """Mean of max(0, gamma - score), every task weighted equally."""
+    return aggregate(scores, "optimality_gap", gamma=gamma)
+
+
+# ---- stratified bootstrap ---------------------------------------------------------------------
+
+
+def _check_bootstrap_args(reps: int, confidence: float) -> None:
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def resample_indices(
+    counts: Sequence[int], reps: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """For every task, `reps` resamples of its run indices drawn with replacement: a list of
+    integer arrays of shape (reps, n_t), one per task (the stratification)."""
+    return [rng.integers(0, n, size=(reps, n)) for n in counts]
+
+
+def stratified_resample(
+    scores: TaskScores, reps: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """`reps` stratified bootstrap resamples of the scores: one (reps, n_t) array per task,
+    whose every row holds n_t scores drawn with replacement from that task's runs only."""
+    tasks = as_task_scores(scores)
+    indices = resample_indices([len(t) for t in tasks], reps, rng)
+    return [task[idx] for task, idx in zip(tasks, indices, strict=True)]
+
+
+def _interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha], axis=0)
+    return low, high
+
+
+def bootstrap_statistics(
+    scores: TaskScores,
+    statistics: Sequence[str] = STATISTICS,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    gamma: float = 1.0,
+) -> dict[str, Estimate]:
+    """Point estimates and stratified-bootstrap percentile intervals of several statistics.
+
+    All statistics are computed on the same resamples, so their intervals are consistent with
+    each other. `seed` is an int or a numpy Generator.
+    """
+    _check_bootstrap_args(reps, confidence)
+    tasks = as_task_scores(scores)
+    rng = np.random.default_rng(seed)
+    values, weights = _pool(tasks)
+    resampled = np.concatenate(stratified_resample(tasks, reps, rng), axis=1)
+    out = {}
+    for name in statistics:
+        kernel = _kernel(name)
+        low, high = _interval(kernel(resampled, weights, gamma), confidence)
+        out[name] = Estimate(float(kernel(values, weights, gamma)), float(low), float(high))
+    return out
+
+
+def bootstrap_ci(
+    scores: TaskScores,
+    statistic: str,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    gamma: float = 1.0,
+) -> Estimate:
+    """One statistic with its stratified bootstrap percentile interval."""
+    return bootstrap_statistics(
+        scores, (statistic,), reps=reps, confidence=confidence, seed=seed, gamma=gamma
+    )[statistic]
+
+
+# ---- curves -----------------------------------------------------------------------------------
+
+
+def step_interpolate(x: ArrayLike, y: ArrayLike, grid: ArrayLike) -> np.ndarray:
+    """The value of the last point with x <= g, for every g in `grid`; NaN before the first.
+
+    `x` must be increasing. This is how a run's evaluations are read between evaluation steps:
+    the policy last evaluated is the one that would be deployed.
+    """
+    x, y, grid = np.asarray(x, float), np.asarray(y, float), np.asarray(grid, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("x must be strictly increasing")
+    idx = np.searchsorted(x, grid, side="right") - 1
+    out = np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan)
+    return out.astype(float)
+
+
+def common_grid(task_curves: Sequence[Sequence[RunCurve]], num_points: int) -> np.ndarray:
+    """`num_points` evenly spaced x values on which every run has a value: from the latest
+    first x to the earliest last x over all runs (runs are never extrapolated past their end).
+
+    Raises ValueError when the runs do not overlap.
+    """
+    if num_points < 1:
+        raise ValueError(f"num_points must be >= 1, got {num_points}")
+    runs = [np.asarray(x, float) for task in task_curves for x, _ in task]
+    if not runs or any(x.size == 0 for x in runs):
+        raise ValueError("every run needs at least one point")
+    start, end = max(x[0] for x in runs), min(x[-1] for x in runs)
+    if start > end:
+        raise ValueError(f"the runs do not overlap: the latest start {start:g} is after the "
+                         f"earliest end {end:g}")
+    return np.unique(np.linspace(start, end, num_points))
+
+
+def _task_matrices(
+    task_curves: Sequence[Sequence[RunCurve]], grid: np.ndarray
+) -> list[np.ndarray]:
+    """Per task, an (n_t, G) matrix of the runs' step-interpolated values on the grid."""
+    if not task_curves or any(len(task) == 0 for task in task_curves):
+        raise ValueError("every task needs at least one run")
+    out = []
+    for task in task_curves:
+        out.append(np.stack([step_interpolate(x, y, grid) for x, y in task]))
+    return out
+
+
+def curve_statistic(
+    task_curves: Sequence[Sequence[RunCurve]],
+    grid: ArrayLike,
+    statistic: str,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    gamma: float = 1.0,
+) -> CurveEstimate:
+    """`statistic` over tasks and runs at every grid point, with stratified bootstrap bands.
+
+    `task_curves[t]` is the list of task t's runs, each an (x, y) pair. Every run must have a
+    value at every grid point (use `common_grid`). One set of resampled runs serves the whole
+    grid, so a band is the pointwise interval of resampled curves.
+    """
+    _check_bootstrap_args(reps, confidence)
+    grid = np.asarray(grid, float)
+    matrices = _task_matrices(task_curves, grid)
+    if any(np.isnan(m).any() for m in matrices):
+        raise ValueError("some run has no value at the start of the grid (it starts later); "
+                         "build the grid with common_grid")
+    rng = np.random.default_rng(seed)
+    kernel = _kernel(statistic)
+    indices = resample_indices([len(m) for m in matrices], reps, rng)
+    _, weights = _pool([m[:, 0] for m in matrices])
+    value, low, high = (np.empty(len(grid)) for _ in range(3))
+    for g in range(len(grid)):
+        column = np.concatenate([m[:, g] for m in matrices])
+        resampled = np.concatenate(
+            [m[idx, g] for m, idx in zip(matrices, indices, strict=True)], axis=1
+        )
+        value[g] = kernel(column, weights, gamma)
+        low[g], high[g] = _interval(kernel(resampled, weights, gamma), confidence)
+    return CurveEstimate(grid, value, low, high)
+
+
+def reliable_flags(scores: ArrayLike, tau: float = 0.9) -> np.ndarray:
+    """Per evaluation of one run, whether it is reliably performant there: its score is >= tau
+    there and at every later evaluation (see the module docstring for why "later")."""
+    scores = np.asarray(scores, float)
+    if scores.ndim != 1:
+        raise ValueError(f"scores of one run must be 1-D, got shape {scores.shape}")
+    # The minimum over each suffix, computed right to left.
+    suffix_min = np.minimum.accumulate(scores[::-1])[::-1]
+    return suffix_min >= tau
+
+
+def reliable_performance(
+    task_curves: Sequence[Sequence[RunCurve]],
+    grid: ArrayLike,
+    tau: float = 0.9,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+) -> CurveEstimate:
+    """The fraction of runs reliably performant at each grid point, with bootstrap bands.
+
+    Each run (an (x, normalized score) pair) is turned into its 0/1 `reliable_flags`, read
+    step-wise on the grid, and averaged with every task weighted equally (the plain fraction of
+    runs when tasks have equally many runs); runs are resampled within tasks.
+    """
+    flagged = [
+        [(x, reliable_flags(y, tau).astype(float)) for x, y in task] for task in task_curves
+    ]
+    return curve_statistic(
+        flagged, grid, "mean", reps=reps, confidence=confidence, seed=seed
+    )

@@ -1,0 +1,1 @@
+"""Experiments on top of the training CLI: sweeps, baselines, memory, the toy study."""

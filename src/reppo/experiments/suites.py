@@ -1,0 +1,160 @@
+"""Named benchmark suites: which tasks `reppo sweep` trains, with which preset, for how long.
+
+A suite is data, not code: a tuple of tasks, the backend that trains them, the REPPO preset and
+step budget the paper (or a CPU) uses, the preset of the Brax baselines where they apply, and,
+for ablation suites, the REPPO variants compared with each other. `reppo sweep --suite NAME`
+runs every task x variant x seed of one; docs/experiments.md lists them.
+
+This module imports nothing heavy, so `reppo --help` and planning a sweep stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+from reppo.presets import ABLATIONS, ablation_preset
+
+Backend = Literal["jax", "torch"]
+
+REPPO = "reppo"
+# The Brax baselines of `reppo.experiments.baselines` and the presets it knows.
+BASELINE_ALGOS: tuple[str, ...] = ("brax-ppo", "brax-sac")
+BASELINE_PRESETS: tuple[str, ...] = ("playground", "cpu")
+ALGOS: tuple[str, ...] = (REPPO, *BASELINE_ALGOS)
+
+# SPEC 5: the paper's 23 MuJoCo Playground DM Control tasks (Playground has two more,
+# PointMass and SwimmerSwimmer6, which the paper leaves out).
+DMC23: tuple[str, ...] = (
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
+    "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
+    "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
+    "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup", "ReacherEasy",
+    "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
+)
+# SPEC 5: the paper's eight ManiSkill3 tasks plus OpenCabinetDrawer-v1 (the adapter also offers
+# PickCube-v1 and PushCube-v1, which the paper does not report). Both lists are written out,
+# not imported from the env registries, whose import loads JAX; the tests check them.
+MANISKILL9: tuple[str, ...] = (
+    "PickSingleYCB-v1", "PokeCube-v1", "PullCube-v1", "RollBall-v1", "LiftPegUpright-v1",
+    "PegInsertionSide-v1", "UnitreeG1PlaceAppleInBowl-v1", "UnitreeG1TransportBox-v1",
+    "OpenCabinetDrawer-v1",
+)
+# Playground tasks cheap enough for minutes per 1M-step run on a 2-core CPU with the `cpu`
+# preset (docs/experiments.md has what one seed of each reached).
+CPU_TASKS: tuple[str, ...] = ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
+
+PAPER_STEPS = 50_000_000  # Table 1: 50M env steps per task
+CPU_STEPS = 1_000_000
+
+
+FULL = "full"  # the variant name of the unablated algorithm in an ablation suite
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One method of a suite: its label, its preset and, in ablation suites, its variant."""
+
+    label: str  # the method: experiment.json "method" and the directory OUT/<label>/
+    preset: str
+    # experiment.json "variant": "full" or an ablation (a key of presets.ABLATIONS) in an
+    # ablation suite, so that reports can pair each ablation with the full algorithm at the
+    # same batch size; None outside ablation suites.
+    variant: str | None
+
+    @property
+    def ablation(self) -> str | None:
+        """The component switched off, if any."""
+        return None if self.variant in (None, FULL) else self.variant
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    backend: Backend
+    preset: str  # REPPO preset of a suite without variants
+    steps: int  # default env steps per run (per seed)
+    baseline_preset: str | None = None  # None: the Brax baselines cannot run these tasks
+    variants: tuple[Variant, ...] = ()  # ablation suites: the REPPO methods compared
+
+    def methods(self, algo: str) -> tuple[Variant, ...]:
+        """The methods `algo` trains on this suite (one for a suite without variants)."""
+        if algo != REPPO:
+            return (Variant(algo, self.baseline_preset or "", None),)
+        return self.variants or (Variant(REPPO, self.preset, None),)
+
+
+def ablation_variants(bases: tuple[str, ...]) -> tuple[Variant, ...]:
+    """For each base preset: the full algorithm, then each ablation, labelled by preset."""
+    return tuple(
+        Variant(ablation_preset(base, ablation), ablation_preset(base, ablation),
+                ablation or FULL)
+        for base in bases
+        for ablation in (None, *ABLATIONS)
+    )
+
+
+SUITES: dict[str, Suite] = {
+    suite.name: suite
+    for suite in (
+        Suite(
+            name="dmc23",
+            description="the paper's 23 Playground DM Control tasks (SPEC 5)",
+            tasks=DMC23,
+            backend="jax",
+            preset="paper",
+            steps=PAPER_STEPS,
+            baseline_preset="playground",
+        ),
+        Suite(
+            name="maniskill",
+            description="the paper's ManiSkill3 tasks and OpenCabinetDrawer (torch backend)",
+            tasks=MANISKILL9,
+            backend="torch",
+            preset="paper",
+            steps=PAPER_STEPS,
+        ),
+        Suite(
+            name="cpu-smoke",
+            description="three cheap Playground tasks, minutes per run on a 2-core CPU",
+            tasks=CPU_TASKS,
+            backend="jax",
+            preset="cpu",
+            steps=CPU_STEPS,
+            baseline_preset="cpu",
+        ),
+        Suite(
+            name="ablations",
+            description="figure 7: REPPO without each component at 131,072 (paper) and "
+                        "32,768 (small) transitions per iteration, on the 23 DMC tasks",
+            tasks=DMC23,
+            backend="jax",
+            preset="paper",
+            steps=PAPER_STEPS,
+            variants=ablation_variants(("paper", "small")),
+        ),
+        Suite(
+            name="cpu-ablations",
+            description="the ablations with the cpu preset on the cheap CPU tasks",
+            tasks=CPU_TASKS,
+            backend="jax",
+            preset="cpu",
+            steps=CPU_STEPS,
+            variants=ablation_variants(("cpu",)),
+        ),
+    )
+}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite `name`, or a ConfigError listing the valid names."""
+    from reppo.config import ConfigError
+
+    if name not in SUITES:
+        close = difflib.get_close_matches(name, SUITES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown suite {name!r}{hint}; valid suites: {', '.join(SUITES)}")
+    return SUITES[name]

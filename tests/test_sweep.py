@@ -1,0 +1,560 @@
+"""`reppo sweep`, its suites and the ablation presets.
+
+Most tests replace the child launch (`sweep.launch`) with a fake that writes a run directory the
+way `reppo train` or a Brax baseline would (finished, interrupted with or without a checkpoint,
+or failed), so the resumption rules run in milliseconds. `launch` itself is tested with small
+Python children, and one slow test runs the real `reppo train` end to end (2 tasks x 2 seeds of
+a tiny config) and then reruns the sweep to check that nothing is launched again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from reppo.cli import main
+from reppo.config import Config
+from reppo.envs.maniskill import MANISKILL_TASKS
+from reppo.envs.registry import DMC_TASKS
+from reppo.experiments import suites, sweep
+from reppo.presets import ABLATION_BASES, ABLATIONS, PRESETS, get_preset
+from reppo.runs import read_metrics
+
+# ---- ablation presets --------------------------------------------------------------------------
+
+
+def _differing(a: Config, b: Config) -> dict[str, tuple]:
+    return {
+        f.name: (getattr(a, f.name), getattr(b, f.name))
+        for f in dataclasses.fields(Config)
+        if getattr(a, f.name) != getattr(b, f.name)
+    }
+
+
+@pytest.mark.parametrize("base", ABLATION_BASES)
+def test_each_ablation_preset_changes_exactly_its_fields(base):
+    intended = {
+        "no-hl-gauss": {"use_hl_gauss": (True, False)},
+        "no-norm": {"norm": ("rms", "none")},
+        "no-aux": {"aux_loss_mult": (1.0, 0.0)},
+        "no-kl": {"actor_objective": ("clipped", "value")},
+    }
+    assert set(ABLATIONS) == set(intended)
+    for ablation, changes in intended.items():
+        preset = get_preset(f"{base}-{ablation}")
+        assert _differing(PRESETS[base], preset) == changes, ablation
+        # Built without validation for import speed: it must still be a valid config.
+        assert Config.from_dict(preset.to_dict()) == preset
+
+
+def test_ablation_presets_keep_the_two_paper_batch_sizes():
+    for ablation in ABLATIONS:
+        assert get_preset(f"paper-{ablation}").steps_per_iteration == 1024 * 128 == 131_072
+        assert get_preset(f"small-{ablation}").steps_per_iteration == 1024 * 32 == 32_768
+    # The presets that existed before the ablations are untouched.
+    assert PRESETS["paper"] == Config()
+    assert list(PRESETS)[:4] == ["paper", "medium", "small", "cpu"]
+
+
+# ---- suites ------------------------------------------------------------------------------------
+
+SPEC_DMC23 = {
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
+    "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
+    "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
+    "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup", "ReacherEasy",
+    "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
+}
+
+
+def test_suites_hold_the_papers_tasks():
+    dmc = suites.SUITES["dmc23"]
+    assert len(dmc.tasks) == 23 and set(dmc.tasks) == SPEC_DMC23 <= set(DMC_TASKS)
+    assert (dmc.backend, dmc.preset, dmc.steps) == ("jax", "paper", 50_000_000)
+    ms = suites.SUITES["maniskill"]
+    assert ms.backend == "torch" and len(ms.tasks) == 9 and set(ms.tasks) <= set(MANISKILL_TASKS)
+    assert {"PegInsertionSide-v1", "UnitreeG1TransportBox-v1", "OpenCabinetDrawer-v1"} <= set(
+        ms.tasks
+    )
+    assert "PickCube-v1" not in ms.tasks and ms.baseline_preset is None
+    smoke = suites.SUITES["cpu-smoke"]
+    assert smoke.tasks == ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
+    assert (smoke.preset, smoke.steps, smoke.baseline_preset) == ("cpu", 1_000_000, "cpu")
+    for suite in suites.SUITES.values():
+        assert len(set(suite.tasks)) == len(suite.tasks)
+        for variant in suite.methods("reppo"):
+            get_preset(variant.preset)
+
+
+def test_ablation_suites_compare_the_full_algorithm_with_each_ablation():
+    labels = [v.label for v in suites.SUITES["ablations"].variants]
+    assert labels == [
+        "paper", "paper-no-hl-gauss", "paper-no-norm", "paper-no-aux", "paper-no-kl",
+        "small", "small-no-hl-gauss", "small-no-norm", "small-no-aux", "small-no-kl",
+    ]
+    cpu = suites.SUITES["cpu-ablations"]
+    assert [(v.preset, v.variant, v.ablation) for v in cpu.variants] == [
+        ("cpu", "full", None), ("cpu-no-hl-gauss", "no-hl-gauss", "no-hl-gauss"),
+        ("cpu-no-norm", "no-norm", "no-norm"), ("cpu-no-aux", "no-aux", "no-aux"),
+        ("cpu-no-kl", "no-kl", "no-kl"),
+    ]
+    assert cpu.tasks == suites.SUITES["cpu-smoke"].tasks and cpu.baseline_preset is None
+
+
+# ---- planning ----------------------------------------------------------------------------------
+
+
+def _args(out: Path, suite: str = "cpu-smoke", seeds: int = 2, **kw):
+    import argparse
+
+    values = dict(suite=suite, seeds=seeds, out=out, algo="reppo", steps=None, tasks=None,
+                  variants=None, preset=None, overrides=[], dry_run=False)
+    values.update(kw)
+    return argparse.Namespace(**values)
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    """`--name value` pairs of a child command."""
+    i = next(i for i, c in enumerate(command) if c.startswith("--"))
+    rest = command[i:]
+    return dict(zip(rest[::2], rest[1::2], strict=True))
+
+
+def test_plan_of_each_suite(tmp_path):
+    dmc = sweep.resolve(_args(tmp_path, "dmc23", seeds=3))
+    runs = sweep.plan(dmc)
+    assert len(runs) == 23
+    assert [r.run_dir for r in runs] == [tmp_path / "reppo" / t for t in suites.DMC23]
+    assert {r.seeds for r in runs} == {(0, 1, 2)}
+    cheetah = _flags(sweep.start_command(runs[7], dmc))
+    assert cheetah == {
+        "--preset": "paper", "--backend": "jax", "--env": "CheetahRun", "--seed": "0",
+        "--num-seeds": "3", "--total-steps": "50000000",
+        "--run-dir": str(tmp_path / "reppo" / "CheetahRun"),
+    }
+    assert sweep.start_command(runs[0], dmc)[:4] == [sys.executable, "-m", "reppo.cli", "train"]
+
+    # torch refuses several seeds in one process: one process per seed.
+    ms = sweep.resolve(_args(tmp_path, "maniskill", seeds=2))
+    runs = sweep.plan(ms)
+    assert len(runs) == 18
+    assert runs[1].run_dir == tmp_path / "reppo" / suites.MANISKILL9[0] / "seed1"
+    flags = _flags(sweep.start_command(runs[1], ms))
+    assert (flags["--backend"], flags["--seed"], flags["--num-seeds"]) == ("torch", "1", "1")
+
+    abl = sweep.resolve(_args(tmp_path, "ablations", seeds=2, tasks="WalkerRun,CheetahRun"))
+    runs = sweep.plan(abl)
+    assert len(runs) == 2 * 10
+    assert runs[3].run_dir == tmp_path / "paper-no-hl-gauss" / "WalkerRun"  # suite order
+    assert _flags(sweep.start_command(runs[3], abl))["--preset"] == "paper-no-hl-gauss"
+    assert runs[19].experiment(abl.suite) == {
+        "suite": "ablations", "method": "small-no-kl", "task": "WalkerRun", "algo": "reppo",
+        "variant": "no-kl", "preset": "small-no-kl", "seeds": [0, 1],
+    }
+    assert runs[10].experiment(abl.suite)["variant"] == "full"  # small on WalkerRun
+    picked = sweep.resolve(_args(tmp_path, "cpu-ablations", variants="cpu-no-kl,cpu"))
+    assert [m.label for m in picked.methods] == ["cpu", "cpu-no-kl"]
+
+    ppo = sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", steps=1000,
+                              overrides=["eval_episodes=4"]))
+    runs = sweep.plan(ppo)
+    assert len(runs) == 6 and runs[5].run_dir == tmp_path / "brax-ppo" / "ReacherEasy" / "seed1"
+    command = sweep.start_command(runs[5], ppo)
+    assert command[:3] == [sys.executable, "-m", "reppo.experiments.baselines"]
+    assert _flags(command) == {
+        "--algo": "brax-ppo", "--env": "ReacherEasy", "--seed": "1", "--steps": "1000",
+        "--run-dir": str(runs[5].run_dir), "--preset": "cpu", "--eval-episodes": "4",
+    }
+
+
+def test_baseline_commands_fit_the_baseline_module(tmp_path):
+    import argparse
+
+    from reppo.experiments import baselines
+
+    assert suites.BASELINE_ALGOS == baselines.BASELINES
+    assert suites.BASELINE_PRESETS == baselines.PRESETS
+    settings = sweep.resolve(_args(tmp_path, "dmc23", algo="brax-sac", steps=5000,
+                                   overrides=["eval_interval_steps=1000", "eval_episodes=2"]))
+    command = sweep.start_command(sweep.plan(settings)[3], settings)
+    parser = argparse.ArgumentParser()
+    baselines.configure_parser(parser)
+    args = parser.parse_args(command[3:])
+    assert (args.algo, args.env, args.seed, args.steps, args.preset) == (
+        "brax-sac", "AcrobotSwingupSparse", "1", "5000", "playground")
+    assert (args.eval_interval_steps, args.eval_episodes) == ("1000", "2")
+    assert args.run_dir == tmp_path / "brax-sac" / "AcrobotSwingupSparse" / "seed1"
+
+
+def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--suite", "cpu-smoke", "--seeds", "2", "--out", str(out),
+                 "--steps", "1e6", "--set", "actor_lr=5e-4", "--dry-run"])
+    text = capsys.readouterr().out
+    assert code == 0 and not out.exists()
+    lines = [line for line in text.splitlines() if ": start: " in line]
+    assert len(lines) == 3
+    assert "--env PendulumSwingup --seed 0 --num-seeds 2 --total-steps 1000000" in lines[1]
+    assert lines[1].endswith("--actor-lr 0.0005")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["--suite", "dmc", "--seeds", "1"], ["unknown suite 'dmc'", "dmc23"]),
+        (["--suite", "cpu-smoke", "--seeds", "0"], ["--seeds must be >= 1"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--tasks", "Cartpole"],
+         ["unknown task 'Cartpole'", "CartpoleBalance"]),
+        (["--suite", "maniskill", "--seeds", "1", "--algo", "brax-sac"], ["no Brax baseline"]),
+        (["--suite", "ablations", "--seeds", "1", "--preset", "small"], ["--variants"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--preset", "papr"], ["unknown preset"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--set", "seed=3"], ["use --seeds"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--set", "actor_lr"], ["FIELD=VALUE"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--set", "num_minibatches=7"],
+         ["not divisible"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--algo", "brax-ppo", "--set", "actor_lr=1"],
+         ["REPPO runs only"]),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, needles):
+    code = main(["sweep", *argv, "--out", str(tmp_path / "s"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("reppo: error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err
+    assert not (tmp_path / "s").exists()
+
+
+# ---- a fake child ------------------------------------------------------------------------------
+
+
+class FakeLaunch:
+    """Stands in for `sweep.launch`: writes what the child would, as `behaviour` says for
+    "task/seedN" or else for "task".
+
+    ok: a finished run; fail: config and one record, no checkpoint, exit 1; interrupt: half the
+    steps with a checkpoint, exit 130 (what `reppo train` does on Ctrl-C); unfinished: exit 0
+    without reaching total_steps; ctrl-c: the user presses Ctrl-C in the sweep.
+    """
+
+    def __init__(self, behaviour: dict[str, str] | None = None):
+        self.behaviour = behaviour or {}
+        self.commands: list[list[str]] = []
+
+    def __call__(self, command, *, prefix, log_path, echo, on_line=None):
+        self.commands.append(command)
+        assert log_path.parent.is_dir()
+        if "--resume" in command:
+            run_dir = Path(command[command.index("--resume") + 1])
+            config = json.loads((run_dir / "config.json").read_text())
+            self._records(run_dir, config, [config["total_steps"]])
+            return 0
+        flags = _flags(command)
+        run_dir, task = Path(flags["--run-dir"]), flags["--env"]
+        what = self.behaviour.get(f"{task}/seed{flags['--seed']}",
+                                  self.behaviour.get(task, "ok"))
+        if what == "ctrl-c":
+            raise KeyboardInterrupt
+        steps = int(flags.get("--total-steps", flags.get("--steps")))
+        config = {"env": task, "seed": int(flags["--seed"]), "total_steps": steps}
+        if "--algo" in flags:
+            config.update(algo=flags["--algo"], num_seeds=1)
+        else:
+            config.update(num_seeds=int(flags["--num-seeds"]), backend=flags["--backend"])
+        assert not run_dir.exists() or not any(run_dir.iterdir()), "launched into a used dir"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config))
+        if on_line is not None:
+            on_line()
+        if what == "ok":
+            self._records(run_dir, config, [steps // 2, steps])
+            return 0
+        if what == "unfinished":
+            self._records(run_dir, config, [steps // 2])
+            return 0
+        if what == "interrupt":
+            self._records(run_dir, config, [steps // 2])
+            (run_dir / "checkpoints").mkdir()
+            (run_dir / "checkpoints" / f"ckpt_{steps // 2:012d}.safetensors").write_bytes(b"x")
+            return 130
+        assert what == "fail"
+        self._records(run_dir, config, [])
+        return 1
+
+    @staticmethod
+    def _records(run_dir: Path, config: dict, eval_steps: list[int]) -> None:
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            for steps in eval_steps:
+                f.write(json.dumps({"env_steps": steps, "wall_time": steps / 100.0,
+                                    "eval/return_mean": 100.0 + config["seed"] + steps / 1000,
+                                    "eval/return_per_seed": [0.0]}) + "\n")
+
+    def tasks(self) -> list[str]:
+        return [_flags(c).get("--env", "resume") for c in self.commands]
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeLaunch:
+    launcher = FakeLaunch()
+    monkeypatch.setattr(sweep, "launch", launcher)
+    return launcher
+
+
+def _sweep(capsys, out: Path, *extra: str, suite: str = "cpu-smoke", seeds: str = "2",
+           steps: str = "1000") -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["sweep", "--suite", suite, "--seeds", seeds, "--steps", steps,
+                 "--out", str(out), *extra])
+    stdout, stderr = capsys.readouterr()
+    return code, stdout, stderr
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    """The final table: run name -> [status, final return, wall time]."""
+    lines = stdout[stdout.index("\nrun "):].strip().splitlines()[2:]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines if "  " in line]
+    return {row[0]: row[1:] for row in rows}
+
+
+def _snapshot(directory: Path) -> dict[str, bytes | None]:
+    return {
+        p.relative_to(directory).as_posix(): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def test_sweep_writes_the_layout_and_a_rerun_launches_nothing(tmp_path, capsys, fake):
+    out = tmp_path / "sweep"
+    code, stdout, _ = _sweep(capsys, out)
+    assert code == 0
+    assert fake.tasks() == ["CartpoleBalance", "PendulumSwingup", "ReacherEasy"]
+    for task in suites.CPU_TASKS:
+        experiment = json.loads((out / "reppo" / task / "experiment.json").read_text())
+        assert experiment == {"suite": "cpu-smoke", "method": "reppo", "task": task,
+                              "algo": "reppo", "variant": None, "preset": "cpu",
+                              "seeds": [0, 1]}
+    record = json.loads((out / "sweep.json").read_text())
+    assert (record["suite"], record["seeds"], record["steps"]) == ("cpu-smoke", 2, 1000)
+    assert record["algos"] == {"reppo": {"preset": "cpu", "overrides": {}}}
+    assert record["command"].startswith("reppo sweep --suite cpu-smoke --seeds 2")
+    assert "date" in record and len(record["invocations"]) == 1
+    # The final table: run, status, final return (the fake's 100 + seed + steps / 1000).
+    assert _table(stdout)["reppo/ReacherEasy"] == ["done", "101.0", "10s"]
+    assert "3 of 3 runs finished" in stdout
+
+    before = _snapshot(out / "reppo")
+    code, stdout, _ = _sweep(capsys, out)
+    assert code == 0 and len(fake.commands) == 3  # nothing launched again
+    assert stdout.count("finished before, skipped") == 3
+    assert _snapshot(out / "reppo") == before
+    assert len(json.loads((out / "sweep.json").read_text())["invocations"]) == 2
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys, fake):
+    fake.behaviour = {"PendulumSwingup": "fail", "ReacherEasy": "unfinished"}
+    code, stdout, _ = _sweep(capsys, tmp_path / "s", "--algo", "brax-sac", seeds="1")
+    assert code == 1
+    assert fake.tasks() == ["CartpoleBalance", "PendulumSwingup", "ReacherEasy"]
+    table = _table(stdout)
+    assert table["brax-sac/PendulumSwingup/seed0"] == ["failed (exit 1)", "-", "-"]
+    assert table["brax-sac/ReacherEasy/seed0"] == ["failed (ended unfinished)", "100.5", "5s"]
+    assert table["brax-sac/CartpoleBalance/seed0"][0] == "done"
+    assert "1 of 3 runs finished; 2 did not" in stdout
+    # The experiment record is written even for a failed run (the report can then list it).
+    exp = json.loads((tmp_path / "s/brax-sac/PendulumSwingup/seed0/experiment.json").read_text())
+    assert (exp["method"], exp["algo"], exp["seeds"]) == ("brax-sac", "brax-sac", [0])
+
+
+def test_rerun_resumes_reppo_and_restarts_what_cannot_resume(tmp_path, capsys, fake):
+    out = tmp_path / "s"
+    fake.behaviour = {"CartpoleBalance": "interrupt", "PendulumSwingup": "fail"}
+    code, _, _ = _sweep(capsys, out)
+    assert code == 1
+    first = list(fake.commands)
+
+    fake.behaviour = {}
+    code, stdout, _ = _sweep(capsys, out)
+    assert code == 0, stdout
+    again = fake.commands[len(first):]
+    # The interrupted run continues from its checkpoint; the one without a checkpoint is moved
+    # aside (kept, never deleted) and started again; the finished one is skipped.
+    assert again[0][-3:] == ["train", "--resume", str(out / "reppo" / "CartpoleBalance")]
+    assert _flags(again[1])["--env"] == "PendulumSwingup" and len(again) == 2
+    partial = sorted((out / "reppo").glob("PendulumSwingup.partial-*"))
+    assert len(partial) == 1 and (partial[0] / "config.json").is_file()
+    assert "stopped before its first checkpoint: moved to PendulumSwingup.partial-" in stdout
+    assert _table(stdout)["reppo/CartpoleBalance"][0] == "resumed"
+    assert _table(stdout)["reppo/ReacherEasy"][0] == "skipped (finished)"
+    records = read_metrics(out / "reppo" / "CartpoleBalance")
+    assert [r["env_steps"] for r in records] == [500, 1000]
+
+
+def test_interrupted_baseline_runs_are_moved_aside_and_restarted(tmp_path, capsys, fake):
+    out = tmp_path / "s"
+    fake.behaviour = {"CartpoleBalance/seed0": "interrupt"}
+    code, _, _ = _sweep(capsys, out, "--algo", "brax-ppo", "--tasks", "CartpoleBalance")
+    assert code == 1
+    fake.behaviour = {}
+    code, stdout, _ = _sweep(capsys, out, "--algo", "brax-ppo", "--tasks", "CartpoleBalance")
+    assert code == 0
+    relaunched = fake.commands[2:]
+    assert [_flags(c)["--seed"] for c in relaunched] == ["0"]  # seed 1 finished the first time
+    assert "--resume" not in relaunched[0]
+    assert "a Brax run cannot continue from its files" in stdout
+    assert len(list((out / "brax-ppo" / "CartpoleBalance").glob("seed0.partial-*"))) == 1
+
+
+def test_reppo_and_baselines_share_an_out_dir(tmp_path, capsys, fake):
+    out = tmp_path / "s"
+    assert _sweep(capsys, out, "--tasks", "CartpoleBalance")[0] == 0
+    assert _sweep(capsys, out, "--tasks", "CartpoleBalance", "--algo", "brax-ppo")[0] == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["algos"] == {"reppo": {"preset": "cpu", "overrides": {}},
+                               "brax-ppo": {"preset": "cpu", "overrides": {}}}
+    assert (out / "brax-ppo" / "CartpoleBalance" / "seed1" / "config.json").is_file()
+    # Adding a task later is a rerun with the same settings.
+    assert _sweep(capsys, out, "--tasks", "ReacherEasy")[0] == 0
+    assert fake.tasks()[-1] == "ReacherEasy" and len(fake.commands) == 1 + 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"steps": "2000"}, "steps 1000 there, 2000 now"),
+        ({"seeds": "3"}, "seeds 2 there, 3 now"),
+        ({"suite": "cpu-ablations"}, "suite 'cpu-smoke' there, 'cpu-ablations' now"),
+        ({"extra": ("--set", "actor_lr=1e-4")}, "--set no actor_lr there, actor_lr=0.0001 now"),
+        ({"extra": ("--preset", "small")}, "reppo preset 'cpu' there, 'small' now"),
+    ],
+)
+def test_a_rerun_with_other_settings_is_refused(tmp_path, capsys, fake, change, needle):
+    out = tmp_path / "s"
+    assert _sweep(capsys, out, "--tasks", "CartpoleBalance")[0] == 0
+    before = _snapshot(out)
+    extra = change.pop("extra", ())
+    code, _, err = _sweep(capsys, out, "--tasks", "CartpoleBalance", *extra, **change)
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert "nothing was changed" in err
+    assert _snapshot(out) == before and len(fake.commands) == 1
+
+
+def test_out_dirs_that_are_not_sweeps_are_refused(tmp_path, capsys, fake):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = _sweep(capsys, other)
+    assert code == 2 and "holds files but no sweep.json" in err
+    assert _snapshot(other) == {"notes.txt": b"mine"} and not fake.commands
+
+
+def test_a_foreign_run_in_a_planned_dir_is_left_alone(tmp_path, capsys, fake):
+    out = tmp_path / "s"
+    assert _sweep(capsys, out, "--tasks", "CartpoleBalance")[0] == 0
+    config = out / "reppo" / "CartpoleBalance" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "env": "WalkerRun"}))
+    before = _snapshot(out / "reppo")
+    code, stdout, _ = _sweep(capsys, out, "--tasks", "CartpoleBalance")
+    assert code == 1 and "its config differs in env" in stdout
+    assert _snapshot(out / "reppo") == before and len(fake.commands) == 1
+
+
+def test_ctrl_c_stops_the_sweep_and_prints_the_table(tmp_path, capsys, fake):
+    fake.behaviour = {"PendulumSwingup": "ctrl-c"}
+    code, stdout, _ = _sweep(capsys, tmp_path / "s")
+    assert code == 130
+    assert fake.tasks() == ["CartpoleBalance", "PendulumSwingup"]
+    assert _table(stdout)["reppo/PendulumSwingup"][0] == "interrupted"
+    assert _table(stdout)["reppo/ReacherEasy"][0] == "not started"
+    assert "run the same command again to resume" in stdout
+
+
+# ---- the real launcher -------------------------------------------------------------------------
+
+
+def test_launch_prefixes_echoes_and_appends_to_the_log(tmp_path):
+    log = tmp_path / "run.log"
+    lines: list[str] = []
+    for word in ("first", "second"):
+        code = sweep.launch([sys.executable, "-c", f"print('{word}'); raise SystemExit(3)"],
+                            prefix="[T seed 0]", log_path=log, echo=lines.append)
+        assert code == 3
+    assert lines == ["[T seed 0] first", "[T seed 0] second"]
+    text = log.read_text().splitlines()
+    assert [line for line in text if not line.startswith("# ")] == ["first", "second"]
+    assert sum(line.startswith("# ") and "$ " in line for line in text) == 2
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32",
+                    reason="POSIX signals")
+def test_ctrl_c_in_the_sweep_asks_the_child_to_stop_cleanly(tmp_path):
+    # The child stands in for `reppo train`: on SIGINT it "saves a checkpoint" and exits 130.
+    child = (
+        "import sys, time\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('saved a checkpoint', flush=True)\n"
+        "    sys.exit(130)\n"
+    )
+    seen: list[str] = []
+
+    def echo(line: str) -> None:
+        seen.append(line)
+        if line.endswith("ready"):
+            raise KeyboardInterrupt  # Ctrl-C reaches the sweep while it reads the output
+
+    log = tmp_path / "run.log"
+    with pytest.raises(KeyboardInterrupt):
+        sweep.launch([sys.executable, "-c", child], prefix="[x]", log_path=log, echo=echo)
+    assert "[x] saved a checkpoint" in seen
+    assert "saved a checkpoint" in log.read_text()
+    assert "exit status 130" in log.read_text()
+
+
+# ---- end to end --------------------------------------------------------------------------------
+
+TINY_SETS = [
+    f"{name}={getattr(TINY, name)}"
+    for name in ("num_envs", "num_steps", "num_minibatches", "actor_hidden_dim",
+                 "critic_hidden_dim", "num_bins", "kl_num_samples", "eval_episodes")
+] + ["num_epochs=1", "log_interval_steps=128", "eval_interval_steps=0",
+     "checkpoint_interval_steps=128"]
+
+
+@pytest.mark.slow
+def test_real_sweep_end_to_end_then_rerun_launches_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--suite", "cpu-smoke", "--seeds", "2", "--steps", "256", "--tasks",
+            "CartpoleBalance,PendulumSwingup", "--out", str(out)]
+    for pair in TINY_SETS:
+        argv += ["--set", pair]
+    code = main(argv)
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    for task in ("CartpoleBalance", "PendulumSwingup"):
+        run_dir = out / "reppo" / task
+        config = json.loads((run_dir / "config.json").read_text())
+        assert (config["env"], config["num_seeds"], config["total_steps"]) == (task, 2, 256)
+        assert config["num_envs"] == TINY.num_envs and config["num_epochs"] == 1
+        final = read_metrics(run_dir)[-1]
+        assert final["env_steps"] == 256 and len(final["eval/return_per_seed"]) == 2
+        assert json.loads((run_dir / "experiment.json").read_text())["method"] == "reppo"
+        log = (out / "reppo" / f"{task}.log").read_text()
+        assert f"run saved in {run_dir}" in log
+        assert f"[reppo {task} seeds 0-1] run saved in {run_dir}" in stdout
+    assert "2 of 2 runs finished" in stdout
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("a finished run was launched again")
+
+    monkeypatch.setattr(sweep, "launch", no_launch)
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2
