@@ -138,6 +138,8 @@ def test_plan_of_each_suite(tmp_path):
         "--preset": "paper", "--backend": "jax", "--env": "CheetahRun", "--seed": "0",
         "--num-seeds": "3", "--total-steps": "50000000",
         "--run-dir": str(tmp_path / "reppo" / "CheetahRun"),
+        # Evaluated as often as the baselines: 10 times per run.
+        "--eval-interval-steps": "5000000",
     }
     assert sweep.start_command(runs[0], dmc)[:4] == [sys.executable, "-m", "reppo.cli", "train"]
 
@@ -191,6 +193,20 @@ def test_baseline_commands_fit_the_baseline_module(tmp_path):
         "brax-sac", "AcrobotSwingupSparse", "1", "5000", "playground")
     assert (args.eval_interval_steps, args.eval_episodes) == ("1000", "2")
     assert args.run_dir == tmp_path / "brax-sac" / "AcrobotSwingupSparse" / "seed1"
+
+
+def test_reppo_is_evaluated_as_often_as_the_baselines(tmp_path):
+    settings = sweep.resolve(_args(tmp_path, "cpu-smoke", steps=500_000))
+    flags = _flags(sweep.start_command(sweep.plan(settings)[0], settings))
+    assert flags["--eval-interval-steps"] == "50000"  # the baselines' default: a tenth
+    assert sweep.start_command(sweep.plan(settings)[0], settings).count(
+        "--eval-interval-steps") == 1
+    # An explicit --set wins, and is passed once.
+    settings = sweep.resolve(_args(tmp_path, "cpu-smoke", steps=500_000,
+                                   overrides=["eval_interval_steps=1e5"]))
+    command = sweep.start_command(sweep.plan(settings)[0], settings)
+    assert command.count("--eval-interval-steps") == 1
+    assert _flags(command)["--eval-interval-steps"] == "100000"
 
 
 def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path, capsys):

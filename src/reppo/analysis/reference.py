@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reppo.experiments.suites import DMC23
+
 SOURCE = "REPPO paper / authors' result files (50M env steps, 131,072 transitions per iteration)"
 REPPO = "REPPO (published)"
 
 # The 23 DM Control tasks of the paper's benchmark (its "23-task mean" is over these).
-PAPER_DMC_TASKS: tuple[str, ...] = (
-    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
-    "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
-    "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
-    "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup", "ReacherEasy",
-    "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
-)
+PAPER_DMC_TASKS: tuple[str, ...] = DMC23
 
 
 @dataclass(frozen=True)

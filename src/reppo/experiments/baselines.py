@@ -40,6 +40,7 @@ from typing import Any
 
 from reppo.cli import UserError
 from reppo.config import ConfigError
+from reppo.experiments.suites import EVALS_PER_RUN, default_eval_interval
 from reppo.runs import (
     MetricsLogger,
     RunDirError,
@@ -53,7 +54,7 @@ from reppo.runs.versions import collect_versions
 BASELINES = ("brax-ppo", "brax-sac")
 PRESETS = ("playground", "cpu")
 # Evaluations per run when no interval is given: Playground's presets use num_evals=10.
-DEFAULT_NUM_EVALS = 10
+DEFAULT_NUM_EVALS = EVALS_PER_RUN
 # Brax trains in whole evaluation periods; a plan longer than this times the budget is refused.
 MAX_OVERSHOOT = 1.25
 IMPL = "jax"  # MJX physics, as REPPO runs use on CPU (reppo.envs.registry: impl "auto")
@@ -424,10 +425,6 @@ class BaselineResult:
     params: Any  # Brax's final params (normalizer, policy[, value])
 
 
-def _default_interval(total_steps: int) -> int:
-    return max(1, math.ceil(total_steps / DEFAULT_NUM_EVALS))
-
-
 def _versions(algo: str) -> dict[str, Any]:
     import jax
 
@@ -534,7 +531,7 @@ def train_baseline(
     _check_int("total_steps", total_steps, 1)
     _check_int("eval_episodes", eval_episodes, 1)
     if eval_interval_steps is None:
-        eval_interval_steps = _default_interval(total_steps)
+        eval_interval_steps = default_eval_interval(total_steps)
     _check_int("eval_interval_steps", eval_interval_steps, 0)
     _check_env(env)
     run_dir = Path(run_dir)

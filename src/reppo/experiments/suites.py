@@ -11,6 +11,7 @@ This module imports nothing heavy, so `reppo --help` and planning a sweep stay f
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,14 @@ CPU_TASKS: tuple[str, ...] = ("CartpoleBalance", "PendulumSwingup", "ReacherEasy
 
 PAPER_STEPS = 50_000_000  # Table 1: 50M env steps per task
 CPU_STEPS = 1_000_000
+# Every algorithm of a sweep is evaluated about this many times per run (Playground's
+# `num_evals`), so that learning curves of REPPO and the baselines have the same resolution.
+EVALS_PER_RUN = 10
+
+
+def default_eval_interval(total_steps: int) -> int:
+    """Env steps between evaluations of a run of `total_steps`: about `EVALS_PER_RUN` of them."""
+    return max(1, math.ceil(total_steps / EVALS_PER_RUN))
 
 
 FULL = "full"  # the variant name of the unablated algorithm in an ablation suite

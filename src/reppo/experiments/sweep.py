@@ -46,6 +46,7 @@ from reppo.experiments.suites import (
     SUITES,
     Suite,
     Variant,
+    default_eval_interval,
     get_suite,
 )
 
@@ -366,6 +367,10 @@ def start_command(run: PlannedRun, settings: Settings) -> list[str]:
             "--seed", str(run.seeds[0]), "--num-seeds", str(len(run.seeds)),
             "--total-steps", str(settings.steps), "--run-dir", str(run.run_dir),
         ]
+        if "eval_interval_steps" not in settings.overrides:
+            # The baselines' cadence, so that every algorithm's curve has the same resolution.
+            interval = default_eval_interval(settings.steps)
+            command += ["--eval-interval-steps", str(interval)]
     for name, value in settings.overrides.items():
         command += ["--" + name.replace("_", "-"), _flag_value(value)]
     return command

@@ -20,7 +20,7 @@ from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
 from reppo.jax import tree_io
 from reppo.jax.networks import Networks, Params
-from reppo.runs import CheckpointError, load_run_checkpoint
+from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint
 
 
 @dataclass
@@ -91,18 +91,10 @@ def evaluate_run(
 
     run = over_seeds(one, policy.num_seeds, "map")
     returns = np.asarray(jax.jit(run)(policy.actor, policy.obs_stats, keys))
-    return {
-        "env": policy.config.env,
-        "run_dir": str(run_dir),
-        "checkpoint": str(policy.checkpoint),
-        "env_steps": policy.env_steps,
-        "backend": "jax",
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std()),
-        "episodes": int(returns.size),
-        "per_seed_mean_return": [float(x) for x in returns.mean(axis=1)],
-        "returns": [float(x) for x in returns.reshape(-1)],
-    }
+    return evaluation_report(
+        env=policy.config.env, run_dir=run_dir, checkpoint=policy.checkpoint,
+        env_steps=policy.env_steps, backend="jax", returns=returns,
+    )
 
 
 def record_run_video(

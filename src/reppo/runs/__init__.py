@@ -13,7 +13,13 @@ from reppo.runs.checkpoint import (
     load_run_checkpoint,
     save_checkpoint,
 )
-from reppo.runs.metrics import MetricsError, MetricsLogger, read_metrics, truncate_metrics
+from reppo.runs.metrics import (
+    MetricsError,
+    MetricsLogger,
+    evaluation_report,
+    read_metrics,
+    truncate_metrics,
+)
 from reppo.runs.plots import plot_learning_curve
 from reppo.runs.progress import format_count, format_duration, format_progress
 from reppo.runs.rundir import (
@@ -38,6 +44,7 @@ __all__ = [
     "collect_versions",
     "create_run_dir",
     "default_run_dir",
+    "evaluation_report",
     "format_count",
     "format_duration",
     "format_progress",

@@ -237,3 +237,28 @@ def truncate_metrics(run_dir: str | os.PathLike[str], max_env_steps: int) -> int
             kept.append(line + "\n")
     atomic_write_bytes(path, "".join(kept).encode("utf-8"))
     return dropped
+
+
+def evaluation_report(
+    *,
+    env: str,
+    run_dir: Path,
+    checkpoint: Path,
+    env_steps: int,
+    backend: str,
+    returns: np.ndarray,
+) -> dict[str, Any]:
+    """What `reppo eval --json` prints, from the (seeds, episodes) returns of either backend."""
+    returns = np.asarray(returns, dtype=np.float64)
+    return {
+        "env": env,
+        "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint),
+        "env_steps": env_steps,
+        "backend": backend,
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "episodes": int(returns.size),
+        "per_seed_mean_return": [float(x) for x in returns.mean(axis=1)],
+        "returns": [float(x) for x in returns.reshape(-1)],
+    }

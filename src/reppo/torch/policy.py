@@ -22,7 +22,7 @@ from reppo.envs.torch_registry import (
     resolve_device,
     torch_env_spec,
 )
-from reppo.runs import CheckpointError, load_run_checkpoint, open_run_dir
+from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint, open_run_dir
 from reppo.torch import distributions as D
 from reppo.torch import normalizer as N
 from reppo.torch.networks import Actor as ActorNet
@@ -102,18 +102,10 @@ def evaluate_run(
             success_at_end.append(result["success_at_end"].float().cpu().numpy())
     env.close()
     r = np.stack(returns)
-    report: dict[str, Any] = {
-        "env": config.env,
-        "run_dir": str(run_dir),
-        "checkpoint": str(saved.checkpoint),
-        "env_steps": saved.env_steps,
-        "backend": "torch",
-        "mean_return": float(r.mean()),
-        "std_return": float(r.std()),
-        "episodes": int(r.size),
-        "per_seed_mean_return": [float(x) for x in r.mean(axis=1)],
-        "returns": [float(x) for x in r.reshape(-1)],
-    }
+    report = evaluation_report(
+        env=config.env, run_dir=run_dir, checkpoint=saved.checkpoint,
+        env_steps=saved.env_steps, backend="torch", returns=r,
+    )
     if success_once:
         report["success_once"] = float(np.mean(success_once))
         report["success_at_end"] = float(np.mean(success_at_end))
