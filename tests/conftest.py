@@ -3,10 +3,29 @@
 import os
 from pathlib import Path
 
-import jax
-import pytest
+# Under pytest-xdist (`-n 2`, as CI runs) every worker shares the machine's cores with the
+# others: one compute thread per worker keeps XLA's and torch's thread pools from
+# oversubscribing them (torch's OpenMP pool slows down many times when a core it waits on is
+# busy). Must be set before JAX starts its CPU backend.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    ).strip()
 
-from reppo.config import Config
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from reppo.config import Config  # noqa: E402
+
+if _WORKER:
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        torch.set_num_threads(1)
 
 # Tests compile the same chunks many times across processes; the persistent cache makes the
 # repeats cheap. REPPO_JAX_CACHE is also what the CLI uses.
@@ -47,3 +66,18 @@ def tiny_flags(config: Config = TINY) -> list[str]:
         if value is not None:
             flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, start the longest tests first: the scheduler deals the first tests out
+    one per worker in turn, so the two learning tests run side by side on separate workers
+    instead of one after the other at the end."""
+    if not _WORKER:
+        return
+
+    def rank(item) -> int:
+        if item.path.name == "test_learning.py":
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
