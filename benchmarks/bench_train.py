@@ -5,7 +5,7 @@
     python benchmarks/bench_train.py --env CartpoleBalance --preset cpu --total-steps 262144 \
         --backend torch --torch-compile true
 
-Prints the figures and appends one row to benchmarks/results.md (date, machine, device).
+Prints the figures and adds one row to the table in benchmarks/results.md (date, machine, device).
 Extra `--field value` pairs override config fields, as for `reppo train`.
 """
 
@@ -36,6 +36,15 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _insert_row(path: Path, line: str) -> None:
+    """Add a row at the end of the results table, above the notes that follow it."""
+    lines = path.read_text().splitlines()
+    table_rows = [i for i, text in enumerate(lines) if text.startswith("|")]
+    at = table_rows[-1] + 1 if table_rows else len(lines)
+    lines.insert(at, line)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -104,9 +113,8 @@ def main() -> None:
     if not args.no_record:
         if not RESULTS.exists():
             RESULTS.write_text("# Benchmark results\n\nWritten by `bench_train.py`.\n\n" + HEADER)
-        with RESULTS.open("a") as f:
-            f.write("| " + " | ".join(row.values()) + " |\n")
-        print(f"appended to {RESULTS}")
+        _insert_row(RESULTS, "| " + " | ".join(row.values()) + " |")
+        print(f"recorded in {RESULTS}")
 
 
 if __name__ == "__main__":

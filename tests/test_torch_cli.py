@@ -128,3 +128,14 @@ def test_torch_flag_errors(tmp_path, capsys):
                             "--run-dir", tmp_path / "w")
         assert code == 2 and "--device cpu" in err
     assert not any((tmp_path / d).exists() for d in "xyzw")
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    code, _, err = _cli(capsys, "train", *TORCH_FLAGS, "--torch-compile", "true",
+                        "--device", "cpu", "--run-dir", tmp_path / "run")
+    assert code == 2 and "C++ compiler" in err and "--torch-compile" in err
+    assert not (tmp_path / "run").exists()

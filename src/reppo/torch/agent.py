@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import shutil
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from reppo.config import Config
+from reppo.config import Config, ConfigError
 from reppo.envs.contract import EnvSpec
 from reppo.torch import distributions as D
 from reppo.torch import losses as L
@@ -62,6 +64,19 @@ def _all_finite(tensors: list[Tensor]) -> bool:
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
+def require_compile_toolchain(device: torch.device) -> None:
+    """Fail before training, not at the first update, where inductor would need a compiler."""
+    if device.type != "cpu":
+        return
+    candidates = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    if not any(name and shutil.which(name) for name in candidates):
+        raise ConfigError(
+            "torch_compile on CPU generates C++ and needs a C++ compiler, and none was found "
+            "(CXX, c++, g++, clang++); install one (e.g. `apt-get install g++`) or drop "
+            "--torch-compile"
+        )
+
+
 class TorchAgent:
     """REPPO's networks, optimizers, temperatures and statistics for one env spec."""
 
@@ -93,6 +108,7 @@ class TorchAgent:
         self._critic_loss = L.critic_loss
         self._actor_loss = L.actor_loss
         if c.torch_compile:
+            require_compile_toolchain(device)
             mode = "reduce-overhead" if c.cuda_graphs else None
             self._critic_loss = torch.compile(L.critic_loss, mode=mode)
             self._actor_loss = torch.compile(L.actor_loss, mode=mode)
