@@ -21,6 +21,7 @@ from reppo.envs import (
     UnknownEnvError,
     env_spec,
     evaluate,
+    evaluate_stochastic,
     list_envs,
     make_env,
 )
@@ -207,6 +208,36 @@ def test_evaluate_sums_rewards_until_first_end():
     np.testing.assert_allclose(batched.returns, [[15.0, 6.0, 3.0]] * 2)
 
 
+def test_evaluate_stochastic_resets_like_evaluate_and_draws_a_key_per_step():
+    env = fake_vec_env(3, episode_length=5)
+
+    def act(obs):  # the second action adds the env's current position to the reward
+        return ACTIONS.at[:, 1].set(obs[:, 0])
+
+    key = jax.random.key(0)
+    deterministic = jax.jit(lambda k: evaluate(env, act, k))(key)
+    other = jax.jit(lambda k: evaluate(env, act, k))(jax.random.key(1))
+    assert not np.allclose(deterministic.returns, other.returns)  # the reset key matters
+    # A key-ignoring "stochastic" policy reproduces the deterministic evaluation exactly, so
+    # both reset the envs with the same key, to the same initial states.
+    same = jax.jit(lambda k: evaluate_stochastic(env, lambda obs, _: act(obs), k))(key)
+    np.testing.assert_array_equal(same.returns, deterministic.returns)
+    np.testing.assert_array_equal(same.lengths, deterministic.lengths)
+
+    # Noise u_t shared by the envs at step t: envs that ran 5, 3 and 2 steps get the sums of
+    # the first 5, 3 and 2 draws; one key for every step would make their means equal.
+    def noisy(obs, step_key):
+        return ACTIONS.at[:, 1].set(jax.random.uniform(step_key))
+
+    result = jax.jit(lambda k: evaluate_stochastic(env, noisy, k))(key)
+    np.testing.assert_array_equal(result.lengths, [5, 3, 2])
+    means = (np.asarray(result.returns) - [15.0, 6.0, 3.0]) / [5.0, 3.0, 2.0]
+    assert np.all((means > 0) & (means < 1)) and not np.allclose(means, means[0])
+    seeds = jnp.stack([jax.random.key(0), jax.random.key(1)])
+    batched = jax.jit(jax.vmap(lambda k: evaluate_stochastic(env, noisy, k)))(seeds)
+    np.testing.assert_array_equal(batched.returns[0], result.returns)
+
+
 # ---- registry (no physics compiled) ----------------------------------------------------------
 
 
@@ -321,3 +352,54 @@ def test_record_video_writes_gif(tmp_path):
     with Image.open(path) as gif:
         # 21 states (reset + 20 steps) at 100 Hz, kept at <= 30 fps: every 4th frame.
         assert gif.n_frames == 6 and gif.size == (320, 240)
+
+
+# ---- staggered episodes ----------------------------------------------------------------------
+
+
+def test_stagger_spreads_step_counters_over_the_episode():
+    env = fake_vec_env(256, 50)
+    state = env.reset(jax.random.PRNGKey(0))
+    assert not state.step_count.any()  # a fresh batch starts in lockstep ...
+    staggered = env.stagger(state, jax.random.PRNGKey(1))
+    counts = np.asarray(staggered.step_count)
+    assert counts.dtype == np.int32
+    assert counts.min() >= 0 and counts.max() < 50
+    assert len(np.unique(counts)) > 40  # ... and staggering spreads it over the 50 steps
+    # Only the counter changes: the physics state and observations are those of the reset.
+    np.testing.assert_array_equal(staggered.obs, state.obs)
+    np.testing.assert_array_equal(staggered.inner.pos, state.inner.pos)
+
+
+def _truncations_per_step(stagger: bool, num_envs: int = 64, length: int = 20) -> np.ndarray:
+    env = fake_vec_env(num_envs, length)
+    state = env.reset(jax.random.PRNGKey(0))
+    if stagger:
+        state = env.stagger(state, jax.random.PRNGKey(1))
+    still = jnp.zeros((num_envs, 2))  # velocity 0: the fake task never terminates
+
+    def body(state, _):
+        state, out = env.step(state, still)
+        return state, out.truncated
+
+    _, truncated = jax.lax.scan(body, state, None, 3 * length)
+    return np.asarray(truncated).sum(axis=1)
+
+
+def test_staggered_truncations_spread_over_steps_not_bunched():
+    lockstep = _truncations_per_step(stagger=False)
+    # Without staggering every env truncates at the same steps: 20, 40, 60.
+    assert sorted(np.flatnonzero(lockstep) + 1) == [20, 40, 60]
+    assert set(lockstep[lockstep > 0]) == {64}
+    spread = _truncations_per_step(stagger=True)
+    # With it each env still truncates once per 20 steps, at its own step.
+    assert spread[20:].sum() == 2 * 64
+    assert spread.max() <= 16
+    assert np.count_nonzero(spread[20:40]) >= 12  # most steps of an episode see a truncation
+
+
+def test_evaluation_envs_are_not_staggered():
+    env = fake_vec_env(8, 7)
+    still = lambda obs: jnp.zeros((obs.shape[0], 2))  # noqa: E731
+    result = evaluate(env, still, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(result.lengths, 7)  # every episode runs its full length

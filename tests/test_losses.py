@@ -95,15 +95,25 @@ def test_hl_gauss_clips_outside_the_support():
     assert int(jnp.argmax(outside[0])) == 0 and int(jnp.argmax(outside[1])) == 150
 
 
-def test_hl_gauss_value_and_initial_logits():
+def test_hl_gauss_value_and_initial_prior():
     logits = jnp.log(L.hl_gauss_target(jnp.array([37.0]), SUPPORT))
     np.testing.assert_allclose(L.hl_gauss_value(logits, SUPPORT), [37.0], atol=1e-3)
-    init = L.initial_value_logits(SUPPORT, 0.0)
-    assert float(L.hl_gauss_value(init, SUPPORT)) < 1.0
+    prior = L.initial_value_prior(SUPPORT, 0.0)
+    np.testing.assert_allclose(jnp.sum(prior), 1.0, rtol=1e-6)
+    # The value head's starting logits are dominated by 40 x the prior: a value near 0.
+    assert 0.0 < float(L.hl_gauss_value(40.0 * prior, SUPPORT)) < 0.5
+
+
+def test_hl_gauss_bins_are_centred_on_the_support_ends():
+    # 151 centres 0, 1, ..., 150 (bin width 150 / 150 = 1), edges half a bin outside them.
+    np.testing.assert_allclose(SUPPORT.centers, np.arange(151.0), atol=1e-4)
+    np.testing.assert_allclose(SUPPORT.edges, np.arange(152.0) - 0.5, atol=1e-4)
+    assert SUPPORT.sigma == pytest.approx(0.75)
 
 
 def test_hl_gauss_sigma_is_ratio_of_bin_width():
-    assert SUPPORT.sigma == pytest.approx(0.75 * 150.0 / 151)
+    support = L.Support.create(-5.0, 5.0, 21, 0.6)
+    assert support.sigma == pytest.approx(0.6 * 10.0 / 20)
 
 
 # ---- tanh-Gaussian -------------------------------------------------------------------------------
@@ -192,6 +202,14 @@ def _nets(**overrides):
     return Networks.from_config(config, obs_size=5, action_size=3)
 
 
+SMALL_SUPPORT = L.Support.create(0.0, 10.0, 21, 0.75)
+
+
+def _init_critic(nets, key):
+    prior = L.initial_value_prior(SMALL_SUPPORT) if nets.value_outputs > 1 else None
+    return nets.init_critic(key, prior)
+
+
 def _actor_setup(objective, kl_target=None):
     nets = _nets()
     k = jax.random.split(jax.random.PRNGKey(0), 7)
@@ -203,7 +221,7 @@ def _actor_setup(objective, kl_target=None):
         treedef,
         [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, noise_keys, strict=True)],
     )
-    critic = nets.init_critic(k[2])
+    critic = _init_critic(nets, k[2])
     obs = jax.random.normal(k[3], (64, 5))
     temps = L.Temperatures(jnp.log(0.2), jnp.log(3.0))
     noise = jax.random.normal(k[4], (64, 3))
@@ -266,7 +284,7 @@ def _critic_batch(n=32, terminated=None):
 
 def test_critic_loss_hl_gauss_is_cross_entropy_plus_aux():
     nets = _nets()
-    params = nets.init_critic(jax.random.PRNGKey(0))
+    params = _init_critic(nets, jax.random.PRNGKey(0))
     support = L.Support.create(0.0, 10.0, 21, 0.75)
     batch = _critic_batch()
     loss, m = L.critic_loss(params, nets, batch, support, aux_loss_mult=0.5)
@@ -275,14 +293,40 @@ def test_critic_loss_hl_gauss_is_cross_entropy_plus_aux():
     ce = -jnp.mean(jnp.sum(L.hl_gauss_target(batch.target, support)
                            * jax.nn.log_softmax(logits), -1))
     pred, rew = nets.predict(params, latent)
-    aux = jnp.mean((pred - batch.next_latent) ** 2) + jnp.mean((rew - batch.reward) ** 2)
+    # One squared error per predictor output (16 latent entries and the reward), averaged.
+    sq = (pred - batch.next_latent) ** 2
+    aux = jnp.mean((jnp.sum(sq, -1) + (rew - batch.reward) ** 2) / 17.0)
     assert float(loss) == pytest.approx(float(ce + 0.5 * aux), rel=1e-5)
     assert float(m["loss/critic"]) == pytest.approx(float(ce), rel=1e-5)
+    assert float(m["loss/aux"]) == pytest.approx(float(aux), rel=1e-5)
+
+
+def test_reward_prediction_weighs_as_one_latent_entry_and_is_masked():
+    nets = _nets()
+    params = _init_critic(nets, jax.random.PRNGKey(0))
+    term = jnp.zeros(32).at[:8].set(1.0)
+    batch = _critic_batch(terminated=term)
+    _, m = L.critic_loss(params, nets, batch, SMALL_SUPPORT, 1.0)
+    # A reward error of 17 on every live transition adds 17^2 / 17 = 17 to the aux loss ...
+    _, shifted = L.critic_loss(
+        params, nets, batch._replace(reward=batch.reward + 17.0), SMALL_SUPPORT, 1.0
+    )
+    pred, rew = nets.predict(params, nets.encode(params, batch.obs, batch.action))
+    alive = 1.0 - term
+    cross = 2 * 17.0 * jnp.sum(alive * (batch.reward - rew)) / jnp.sum(alive) / 17.0
+    assert float(shifted["loss/aux"] - m["loss/aux"]) == pytest.approx(
+        float(17.0 + cross), rel=1e-4
+    )
+    # ... and nothing for terminated ones.
+    _, term_only = L.critic_loss(
+        params, nets, batch._replace(reward=batch.reward.at[:8].add(1e3)), SMALL_SUPPORT, 1.0
+    )
+    assert float(term_only["loss/aux"]) == pytest.approx(float(m["loss/aux"]), rel=1e-6)
 
 
 def test_critic_loss_masks_latent_prediction_of_terminated_transitions():
     nets = _nets(reward_prediction=False)
-    params = nets.init_critic(jax.random.PRNGKey(0))
+    params = _init_critic(nets, jax.random.PRNGKey(0))
     term = jnp.zeros(32).at[:8].set(1.0)
     batch = _critic_batch(terminated=term)
     # Changing the targets of terminated transitions must not change the aux loss.
@@ -294,7 +338,7 @@ def test_critic_loss_masks_latent_prediction_of_terminated_transitions():
 
 def test_scalar_critic_ablation_uses_squared_error():
     nets = _nets(use_hl_gauss=False)
-    params = nets.init_critic(jax.random.PRNGKey(0))
+    params = _init_critic(nets, jax.random.PRNGKey(0))
     batch = _critic_batch()
     _, m = L.critic_loss(params, nets, batch, None, 0.0)
     q = nets.value_head(params, nets.encode(params, batch.obs, batch.action))[..., 0]
@@ -309,9 +353,12 @@ def test_network_shapes_and_layer_counts(norm):
     nets = _nets(norm=norm)
     actor = nets.init_actor(jax.random.PRNGKey(0))
     assert sorted(actor) == ["hidden_0", "hidden_1", "output"]  # 3 layers
-    critic = nets.init_critic(jax.random.PRNGKey(1))
-    assert sorted(critic["encoder"]) == ["hidden_0", "hidden_1"]
+    critic = _init_critic(nets, jax.random.PRNGKey(1))
+    assert sorted(critic) == ["encoder", "head", "predictor", "value_prior"]
+    assert sorted(critic["encoder"]) == ["hidden_0", "output"]  # 2 layers, raw latent
+    assert critic["encoder"]["output"]["kernel"].shape == (16, 16)
     assert sorted(critic["head"]) == ["hidden_0", "output"]
+    assert critic["value_prior"].shape == (21,)
     assert critic["head"]["output"]["kernel"].shape == (16, 21)
     assert critic["predictor"]["output"]["kernel"].shape == (16, 17)  # latent + reward
     dist = nets.policy(actor, jnp.ones((4, 5)))

@@ -114,6 +114,36 @@ def test_truncation_keeps_final_obs() -> None:
         long.close()
 
 
+def test_stagger_spreads_truncations() -> None:
+    """After `stagger`, envs truncate at different steps: each at its own counter's end."""
+    e = ms.make_maniskill_env(TASK, 4, device="cpu", episode_length=8)
+    try:
+        e.reset(3)
+        e.stagger(11)
+        start = e._steps.clone()
+        assert int(start.min()) >= 0 and int(start.max()) < 8
+        assert len(set(start.tolist())) > 1
+        first_end = [None] * 4
+        for t, a in enumerate(random_actions(4, 8), start=1):
+            out = e.step(a)
+            for i in range(4):
+                if out.truncated[i] and first_end[i] is None:
+                    first_end[i] = t
+        assert first_end == [8 - int(s) for s in start]  # only the first episode is shorter
+        # The draw is reproducible from the seed.
+        e.reset(3)
+        e.stagger(11)
+        assert torch.equal(e._steps, start)
+    finally:
+        e.close()
+    ev = ms.make_maniskill_env(TASK, 1, device="cpu", evaluation=True, episode_length=4)
+    try:
+        with pytest.raises(RuntimeError, match="never staggered"):
+            ev.stagger(0)
+    finally:
+        ev.close()
+
+
 def test_termination_resets_only_that_env(env: ms.ManiSkillVecEnv) -> None:
     env.reset(1)
     zero = torch.zeros(2, 8)

@@ -221,23 +221,17 @@ def test_critic_outputs_match(norm, use_hl_gauss, reward_prediction):
     _close(q, jax_q)
 
 
-def test_initial_logits_match():
+def test_initial_value_prior_matches():
     config = _config()
     nets = Networks.from_config(config, OBS, ACT)
     v_min, v_max = config.value_support(GAMMA, (-1.0, 1.0))
     jax_support = JL.Support.create(v_min, v_max, config.num_bins, config.hl_gauss_sigma_ratio)
     support = _torch_support(jax_support)
-    jax_critic = nets.init_critic(jax.random.PRNGKey(0), JL.initial_value_logits(jax_support))
-    critic = Critic(config, OBS, ACT, initial_logits=TL.initial_value_logits(support))
+    jax_critic = nets.init_critic(jax.random.PRNGKey(0), JL.initial_value_prior(jax_support))
+    critic = Critic(config, OBS, ACT, value_prior=TL.initial_value_prior(support))
     ours, theirs = to_flat(critic), tree_io.flatten(jax_critic)
-    np.testing.assert_array_equal(ours["head/output/kernel"], 0.0)
-    np.testing.assert_array_equal(theirs["head/output/kernel"], 0.0)
-    # The logits of near-empty bins are logs of erf differences at the float32 rounding
-    # level, so compare the histograms they stand for (and the bins that hold mass).
-    probs = torch.softmax(_t(ours["head/output/bias"]), -1)
-    _close(probs, jax.nn.softmax(theirs["head/output/bias"]), atol=1e-6)
-    held = _np(probs) > 1e-3
-    _close(ours["head/output/bias"][held], theirs["head/output/bias"][held])
+    assert set(ours) == set(theirs)
+    _close(ours["value_prior"], theirs["value_prior"], rtol=0, atol=1e-6)
 
 
 # ---- HL-Gauss ------------------------------------------------------------------------------------
@@ -253,7 +247,7 @@ def test_support_create_matches():
         assert ours.edges.dtype == torch.float32
 
 
-def test_hl_gauss_targets_values_and_initial_logits_match():
+def test_hl_gauss_targets_values_and_initial_prior_match():
     p = _pair()
     rng = np.random.default_rng(3)
     y = rng.uniform(-30.0, 30.0, size=(4, 100)).astype(np.float32)  # some outside [-20, 20]
@@ -263,9 +257,9 @@ def test_hl_gauss_targets_values_and_initial_logits_match():
     logits = (3.0 * rng.normal(size=(4, 100, 51))).astype(np.float32)
     _close(TL.hl_gauss_value(_t(logits), p.support), JL.hl_gauss_value(logits, p.jax_support))
     for value in (0.0, 7.3, -50.0):
-        ours = TL.initial_value_logits(p.support, value)
-        theirs = JL.initial_value_logits(p.jax_support, value)
-        _close(torch.softmax(ours, -1), jax.nn.softmax(theirs), rtol=0, atol=1e-6)
+        ours = TL.initial_value_prior(p.support, value)
+        theirs = JL.initial_value_prior(p.jax_support, value)
+        _close(ours, theirs, rtol=0, atol=1e-6)
 
 
 # ---- critic loss ---------------------------------------------------------------------------------

@@ -169,6 +169,9 @@ def test_per_task_finals_match_hand_computation(report):
     published = rows["published", "CheetahRun", "REPPO (published)"]
     assert float(published["final_return_mean"]) == 933.0
     assert published["n_runs"] == ""
+    authors = rows["reference", "CartpoleBalance", "REPPO (authors' code)"]
+    assert float(authors["final_return_mean"]) == pytest.approx((988 + 973 + 872) / 3)
+    assert authors["n_runs"] == "3" and authors["final_env_steps"] == "507904"
 
 
 def test_aggregates_match_hand_computation(report):
@@ -225,6 +228,9 @@ def test_summary_markdown(report):
     assert "## Published reference" in summary
     assert "| REPPO (published) | 775 | 23 of 23 |" in summary
     assert "| reppo (measured) | — | 2 of 23 |" in summary
+    # The authors' code at our cpu settings, per seed, as a like-for-like reference.
+    assert ("| CartpoleBalance | REPPO (authors' code) | cpu preset | 507,904 | 0 / 1 / 2 | "
+            "988 / 973 / 872 | 944.3 | 128 |") in summary
     assert "Methods cover different dm_control tasks" in summary  # ablation methods: 1 task
     assert "## Runs used (12)" in summary
     assert "1 of 2 reppo runs on WalkerRun have no increasing wall times" in summary

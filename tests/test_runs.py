@@ -520,6 +520,39 @@ def test_plot_learning_curve(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["curve.png"]
 
 
+@pytest.mark.parametrize("stochastic", [True, False], ids=["with-stochastic", "without"])
+def test_plot_learning_curve_draws_the_stochastic_return(tmp_path, monkeypatch, stochastic):
+    """With `eval/stochastic_return_mean` in the records, both panels draw it beside the
+    deterministic return, labelled; metrics files without it plot the one curve as before."""
+    from reppo.runs import plots
+
+    drawn = []
+    draw = plots._draw
+
+    def spy(ax, xs, means, stds, xlabel, label=None, color=None):
+        drawn.append((xlabel, label, list(means)))
+        draw(ax, xs, means, stds, xlabel, label=label, color=color)
+
+    monkeypatch.setattr(plots, "_draw", spy)
+    records = [
+        {"env_steps": 0, "wall_time": 1.0, "sps": 10.0},
+        {"env_steps": 1000, "wall_time": 60.0, "eval/return_mean": 10.0, "eval/return_std": 2.0},
+        {"env_steps": 2000, "wall_time": 120.0, "eval/return_mean": 30.0},
+    ]
+    if stochastic:
+        records[1].update({"eval/stochastic_return_mean": 8.0, "eval/stochastic_return_std": 1.0})
+        records[2].update({"eval/stochastic_return_mean": 20.0})
+    out = plot_learning_curve(records, tmp_path / "curve.png", "Cartpole")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    det, sto = "deterministic policy (tanh of the mean)", "stochastic policy"
+    expected = [(x, det if stochastic else None, [10.0, 30.0])
+                for x in ("environment steps", "wall time (minutes)")]
+    if stochastic:
+        expected.insert(1, ("environment steps", sto, [8.0, 20.0]))
+        expected.append(("wall time (minutes)", sto, [8.0, 20.0]))
+    assert drawn == expected
+
+
 @pytest.mark.parametrize(
     "records", [[], [{"env_steps": 5, "sps": 1.0}], [{"eval/return_mean": 3.0}], ["junk"]]
 )

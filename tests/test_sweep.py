@@ -65,7 +65,7 @@ def test_ablation_presets_keep_the_two_paper_batch_sizes():
 
 # ---- suites ------------------------------------------------------------------------------------
 
-SPEC_DMC23 = {
+PAPER_DMC23 = {
     "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
     "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
     "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
@@ -76,7 +76,7 @@ SPEC_DMC23 = {
 
 def test_suites_hold_the_papers_tasks():
     dmc = suites.SUITES["dmc23"]
-    assert len(dmc.tasks) == 23 and set(dmc.tasks) == SPEC_DMC23 <= set(DMC_TASKS)
+    assert len(dmc.tasks) == 23 and set(dmc.tasks) == PAPER_DMC23 <= set(DMC_TASKS)
     assert (dmc.backend, dmc.preset, dmc.steps) == ("jax", "paper", 50_000_000)
     ms = suites.SUITES["maniskill"]
     assert ms.backend == "torch" and len(ms.tasks) == 9 and set(ms.tasks) <= set(MANISKILL_TASKS)

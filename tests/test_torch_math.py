@@ -45,8 +45,8 @@ class _TorchBackend:
     def hl_value(self, logits, support):
         return self.np(TL.hl_gauss_value(self._t(logits), support))
 
-    def initial_logits(self, support, value):
-        return self.np(TL.initial_value_logits(support, value))
+    def initial_prior(self, support, value):
+        return self.np(TL.initial_value_prior(support, value))
 
     def gaussian(self, mean, std):
         return TD.Gaussian(self._t(mean), self._t(std))
@@ -105,8 +105,8 @@ class _JaxBackend:
     def hl_value(self, logits, support):
         return self.np(self.L.hl_gauss_value(self._a(logits), support))
 
-    def initial_logits(self, support, value):
-        return self.np(self.L.initial_value_logits(support, value))
+    def initial_prior(self, support, value):
+        return self.np(self.L.initial_value_prior(support, value))
 
     def gaussian(self, mean, std):
         return self.D.Gaussian(self._a(mean), self._a(std))
@@ -215,7 +215,7 @@ def test_hl_gauss_targets_are_distributions_recovering_the_value(backend):
     np.testing.assert_allclose(expected[1:4], y[1:4], atol=1e-3)
     # At the edges, renormalising the truncated Gaussian pulls the mean inwards by < 1 bin.
     assert 0.0 < expected[0] < 1.0 and 149.0 < expected[-1] < 150.0
-    assert support.sigma == pytest.approx(0.75 * 150.0 / 151)
+    assert support.sigma == pytest.approx(0.75 * 150.0 / 150)  # width: span / (bins - 1)
 
 
 def test_hl_gauss_clips_outside_the_support(backend):
@@ -226,17 +226,26 @@ def test_hl_gauss_clips_outside_the_support(backend):
     assert int(np.argmax(outside[0])) == 0 and int(np.argmax(outside[1])) == 150
 
 
-def test_hl_gauss_value_and_initial_logits(backend):
+def test_hl_gauss_value_and_initial_prior(backend):
     support = backend.support(0.0, 150.0, 151, 0.75)
     with np.errstate(divide="ignore"):  # empty far-tail bins: logit -inf, probability 0
         logits = np.log(backend.hl_target([37.0], support))
     np.testing.assert_allclose(backend.hl_value(logits, support), [37.0], atol=1e-3)
-    init = backend.initial_logits(support, 0.0)
-    assert init.shape == (151,)
-    assert float(backend.hl_value(init, support)) < 1.0
-    # Any starting value inside the support is recovered.
-    init = backend.initial_logits(support, 60.0)
-    assert float(backend.hl_value(init, support)) == pytest.approx(60.0, abs=1e-2)
+    prior = backend.initial_prior(support, 0.0)
+    assert prior.shape == (151,)
+    np.testing.assert_allclose(prior.sum(), 1.0, rtol=1e-6)
+    # 40 x the prior (the value head's starting logits) predicts a value near 0 ...
+    assert 0.0 < float(backend.hl_value(40.0 * prior, support)) < 0.5
+    # ... and 40 x the histogram of any value inside the support predicts that value.
+    prior = backend.initial_prior(support, 60.0)
+    assert float(backend.hl_value(40.0 * prior, support)) == pytest.approx(60.0, abs=1e-2)
+
+
+def test_hl_gauss_centres_span_the_support(backend):
+    support = backend.support(-10.0, 10.0, 21, 0.75)
+    np.testing.assert_allclose(backend.np(support.centers), np.arange(-10.0, 11.0), atol=1e-5)
+    np.testing.assert_allclose(backend.np(support.edges), np.arange(-10.5, 11.0), atol=1e-5)
+    assert support.sigma == pytest.approx(0.75)
 
 
 # ---- tanh-Gaussian -------------------------------------------------------------------------------
@@ -344,10 +353,11 @@ def test_network_names_shapes_and_layer_counts(norm):
 
     critic = Critic(_config(norm=norm), obs_size=5, action_size=3)
     flat = to_flat(critic)
-    assert {n.split("/")[1] for n in flat if n.startswith("encoder/")} == {"hidden_0", "hidden_1"}
+    assert {n.split("/")[1] for n in flat if n.startswith("encoder/")} == {"hidden_0", "output"}
     assert {n.split("/")[1] for n in flat if n.startswith("head/")} == {"hidden_0", "output"}
     assert flat["encoder/hidden_0/linear/kernel"].shape == (8, 16)
     assert flat["head/output/kernel"].shape == (16, 21)
+    assert flat["value_prior"].shape == (21,)
     assert flat["predictor/output/kernel"].shape == (16, 17)  # latent + reward
     assert all(v.dtype == np.float32 for v in flat.values())
 
@@ -369,24 +379,26 @@ def test_scalar_critic_without_reward_prediction_shapes():
     torch.testing.assert_close(reward, torch.zeros(4))
 
 
-def test_initialisation_is_lecun_normal_with_zero_bias():
+def test_initialisation_is_orthogonal_with_zero_bias():
     torch.manual_seed(0)
     actor = Actor(Config(actor_hidden_dim=512).validated(), obs_size=400, action_size=2)
     first, second = actor.hidden_0.linear.kernel.detach(), actor.hidden_1.linear.kernel.detach()
-    assert float(first.std()) == pytest.approx(np.sqrt(1 / 400), rel=0.02)
-    assert float(second.std()) == pytest.approx(np.sqrt(1 / 512), rel=0.02)
+    # (400, 512): orthonormal rows; (512, 512): an orthogonal matrix.
+    torch.testing.assert_close(first @ first.T, torch.eye(400), atol=1e-4, rtol=0)
+    torch.testing.assert_close(second.T @ second, torch.eye(512), atol=1e-4, rtol=0)
     assert not actor.hidden_0.linear.bias.any()
     assert torch.all(actor.hidden_0.norm.scale == 1)
 
 
-def test_initial_logits_start_the_critic_at_the_chosen_value():
+def test_value_prior_starts_the_critic_at_the_chosen_value():
     support = TL.Support.create(-10.0, 10.0, 21, 0.75)
-    critic = Critic(_config(), 5, 3, initial_logits=TL.initial_value_logits(support, 2.0))
-    assert not critic.head.output.kernel.any()
-    q = TL.critic_value(critic, torch.randn(8, 5), torch.randn(8, 3), support)
-    torch.testing.assert_close(q, torch.full((8,), 2.0), atol=1e-3, rtol=0)
-    with pytest.raises(ValueError, match="initial_logits"):
-        Critic(_config(), 5, 3, initial_logits=np.zeros(7, np.float32))
+    critic = Critic(_config(), 5, 3, value_prior=TL.initial_value_prior(support, 2.0))
+    q = TL.critic_value(critic, torch.randn(64, 5), torch.randn(64, 3), support)
+    # The head's random output (order one) barely moves 40 x the prior's logits.
+    assert float((q.detach() - 2.0).abs().max()) < 0.5
+    assert critic.value_prior.requires_grad
+    with pytest.raises(ValueError, match="value_prior"):
+        Critic(_config(), 5, 3, value_prior=np.zeros(7, np.float32))
 
 
 def test_load_flat_round_trip_and_prefixes():
@@ -528,7 +540,9 @@ def test_critic_loss_hl_gauss_is_cross_entropy_plus_aux():
             torch.sum(TL.hl_gauss_target(batch.target, support) * logits.log_softmax(-1), -1)
         )
         pred, rew = critic.predict(latent)
-        aux = torch.mean((pred - batch.next_latent) ** 2) + torch.mean((rew - batch.reward) ** 2)
+        # One squared error per predictor output (16 latent entries and the reward), averaged.
+        sq = torch.sum((pred - batch.next_latent) ** 2, -1) + (rew - batch.reward) ** 2
+        aux = torch.mean(sq / 17.0)
     assert float(loss.detach()) == pytest.approx(float(ce + 0.5 * aux), rel=1e-5)
     assert float(m["loss/critic"]) == pytest.approx(float(ce), rel=1e-5)
     assert float(m["loss/aux"]) == pytest.approx(float(aux), rel=1e-5)
@@ -601,9 +615,9 @@ def test_everything_runs_on_another_device():
     device = torch.device("meta")
     config = _config()
     support = TL.Support.create(0.0, 10.0, 21, 0.75, device=device)
-    initial_logits = TL.initial_value_logits(support)
+    value_prior = TL.initial_value_prior(support)
     actor = Actor(config, 5, 3, device=device)
-    critic = Critic(config, 5, 3, initial_logits=initial_logits, device=device)
+    critic = Critic(config, 5, 3, value_prior=value_prior, device=device)
     obs = torch.empty(8, 5, device=device)
     dist = actor(obs)
     assert dist.mean.device == device

@@ -158,3 +158,71 @@ def test_torch_non_finite_stops_with_the_iteration(tiny_config, tmp_path):
     config = _torch_config(tiny_config, actor_lr=1e30, critic_lr=1e30, max_grad_norm=1e30)
     with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration \d+"):
         train(config, tmp_path / "nan", echo=lambda _: None)
+
+
+# ---- the stochastic evaluation ---------------------------------------------------------------
+@pytest.mark.slow
+def test_torch_every_evaluation_logs_the_stochastic_return(tiny_config, tmp_path):
+    config = _torch_config(
+        tiny_config, total_steps=256, log_interval_steps=128, eval_interval_steps=128
+    )
+    train(config, tmp_path / "run", echo=lambda _: None)
+    evals = [r for r in read_metrics(tmp_path / "run") if "eval/return_mean" in r]
+    assert [r["env_steps"] for r in evals] == [128, 256]
+    for record in evals:
+        for key in ("eval/return_mean", "eval/return_std", "eval/stochastic_return_mean",
+                    "eval/stochastic_return_std"):
+            assert np.isfinite(record[key]), key
+        # The sampled actions are not the mean actions.
+        assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
+
+
+@pytest.mark.slow
+def test_torch_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
+    """With the sampled action replaced by the mean action, the stochastic evaluation equals
+    the deterministic one exactly: both reset with the same seed, to the same initial states."""
+    from reppo.torch.train import TorchTrainer
+
+    monkeypatch.setattr(TorchAgent, "act_stochastic",
+                        lambda self, obs, generator: self.act_deterministic(obs))
+    config = _torch_config(tiny_config)
+    trainer = TorchTrainer(config)
+    report = trainer.evaluate(trainer.init_state())
+    assert report.stochastic_returns.shape == report.returns.shape == (1, config.eval_episodes)
+    np.testing.assert_array_equal(report.stochastic_returns, report.returns)
+
+
+def test_torch_stochastic_evaluation_resets_with_the_same_seed():
+    """`evaluate_torch_stochastic` resets the env with the seed `evaluate_torch` uses and
+    draws the policy's noise from a generator seeded from it (repeatable)."""
+    from reppo.envs.contract import EnvSpec, TorchStep
+    from reppo.envs.torch_registry import evaluate_torch, evaluate_torch_stochastic
+
+    class Recorder:  # two envs, three steps, reward = action
+        spec = EnvSpec("fake", 1, 1, 3, (0.0, 1.0), "test")
+        num_envs, device = 2, torch.device("cpu")
+
+        def __init__(self):
+            self.seeds = []
+
+        def reset(self, seed):
+            self.seeds.append(seed)
+            return torch.zeros(2, 1)
+
+        def step(self, action):
+            zero = torch.zeros(2)
+            return TorchStep(torch.zeros(2, 1), action[:, 0], zero, zero, torch.zeros(2, 1))
+
+    def noisy(obs, generator):
+        assert isinstance(generator, torch.Generator)
+        return torch.rand(obs.shape[0], 1, generator=generator)
+
+    env = Recorder()
+    first = evaluate_torch_stochastic(env, noisy, seed=7)
+    again = evaluate_torch_stochastic(env, noisy, seed=7)
+    other = evaluate_torch_stochastic(env, noisy, seed=8)
+    evaluate_torch(env, lambda obs: torch.zeros(2, 1), seed=7)
+    assert env.seeds == [7, 7, 8, 7]
+    torch.testing.assert_close(first["returns"], again["returns"])
+    assert not torch.equal(first["returns"], other["returns"])
+    assert torch.all((first["returns"] > 0) & (first["returns"] < 3))

@@ -18,6 +18,9 @@ def _quiet(_line):
     pass
 
 
+_STOCHASTIC_KEYS = ("eval/stochastic_return_mean", "eval/stochastic_return_std")
+
+
 def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_config):
     result = train(tiny_config, tmp_path / "run", echo=_quiet)
     assert result.env_steps == 512 and not result.interrupted
@@ -41,6 +44,7 @@ def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_config):
         assert key in records[-1]
     assert "eval/return_mean" in records[-1]  # the final evaluation
     assert math.isfinite(records[-1]["eval/return_mean"])
+    assert all(math.isfinite(records[-1][k]) for k in _STOCHASTIC_KEYS)
 
 
 def test_resume_continues_exactly(tmp_path, tiny_config):
@@ -76,6 +80,7 @@ def test_num_seeds_trains_independent_seeds(tmp_path, tiny_config, batching):
     config = tiny_config.replace(num_seeds=2, total_steps=256, seed=3, seed_batching=batching)
     result = train(config, tmp_path / "two", echo=_quiet)
     assert result.eval_returns.shape == (2, tiny_config.eval_episodes)
+    assert all(math.isfinite(result.history[-1][k]) for k in _STOCHASTIC_KEYS)
     pair, _ = _final_arrays(tmp_path / "two")
     single = train(tiny_config.replace(total_steps=256, seed=4), tmp_path / "one", echo=_quiet)
     assert single.env_steps == 256
@@ -96,3 +101,41 @@ def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_
         train(exploding, run, resume=True, echo=_quiet)
     after = {p.name: p.read_bytes() for p in list_checkpoints(run)}
     assert after == before
+
+
+# ---- the stochastic evaluation ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_evaluation_logs_the_stochastic_return(tmp_path, tiny_config):
+    config = tiny_config.replace(total_steps=256, log_interval_steps=128, eval_interval_steps=128)
+    train(config, tmp_path / "run", echo=_quiet)
+    evals = [r for r in read_metrics(tmp_path / "run") if "eval/return_mean" in r]
+    assert [r["env_steps"] for r in evals] == [128, 256]
+    for record in evals:
+        for key in ("eval/return_mean", "eval/return_std", *_STOCHASTIC_KEYS):
+            assert math.isfinite(record[key]), key
+        assert record["eval/stochastic_return_std"] >= 0.0
+        # The sampled actions are not the mean actions.
+        assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
+
+
+@pytest.mark.slow
+def test_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
+    """The sampling policy's episodes start from the deterministic evaluation's states: with
+    its sampled action replaced by the mean action both evaluations agree exactly, for every
+    seed (the env reset keys are the same)."""
+    from reppo.jax.agent import Agent
+    from reppo.jax.train import JaxTrainer
+
+    def mean_action(self, actor, stats, obs, key):
+        del key
+        return self.act_deterministic(actor, stats, obs)
+
+    monkeypatch.setattr(Agent, "act_stochastic", mean_action)
+    config = tiny_config.replace(num_seeds=2)
+    trainer = JaxTrainer(config)
+    report = trainer.evaluate(trainer.init_state())
+    assert report.stochastic_returns.shape == report.returns.shape == (2, config.eval_episodes)
+    assert not np.array_equal(report.returns[0], report.returns[1])
+    np.testing.assert_array_equal(report.stochastic_returns, report.returns)

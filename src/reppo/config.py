@@ -4,8 +4,8 @@ Each field is documented where it is declared (the `help` metadata is also the C
 preset (see `presets.py`) is a named `Config`. The whole config is saved as `config.json` in the
 run directory; a policy is rebuilt from it plus the saved weights.
 
-References: "Table 1" is the paper's hyperparameter table; "SPEC" is the project's record of
-decisions taken where the paper is silent or wrong (docs/algorithm.md explains each).
+References: "Table 1" is the paper's hyperparameter table; docs/algorithm.md explains every
+choice taken where the paper is silent or wrong.
 """
 
 from __future__ import annotations
@@ -84,10 +84,17 @@ class Config:
     )
     lam: float = _f(0.95, "TD(lambda) mixing parameter (Table 1).")
     num_bootstrap_samples: int = _f(
-        1, "Actions a' ~ pi(.|x') averaged for the bootstrap value V(x') (SPEC 1.1)."
+        1, "Actions a' ~ pi(.|x') averaged for the bootstrap value V(x') (Algorithm 1: one)."
     )
     normalize_obs: bool = _f(
         True, "Running mean/variance observation normalization, applied inside the policy."
+    )
+    stagger_episodes: bool = _f(
+        True,
+        "Start each training env at a random step of its first episode (uniform in [0, "
+        "episode_length)), so that time-limit truncations spread over iterations. Without it "
+        "all envs of a task that never terminates (DM Control) truncate together and every "
+        "iteration trains on the same slice of the episode. Evaluation envs never stagger.",
     )
 
     # ---- optimization ----------------------------------------------------------------------
@@ -133,7 +140,7 @@ class Config:
     )
 
     # ---- actor and temperatures ------------------------------------------------------------
-    min_std: float = _f(0.1, "Added to exp(log sigma) of the pre-tanh Gaussian (SPEC 2).")
+    min_std: float = _f(0.1, "Added to exp(log sigma) of the pre-tanh Gaussian (released code).")
     actor_objective: ActorObjective = _f(
         "clipped",
         "'clipped' (eq. 21, per-state KL switch; the paper's numbers), 'full' (eq. 20) or "
@@ -142,7 +149,7 @@ class Config:
     alpha_init: float = _f(0.01, "Initial entropy temperature alpha (Table 1).")
     beta_init: float = _f(0.01, "Initial KL temperature beta (Table 1).")
     target_entropy_per_dim: float = _f(
-        -0.5, "Entropy target per action dimension: H_target = this * |A| (SPEC: -0.5)."
+        -0.5, "Entropy target per action dimension: H_target = this * |A| (Table 1, sign fixed)."
     )
     kl_target: float = _f(0.1, "KL target, summed over action dimensions (Table 1).")
     kl_estimator: KLEstimator = _f(
@@ -150,7 +157,7 @@ class Config:
         "Forward KL(pi_old || pi): 'sample' (kl_num_samples draws of pi_old, as the paper) or "
         "'analytic' (closed-form Gaussian KL, equal in expectation).",
     )
-    kl_num_samples: int = _f(16, "Samples of pi_old per state for the sampled KL (SPEC 2).")
+    kl_num_samples: int = _f(16, "Samples of pi_old per state for the sampled KL (the paper: 16).")
 
     # ---- logging, evaluation, checkpoints --------------------------------------------------
     log_interval_steps: int = _f(

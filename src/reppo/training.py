@@ -38,11 +38,16 @@ class NonFiniteError(RuntimeError):
 
 @dataclass
 class EvalReport:
-    """Deterministic evaluation of every seed: arrays of shape (num_seeds, episodes)."""
+    """Evaluation of every seed: arrays of shape (num_seeds, episodes).
+
+    `returns` are the deterministic policy's (action tanh(mean)); `stochastic_returns`, where
+    given, the sampling policy's on the same episodes (the same initial states).
+    """
 
     returns: np.ndarray
     success_once: np.ndarray | None = None  # tasks with a success condition (ManiSkill)
     success_at_end: np.ndarray | None = None
+    stochastic_returns: np.ndarray | None = None
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -51,6 +56,9 @@ class EvalReport:
             "eval/return_per_seed": [float(x) for x in self.returns.mean(axis=1)],
             "eval/episodes": int(self.returns.size),
         }
+        if self.stochastic_returns is not None:
+            out["eval/stochastic_return_mean"] = float(self.stochastic_returns.mean())
+            out["eval/stochastic_return_std"] = float(self.stochastic_returns.std())
         if self.success_once is not None:
             out["eval/success_once"] = float(self.success_once.mean())
         if self.success_at_end is not None:

@@ -60,6 +60,36 @@ NOTES: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ReferenceRuns:
+    """Final deterministic evaluation returns of the authors' released code, run by us at one
+    of our presets' settings, per seed: a like-for-like reference for our own runs."""
+
+    task: str
+    method: str
+    settings: str
+    env_steps: int
+    seeds: tuple[int, ...]
+    final_returns: tuple[float, ...]
+    episodes: int  # deterministic evaluation episodes per seed
+
+    @property
+    def mean(self) -> float:
+        return sum(self.final_returns) / len(self.final_returns)
+
+
+AUTHORS_CODE = "REPPO (authors' code)"
+
+# The authors' JAX code with exactly the `cpu` preset's settings (128 envs x 64 steps, 8 epochs
+# x 16 minibatches, 128-wide networks, learning rate 1e-3, everything else Table 1).
+AUTHORS_CODE_RUNS: tuple[ReferenceRuns, ...] = (
+    ReferenceRuns(
+        "CartpoleBalance", AUTHORS_CODE, "cpu preset", 507_904, (0, 1, 2),
+        (988.0, 973.0, 872.0), 128,
+    ),
+)
+
+
 def published_return(task: str) -> PublishedReturn | None:
     """REPPO's published final return on `task`, or None where none is given."""
     for row in REPPO_FINAL_RETURNS:

@@ -408,7 +408,7 @@ def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
 
 
 def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
-    from reppo.analysis.reference import REPPO, REPPO_FINAL_RETURNS
+    from reppo.analysis.reference import AUTHORS_CODE_RUNS, REPPO, REPPO_FINAL_RETURNS
     from reppo.analysis.runs import DM_CONTROL, SCORE_NAMES
 
     rows: list[list[Any]] = [
@@ -423,6 +423,11 @@ def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
             ["published", DM_CONTROL, p.task, REPPO, "", "", _g(p.final_return), "", "",
              SCORE_NAMES[DM_CONTROL], _g(p.final_return / 1000.0), "", ""]
             for p in REPPO_FINAL_RETURNS
+        ]
+        rows += [
+            ["reference", DM_CONTROL, r.task, r.method, len(r.final_returns), r.env_steps,
+             _g(r.mean), "", "", SCORE_NAMES[DM_CONTROL], _g(r.mean / 1000.0), "", ""]
+            for r in AUTHORS_CODE_RUNS
         ]
     _write_csv(out / "summary.csv", [
         "source", "family", "task", "method", "n_runs", "final_env_steps",
@@ -463,7 +468,13 @@ def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
 
 
 def _reference_section(report: Report) -> list[str]:
-    from reppo.analysis.reference import NOTES, PAPER_DMC_TASKS, SOURCE, SUITE_MEAN_RETURNS
+    from reppo.analysis.reference import (
+        AUTHORS_CODE_RUNS,
+        NOTES,
+        PAPER_DMC_TASKS,
+        SOURCE,
+        SUITE_MEAN_RETURNS,
+    )
     from reppo.analysis.runs import DM_CONTROL
 
     lines = ["## Published reference", "",
@@ -485,6 +496,15 @@ def _reference_section(report: Report) -> list[str]:
               "method covers all 23):", ""]
     lines += _table(["method", "23-task mean final return", "tasks"], rows)
     lines += [f"- {note}" for note in NOTES] + [""]
+    lines += ["The authors' released code run at our settings (final deterministic evaluation "
+              "per seed; a like-for-like reference for the runs above):", ""]
+    lines += _table(
+        ["task", "method", "settings", "env steps", "seeds", "final return per seed", "mean",
+         "episodes per seed"],
+        [[r.task, r.method, r.settings, f"{r.env_steps:,}", " / ".join(map(str, r.seeds)),
+          " / ".join(f"{x:.0f}" for x in r.final_returns), f"{r.mean:.1f}", r.episodes]
+         for r in AUTHORS_CODE_RUNS],
+    )
     return lines
 
 

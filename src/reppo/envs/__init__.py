@@ -2,7 +2,7 @@
 
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 from reppo.envs.contract import EnvSpec, EnvState, StepOutput
-from reppo.envs.evaluation import EvalResult, evaluate, record_video
+from reppo.envs.evaluation import EvalResult, evaluate, evaluate_stochastic, record_video
 from reppo.envs.registry import (
     DMC_TASKS,
     UnknownEnvError,
@@ -23,6 +23,7 @@ __all__ = [
     "WrongBackendError",
     "env_spec",
     "evaluate",
+    "evaluate_stochastic",
     "flat_obs",
     "list_envs",
     "make_env",

@@ -83,6 +83,19 @@ class AutoResetVecEnv:
             key=key,
         )
 
+    def stagger(self, state: EnvState, key: jax.Array) -> EnvState:
+        """`state` with each env's step counter drawn uniformly from [0, episode_length).
+
+        Called once on a fresh training batch: each env's first episode is then cut short at a
+        different step, and from there on truncations spread evenly over time instead of
+        ending every env together. The physics state is untouched (observations do not
+        depend on the counter), so the first episodes are genuine, only shorter.
+        """
+        step_count = jax.random.randint(
+            key, (self.num_envs,), 0, self.spec.episode_length, jnp.int32
+        )
+        return state._replace(step_count=step_count)
+
     def step(self, state: EnvState, action: jax.Array) -> tuple[EnvState, StepOutput]:
         """Step every env once; ended envs are reset (see `reppo.envs.contract`)."""
         inner = jax.vmap(self.inner.step)(state.inner, action)

@@ -55,6 +55,13 @@ class PlaygroundTorchEnv:
         self._state = self._reset(jax.random.PRNGKey(seed))
         return to_torch(self._state.obs, self.device)
 
+    def stagger(self, seed: int) -> None:
+        """Spread the step counters of the fresh batch over [0, episode_length) (training)."""
+        if self._state is None:
+            raise RuntimeError("call reset(seed) before stagger(seed)")
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+        self._state = self._env.stagger(self._state, key)
+
     def step(self, action: torch.Tensor) -> TorchStep:
         if self._state is None:
             raise RuntimeError("call reset(seed) before step(action)")

@@ -6,6 +6,7 @@ An adapter is a set of pure, jittable functions over a batch of `num_envs` envir
 
     spec                          static facts (`EnvSpec`)
     reset(key) -> EnvState        a fresh batch; `state.obs` has shape (num_envs, obs_size)
+    stagger(state, key) -> EnvState   the batch with step counters spread over the episode
     step(state, action) -> (EnvState, StepOutput)
 
 `action` has shape (num_envs, action_size) with entries in [-1, 1].
@@ -29,6 +30,7 @@ A stateful batch of `num_envs` environments whose arrays are torch tensors on `e
 
     spec, num_envs, device
     reset(seed) -> obs                          (num_envs, obs_size) float32
+    stagger(seed)                               spread the step counters over the episode
     step(action) -> TorchStep                   action (num_envs, action_size) in [-1, 1]
     close()
 
@@ -38,6 +40,13 @@ observation reached by this step, `terminated` and `truncated` disjoint float32 
 `TorchStep.success` is a (num_envs,) bool tensor for tasks with a success condition (ManiSkill),
 else None. An adapter built for evaluation (`evaluation=True`) does not reset envs partially:
 every env runs `spec.episode_length` steps and only the time limit ends its episode.
+
+## Staggered episodes
+
+Training calls `stagger` once, right after the first reset: each env's step counter is drawn
+uniformly from [0, episode_length), so its first episode is cut short at its own step and
+time-limit truncations spread over iterations instead of ending every env together. Observations
+never depend on the counter. Evaluation envs are never staggered.
 """
 
 from __future__ import annotations
@@ -89,6 +98,10 @@ class TorchVecEnv(Protocol):
     device: torch.device
 
     def reset(self, seed: int) -> torch.Tensor: ...
+
+    def stagger(self, seed: int) -> None:
+        """After `reset`: draw each env's step counter from [0, episode_length) (training)."""
+        ...
 
     def step(self, action: torch.Tensor) -> TorchStep: ...
 

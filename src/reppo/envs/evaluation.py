@@ -1,4 +1,4 @@
-"""Deterministic evaluation of a policy, and videos of one episode."""
+"""Evaluation of a policy (deterministic or sampled actions), and videos of one episode."""
 
 from __future__ import annotations
 
@@ -20,11 +20,37 @@ import numpy as np
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 
 Policy = Callable[[jax.Array], jax.Array]
+StochasticPolicy = Callable[[jax.Array, jax.Array], jax.Array]  # (obs, step key) -> action
 
 
 class EvalResult(NamedTuple):
     returns: jax.Array  # (num_envs,) float32 undiscounted return of each env's first episode
     lengths: jax.Array  # (num_envs,) int32 steps of that episode
+
+
+def _episodes(
+    env: AutoResetVecEnv,
+    act: Callable[[jax.Array, jax.Array | None], jax.Array],
+    key: jax.Array,
+    step_keys: jax.Array | None,
+) -> EvalResult:
+    """The first episode of every env, reset with `key`; `act(obs, step_keys[t])` at step t
+    (`act(obs, None)` when `step_keys` is None)."""
+
+    def body(carry: tuple, step_key: jax.Array | None) -> tuple[tuple, None]:
+        state, returns, lengths, running = carry
+        state, out = env.step(state, act(state.obs, step_key))
+        returns = returns + running * out.reward
+        lengths = lengths + running.astype(jnp.int32)
+        ended = jnp.maximum(out.terminated, out.truncated)
+        return (state, returns, lengths, running * (1.0 - ended)), None
+
+    n = env.num_envs
+    init = (env.reset(key), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), jnp.ones(n))
+    (_, returns, lengths, _), _ = jax.lax.scan(
+        body, init, step_keys, length=env.spec.episode_length
+    )
+    return EvalResult(returns=returns, lengths=lengths)
 
 
 def evaluate(env: AutoResetVecEnv, act: Policy, key: jax.Array) -> EvalResult:
@@ -36,19 +62,25 @@ def evaluate(env: AutoResetVecEnv, act: Policy, key: jax.Array) -> EvalResult:
     a new episode and are masked out. Pure and jittable (close over `env` and `act`); vmap it
     over keys for several seeds.
     """
+    return _episodes(env, lambda obs, _: act(obs), key, None)
 
-    def body(carry: tuple, _: None) -> tuple[tuple, None]:
-        state, returns, lengths, running = carry
-        state, out = env.step(state, act(state.obs))
-        returns = returns + running * out.reward
-        lengths = lengths + running.astype(jnp.int32)
-        ended = jnp.maximum(out.terminated, out.truncated)
-        return (state, returns, lengths, running * (1.0 - ended)), None
 
-    n = env.num_envs
-    init = (env.reset(key), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), jnp.ones(n))
-    (_, returns, lengths, _), _ = jax.lax.scan(body, init, None, env.spec.episode_length)
-    return EvalResult(returns=returns, lengths=lengths)
+# Action-sampling keys of `evaluate_stochastic` come from their own stream of the eval key.
+_ACTION_STREAM = 0xAC7
+
+
+def evaluate_stochastic(
+    env: AutoResetVecEnv, act: StochasticPolicy, key: jax.Array
+) -> EvalResult:
+    """`evaluate` with a stochastic policy `act(obs, step_key)`, given a fresh key each step.
+
+    The envs are reset with `key` exactly as `evaluate` resets them, so with the same `key`
+    both run from the same initial states; the step keys are derived from `key` with
+    `jax.random.fold_in` on a separate stream and never reach the env.
+    """
+    sample_key = jax.random.fold_in(key, _ACTION_STREAM)
+    step_keys = jax.random.split(sample_key, env.spec.episode_length)
+    return _episodes(env, act, key, step_keys)
 
 
 # ---- videos ------------------------------------------------------------------------------------

@@ -298,6 +298,21 @@ class ManiSkillVecEnv:
         self._ready = True
         return obs
 
+    def stagger(self, seed: int) -> None:
+        """Spread the step counters of the fresh batch over [0, episode_length) (training).
+
+        ManiSkill's observations do not depend on our counter, so each env's first episode is
+        a genuine one cut short at a different step; from then on the envs' episodes no longer
+        end together.
+        """
+        import torch
+
+        if self.evaluation:
+            raise RuntimeError("evaluation envs are never staggered")
+        rng = np.random.default_rng([seed, 1])
+        steps = rng.integers(0, self.spec.episode_length, size=self.num_envs)
+        self._steps = torch.as_tensor(steps, dtype=torch.int64, device=self.device)
+
     def step(self, action: torch.Tensor) -> TorchStep:
         import torch
 

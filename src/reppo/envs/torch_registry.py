@@ -73,6 +73,33 @@ def evaluate_torch(
     report success, `success_once` (bool: success at any step of the episode) and
     `success_at_end` (bool: success at its last step), else None.
     """
+    return _episodes(env, act, episodes_env_steps, seed)
+
+
+def evaluate_torch_stochastic(
+    env: TorchVecEnv,
+    act: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    episodes_env_steps: int | None = None,
+    *,
+    seed: int = 0,
+) -> dict[str, torch.Tensor | None]:
+    """`evaluate_torch` with a stochastic policy `act(obs, generator) -> action`.
+
+    The envs are reset with `seed` exactly as `evaluate_torch` resets them, so with the same
+    `seed` both run from the same initial states. `generator` (on `env.device`, seeded from
+    `seed`) is the only source of the policy's noise; the env never draws from it.
+    """
+    generator = torch.Generator(device=env.device)
+    generator.manual_seed(seed)
+    return _episodes(env, lambda obs: act(obs, generator), episodes_env_steps, seed)
+
+
+def _episodes(
+    env: TorchVecEnv,
+    act: Callable[[torch.Tensor], torch.Tensor],
+    episodes_env_steps: int | None,
+    seed: int,
+) -> dict[str, torch.Tensor | None]:
     num_steps = env.spec.episode_length if episodes_env_steps is None else episodes_env_steps
     if num_steps < 1:
         raise ValueError(f"episodes_env_steps must be >= 1, got {num_steps}")

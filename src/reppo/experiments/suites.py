@@ -25,7 +25,7 @@ BASELINE_ALGOS: tuple[str, ...] = ("brax-ppo", "brax-sac")
 BASELINE_PRESETS: tuple[str, ...] = ("playground", "cpu")
 ALGOS: tuple[str, ...] = (REPPO, *BASELINE_ALGOS)
 
-# SPEC 5: the paper's 23 MuJoCo Playground DM Control tasks (Playground has two more,
+# The paper's 23 MuJoCo Playground DM Control tasks (Playground has two more,
 # PointMass and SwimmerSwimmer6, which the paper leaves out).
 DMC23: tuple[str, ...] = (
     "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
@@ -34,7 +34,7 @@ DMC23: tuple[str, ...] = (
     "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup", "ReacherEasy",
     "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
 )
-# SPEC 5: the paper's eight ManiSkill3 tasks plus OpenCabinetDrawer-v1 (the adapter also offers
+# The paper's eight ManiSkill3 tasks plus OpenCabinetDrawer-v1 (the adapter also offers
 # PickCube-v1 and PushCube-v1, which the paper does not report). Both lists are written out,
 # not imported from the env registries, whose import loads JAX; the tests check them.
 MANISKILL9: tuple[str, ...] = (
@@ -111,7 +111,7 @@ SUITES: dict[str, Suite] = {
     for suite in (
         Suite(
             name="dmc23",
-            description="the paper's 23 Playground DM Control tasks (SPEC 5)",
+            description="the paper's 23 Playground DM Control tasks",
             tasks=DMC23,
             backend="jax",
             preset="paper",

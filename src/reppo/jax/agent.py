@@ -112,13 +112,16 @@ class Agent:
         c = self.config
         k_actor, k_critic, k_env, k_train = jax.random.split(key, 4)
         support = self.support
-        initial_logits = L.initial_value_logits(support) if support is not None else None
+        value_prior = L.initial_value_prior(support) if support is not None else None
         actor = self.nets.init_actor(k_actor)
-        critic = self.nets.init_critic(k_critic, initial_logits)
+        critic = self.nets.init_critic(k_critic, value_prior)
         temps = L.Temperatures(
             jnp.log(jnp.asarray(c.alpha_init, jnp.float32)),
             jnp.log(jnp.asarray(c.beta_init, jnp.float32)),
         )
+        env_state = self.env.reset(k_env)
+        if c.stagger_episodes:
+            env_state = self.env.stagger(env_state, jax.random.fold_in(k_env, 1))
         return TrainState(
             actor=actor,
             behaviour=actor,
@@ -128,7 +131,7 @@ class Agent:
             critic_opt=self.critic_tx.init(critic),
             temp_opt=self.temp_tx.init(temps),
             obs_stats=N.init_stats(self.nets.obs_size),
-            env_state=self.env.reset(k_env),
+            env_state=env_state,
             episode_return=jnp.zeros((c.num_envs,), jnp.float32),
             key=k_train,
             iteration=jnp.zeros((), jnp.int32),
@@ -302,3 +305,7 @@ class Agent:
     # ---- the policy ------------------------------------------------------------------------------
     def act_deterministic(self, actor: Params, stats: N.RunningStats, obs: jax.Array):
         return D.deterministic_action(self.nets.policy(actor, self.normalize(stats, obs)))
+
+    def act_stochastic(self, actor: Params, stats: N.RunningStats, obs: jax.Array, key: jax.Array):
+        """An action sampled from the tanh-Gaussian policy (what training acts with)."""
+        return D.sample(self.nets.policy(actor, self.normalize(stats, obs)), key)[0]

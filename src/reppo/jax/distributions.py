@@ -1,4 +1,4 @@
-"""The tanh-squashed diagonal Gaussian policy (SPEC 2) as pure functions.
+"""The tanh-squashed diagonal Gaussian policy (docs/algorithm.md, "Policy") as pure functions.
 
 Sampling carries the pre-tanh sample `u` so log-probabilities never need atanh of a clipped
 action. All log-probabilities, entropies and KLs are summed over action dimensions.
@@ -26,7 +26,7 @@ class Gaussian(NamedTuple):
 
 
 def gaussian_from_head(mean: jax.Array, log_std: jax.Array, min_std: float) -> Gaussian:
-    """sigma = exp(log sigma) + min_std, as the released code (SPEC 2)."""
+    """sigma = exp(log sigma) + min_std, as the released code."""
     std = jnp.exp(jnp.minimum(log_std, _LOG_STD_MAX)) + min_std
     return Gaussian(mean, std)
 

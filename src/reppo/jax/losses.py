@@ -1,7 +1,7 @@
-"""REPPO's losses as pure functions of arrays (paper section 3, SPEC 1).
+"""REPPO's losses as pure functions of arrays (paper section 3; docs/algorithm.md).
 
 - HL-Gauss histogram targets and values (appendix A);
-- the soft TD(lambda) reverse pass with the episode-boundary rules of SPEC 3;
+- the soft TD(lambda) reverse pass with the episode-boundary rules of docs/algorithm.md;
 - the critic loss (cross-entropy or MSE, plus latent self-prediction);
 - the actor loss (objectives "clipped", "full", "value");
 - the temperature losses for log alpha and log beta.
@@ -21,26 +21,30 @@ from reppo.jax.networks import Networks, Params
 
 # ---- HL-Gauss ---------------------------------------------------------------------------------
 class Support(NamedTuple):
-    """Histogram support of the categorical critic: num_bins bins over [v_min, v_max]."""
+    """Histogram support of the categorical critic: num_bins bins centred on
+    linspace(v_min, v_max, num_bins), each of width (v_max - v_min) / (num_bins - 1)."""
 
-    edges: jax.Array  # (num_bins + 1,)
-    centers: jax.Array  # (num_bins,)
+    edges: jax.Array  # (num_bins + 1,) from v_min - width / 2 to v_max + width / 2
+    centers: jax.Array  # (num_bins,) from v_min to v_max
     sigma: float
 
     @classmethod
     def create(cls, v_min: float, v_max: float, num_bins: int, sigma_ratio: float) -> Support:
-        edges = jnp.linspace(v_min, v_max, num_bins + 1, dtype=jnp.float32)
-        width = (v_max - v_min) / num_bins
-        return cls(edges, 0.5 * (edges[:-1] + edges[1:]), sigma_ratio * width)
+        width = (v_max - v_min) / (num_bins - 1)
+        centers = jnp.linspace(v_min, v_max, num_bins, dtype=jnp.float32)
+        edges = jnp.linspace(
+            v_min - width / 2, v_max + width / 2, num_bins + 1, dtype=jnp.float32
+        )
+        return cls(edges, centers, sigma_ratio * width)
 
 
 def hl_gauss_target(y: jax.Array, support: Support) -> jax.Array:
     """Histogram of N(y, sigma^2) over the bins, renormalised to the support; shape (..., bins).
 
-    y is clipped into [v_min, v_max] first, so a target outside the support puts its mass at
-    the nearest edge.
+    y is clipped into [v_min, v_max] (the first and last centres) first, so a target outside
+    the support puts its mass at the nearest end.
     """
-    y = jnp.clip(y, support.edges[0], support.edges[-1])[..., None]
+    y = jnp.clip(y, support.centers[0], support.centers[-1])[..., None]
     cdf = erf((support.edges - y) / (jnp.sqrt(2.0) * support.sigma))
     # erf rounding can make far-tail differences slightly negative.
     mass = jnp.maximum(cdf[..., 1:] - cdf[..., :-1], 0.0)
@@ -52,10 +56,9 @@ def hl_gauss_value(logits: jax.Array, support: Support) -> jax.Array:
     return jnp.sum(jax.nn.softmax(logits, axis=-1) * support.centers, axis=-1)
 
 
-def initial_value_logits(support: Support, value: float = 0.0) -> jax.Array:
-    """Logits whose histogram is HL-Gauss(value): the critic's starting prediction."""
-    probs = hl_gauss_target(jnp.asarray(value, jnp.float32), support)
-    return jnp.log(jnp.maximum(probs, 1e-6))
+def initial_value_prior(support: Support, value: float = 0.0) -> jax.Array:
+    """The value head's starting prior: the HL-Gauss histogram of `value`."""
+    return hl_gauss_target(jnp.asarray(value, jnp.float32), support)
 
 
 # ---- soft TD(lambda) ----------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def critic_loss(
     """HL-Gauss cross-entropy (or 0.5 * squared error) + aux_loss_mult * self-prediction.
 
     The self-prediction target psi of a terminated transition is the latent of a terminal
-    state, which carries no future, so those transitions are masked out of the latent term.
+    state, which carries no future, so those transitions are masked out of the aux term.
     """
     latent = nets.encode(params, batch.obs, batch.action)
     out = nets.value_head(params, latent)
@@ -133,12 +136,14 @@ def critic_loss(
         value = out[..., 0]
         value_loss = 0.5 * jnp.mean((value - batch.target) ** 2)
 
+    # Self-prediction: one squared error per output of the predictor (the latent entries and,
+    # with reward prediction, the reward), averaged, so the reward weighs as one latent entry.
     pred_latent, pred_reward = nets.predict(params, latent)
+    errors = (pred_latent - batch.next_latent) ** 2
+    if nets.reward_prediction:
+        errors = jnp.concatenate([errors, ((pred_reward - batch.reward) ** 2)[..., None]], -1)
     alive = 1.0 - batch.terminated
-    latent_err = jnp.mean((pred_latent - batch.next_latent) ** 2, axis=-1)
-    latent_loss = jnp.sum(alive * latent_err) / jnp.maximum(jnp.sum(alive), 1.0)
-    reward_loss = jnp.mean((pred_reward - batch.reward) ** 2) if nets.reward_prediction else 0.0
-    aux_loss = latent_loss + reward_loss
+    aux_loss = jnp.sum(alive * jnp.mean(errors, axis=-1)) / jnp.maximum(jnp.sum(alive), 1.0)
     loss = value_loss + aux_loss_mult * aux_loss
     metrics = {
         "loss/critic": value_loss,
@@ -217,7 +222,7 @@ def temperature_loss(
     target_entropy: float,
     kl_target: float,
 ) -> jax.Array:
-    """loss_alpha + loss_beta (SPEC 1.3; eq. 18, and eq. 19 with the KL in place of entropy).
+    """loss_alpha + loss_beta (eq. 18, and eq. 19 with the KL in place of the entropy).
 
     d/d log_alpha = alpha * (H - H_target): descent raises alpha when entropy is below target.
     d/d log_beta = -beta * (KL - KL_target): descent raises beta when KL is above target.

@@ -3,10 +3,13 @@
 Parameters are nested dicts of arrays with stable names (`actor/hidden_0/kernel`, ...) so a
 checkpoint is a flat, framework-neutral name -> array map that the PyTorch backend can read.
 
-Layer counting follows Table 1: a network "of n layers" has n Linear layers. The actor and the
-two critic heads end in a plain Linear output layer; every other Linear is followed by the
-configured normalization and SiLU. The critic encoder phi(x, a) is made of hidden blocks only,
-so its output (the latent z, the self-prediction target) is normalized and activated.
+Layer counting follows Table 1: a network "of n layers" has n Linear layers. Every network
+ends in a plain Linear output layer; every other Linear is followed by the configured
+normalization and SiLU. The critic encoder's output (the latent z, also the self-prediction
+target) is that raw Linear output; the value head and the predictor apply SiLU to it first.
+The HL-Gauss value head adds a trainable prior, `PRIOR_SCALE` times the histogram of 0, to
+its logits. Kernels are orthogonal (gain 1), biases zero. This is the released code's
+architecture (docs/algorithm.md, "Network details").
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ _NORM_EPS = 1e-6
 
 
 # ---- building blocks ------------------------------------------------------------------------
-def init_dense(key: jax.Array, in_dim: int, out_dim: int, scale: float = 1.0) -> Params:
-    """LeCun-normal kernel (variance scale / fan_in) and zero bias."""
-    std = jnp.sqrt(scale / in_dim)
-    return {
-        "kernel": std * jax.random.normal(key, (in_dim, out_dim), jnp.float32),
-        "bias": jnp.zeros((out_dim,), jnp.float32),
-    }
+# The value head's logits are its output plus PRIOR_SCALE * prior, the prior starting as the
+# HL-Gauss histogram of 0: at initialisation the prior dominates the (order-one) output, so the
+# critic starts near 0 with a smooth, peaked histogram, and both parts keep learning.
+PRIOR_SCALE = 40.0
+
+
+def init_dense(key: jax.Array, in_dim: int, out_dim: int) -> Params:
+    """Orthogonal kernel (gain 1) and zero bias."""
+    kernel = jax.nn.initializers.orthogonal(1.0)(key, (in_dim, out_dim), jnp.float32)
+    return {"kernel": kernel, "bias": jnp.zeros((out_dim,), jnp.float32)}
 
 
 def dense(params: Params, x: jax.Array) -> jax.Array:
@@ -138,49 +144,58 @@ class Networks:
         return D.gaussian_from_head(mean, log_std, self.min_std)
 
     # -- critic --
-    def init_critic(self, key: jax.Array, initial_logits: jax.Array | None = None) -> Params:
-        """Encoder, value head and predictor.
+    def init_critic(self, key: jax.Array, value_prior: jax.Array | None = None) -> Params:
+        """Encoder, value head, predictor and (HL-Gauss) the value prior.
 
-        `initial_logits` sets the value head's output bias (with a zero kernel), so that the
-        critic starts predicting a chosen value: HL-Gauss starts at the histogram of 0.
+        `value_prior` (num_bins,) is the HL-Gauss prior's starting value: the agent passes the
+        histogram of 0 (`losses.initial_value_prior`); None starts it at zeros (no prior).
         """
         k_enc, k_head, k_pred = jax.random.split(key, 3)
         hidden = self.critic_hidden_dim
         pred_out = hidden + (1 if self.reward_prediction else 0)
-        head = init_mlp(
-            k_head, hidden, hidden, self.critic_head_layers - 1, self.value_outputs, self.norm
-        )
-        if initial_logits is not None:
-            head["output"]["kernel"] = jnp.zeros_like(head["output"]["kernel"])
-            head["output"]["bias"] = jnp.asarray(initial_logits, jnp.float32)
-        return {
+        params = {
             "encoder": init_mlp(
                 k_enc,
                 self.obs_size + self.action_size,
                 hidden,
-                self.critic_encoder_layers,
-                None,
+                self.critic_encoder_layers - 1,
+                hidden,
                 self.norm,
             ),
-            "head": head,
+            "head": init_mlp(
+                k_head, hidden, hidden, self.critic_head_layers - 1, self.value_outputs, self.norm
+            ),
             "predictor": init_mlp(
                 k_pred, hidden, hidden, self.critic_pred_layers - 1, pred_out, self.norm
             ),
         }
+        if self.value_outputs > 1:
+            if value_prior is None:
+                value_prior = jnp.zeros((self.value_outputs,), jnp.float32)
+            if jnp.shape(value_prior) != (self.value_outputs,):
+                raise ValueError(
+                    f"value_prior has shape {jnp.shape(value_prior)}, the value head outputs "
+                    f"({self.value_outputs},)"
+                )
+            params["value_prior"] = jnp.asarray(value_prior, jnp.float32)
+        return params
 
     def encode(self, critic_params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
-        """The latent z = phi(x, a)."""
+        """The latent z = phi(x, a), the encoder's raw output."""
         return apply_mlp(
             critic_params["encoder"], jnp.concatenate([obs, action], axis=-1), self.norm
         )
 
     def value_head(self, critic_params: Params, latent: jax.Array) -> jax.Array:
         """HL-Gauss logits (..., num_bins), or the scalar value (..., 1)."""
-        return apply_mlp(critic_params["head"], latent, self.norm)
+        out = apply_mlp(critic_params["head"], jax.nn.silu(latent), self.norm)
+        if "value_prior" in critic_params:
+            out = out + PRIOR_SCALE * critic_params["value_prior"]
+        return out
 
     def predict(self, critic_params: Params, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Self-prediction f_p(z): (next latent, reward or zeros)."""
-        out = apply_mlp(critic_params["predictor"], latent, self.norm)
+        out = apply_mlp(critic_params["predictor"], jax.nn.silu(latent), self.norm)
         if self.reward_prediction:
             return out[..., :-1], out[..., -1]
         return out, jnp.zeros(out.shape[:-1], out.dtype)

@@ -23,7 +23,7 @@ import numpy as np
 
 from reppo.config import Config
 from reppo.envs import make_env
-from reppo.envs.evaluation import evaluate
+from reppo.envs.evaluation import evaluate, evaluate_stochastic
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
 from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
@@ -77,8 +77,14 @@ class JaxTrainer:
                 self.eval_env, lambda obs: agent.act_deterministic(actor, stats, obs), key
             )
 
+        def eval_one_stochastic(actor, stats, key):
+            return evaluate_stochastic(
+                self.eval_env, lambda obs, k: agent.act_stochastic(actor, stats, obs, k), key
+            )
+
         seeds, batching = config.num_seeds, config.seed_batching
         self._evaluate = jax.jit(over_seeds(eval_one, seeds, batching))
+        self._evaluate_stochastic = jax.jit(over_seeds(eval_one_stochastic, seeds, batching))
         self._init = jax.jit(over_seeds(agent.init, seeds, batching))
 
     def init_state(self) -> TrainState:
@@ -109,12 +115,17 @@ class JaxTrainer:
         return device_description()
 
     def evaluate(self, state: TrainState) -> EvalReport:
-        """Deterministic returns, shape (num_seeds, eval_episodes)."""
+        """Returns of the deterministic and of the sampling policy, each of shape
+        (num_seeds, eval_episodes), on the same episodes (the same env reset keys)."""
         keys = jax.vmap(
             lambda k, it: jax.random.fold_in(jax.random.fold_in(k, _EVAL_STREAM), it)
         )(seed_keys(self.config), state.iteration)
         result = self._evaluate(state.actor, state.obs_stats, keys)
-        return EvalReport(returns=np.asarray(result.returns))
+        stochastic = self._evaluate_stochastic(state.actor, state.obs_stats, keys)
+        return EvalReport(
+            returns=np.asarray(result.returns),
+            stochastic_returns=np.asarray(stochastic.returns),
+        )
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, run_dir: Path, state: TrainState, wall_time: float) -> Path:

@@ -95,10 +95,10 @@ class TorchAgent:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         torch.manual_seed(seed)  # the networks' initial weights
-        initial = L.initial_value_logits(self.support) if self.support is not None else None
+        prior = L.initial_value_prior(self.support) if self.support is not None else None
         self.actor = Actor(c, spec.obs_size, spec.action_size).to(device)
         self.behaviour = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = Critic(c, spec.obs_size, spec.action_size, initial).to(device)
+        self.critic = Critic(c, spec.obs_size, spec.action_size, prior).to(device)
         self.log_alpha = torch.tensor(math.log(c.alpha_init), device=device, requires_grad=True)
         self.log_beta = torch.tensor(math.log(c.beta_init), device=device, requires_grad=True)
         self.actor_opt = _adam(list(self.actor.parameters()), c.actor_lr)
@@ -123,6 +123,11 @@ class TorchAgent:
     @torch.no_grad()
     def act_deterministic(self, obs: Tensor) -> Tensor:
         return D.deterministic_action(self.actor(self.normalize(obs)))
+
+    @torch.no_grad()
+    def act_stochastic(self, obs: Tensor, generator: torch.Generator) -> Tensor:
+        """An action sampled from the tanh-Gaussian policy (what training acts with)."""
+        return D.sample(self.actor(self.normalize(obs)), generator)[0]
 
     # ---- step 1: rollout with the behaviour policy --------------------------------------------
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The tanh-squashed diagonal Gaussian policy (SPEC 2) as pure functions of tensors.
+"""The tanh-squashed diagonal Gaussian policy (docs/algorithm.md) as pure functions of tensors.
 
 Mirrors `reppo.jax.distributions` function by function. Sampling carries the pre-tanh sample
 `u` so log-probabilities never need atanh of a clipped action. All log-probabilities,

@@ -1,7 +1,7 @@
 """REPPO's losses as pure functions of tensors, mirroring `reppo.jax.losses` one by one.
 
 - HL-Gauss histogram targets and values (appendix A);
-- the soft TD(lambda) reverse pass with the episode-boundary rules of SPEC 3;
+- the soft TD(lambda) reverse pass with the episode-boundary rules of docs/algorithm.md;
 - the critic loss (cross-entropy or MSE, plus latent self-prediction);
 - the actor loss (objectives "clipped", "full", "value");
 - the temperature losses for log alpha and log beta.
@@ -25,31 +25,35 @@ from reppo.torch.networks import Actor, Critic
 
 # ---- HL-Gauss ---------------------------------------------------------------------------------
 class Support(NamedTuple):
-    """Histogram support of the categorical critic: num_bins bins over [v_min, v_max]."""
+    """Histogram support of the categorical critic: num_bins bins centred on
+    linspace(v_min, v_max, num_bins), each of width (v_max - v_min) / (num_bins - 1)."""
 
-    edges: Tensor  # (num_bins + 1,)
-    centers: Tensor  # (num_bins,)
+    edges: Tensor  # (num_bins + 1,) from v_min - width / 2 to v_max + width / 2
+    centers: Tensor  # (num_bins,) from v_min to v_max
     sigma: float
 
     @classmethod
     def create(
         cls, v_min: float, v_max: float, num_bins: int, sigma_ratio: float, device: Any = None
     ) -> Support:
-        # Edges computed in float64 and rounded once; they may differ from jnp.linspace's
-        # float32 arithmetic in the last bit.
-        edges = torch.linspace(v_min, v_max, num_bins + 1, dtype=torch.float64)
-        edges = edges.to(dtype=torch.float32, device=device)
-        width = (v_max - v_min) / num_bins
-        return cls(edges, 0.5 * (edges[:-1] + edges[1:]), sigma_ratio * width)
+        # Computed in float64 and rounded once; they may differ from jnp.linspace's float32
+        # arithmetic in the last bit.
+        width = (v_max - v_min) / (num_bins - 1)
+        centers = torch.linspace(v_min, v_max, num_bins, dtype=torch.float64)
+        edges = torch.linspace(
+            v_min - width / 2, v_max + width / 2, num_bins + 1, dtype=torch.float64
+        )
+        f32 = {"dtype": torch.float32, "device": device}
+        return cls(edges.to(**f32), centers.to(**f32), sigma_ratio * width)
 
 
 def hl_gauss_target(y: Tensor, support: Support) -> Tensor:
     """Histogram of N(y, sigma^2) over the bins, renormalised to the support; shape (..., bins).
 
-    y is clipped into [v_min, v_max] first, so a target outside the support puts its mass at
-    the nearest edge.
+    y is clipped into [v_min, v_max] (the first and last centres) first, so a target outside
+    the support puts its mass at the nearest end.
     """
-    y = torch.clamp(y, support.edges[0], support.edges[-1])[..., None]
+    y = torch.clamp(y, support.centers[0], support.centers[-1])[..., None]
     cdf = torch.special.erf((support.edges - y) / (math.sqrt(2.0) * support.sigma))
     # erf rounding can make far-tail differences slightly negative.
     mass = torch.clamp(cdf[..., 1:] - cdf[..., :-1], min=0.0)
@@ -61,11 +65,10 @@ def hl_gauss_value(logits: Tensor, support: Support) -> Tensor:
     return torch.sum(torch.softmax(logits, dim=-1) * support.centers, dim=-1)
 
 
-def initial_value_logits(support: Support, value: float = 0.0) -> Tensor:
-    """Logits whose histogram is HL-Gauss(value): the critic's starting prediction."""
+def initial_value_prior(support: Support, value: float = 0.0) -> Tensor:
+    """The value head's starting prior: the HL-Gauss histogram of `value`."""
     y = torch.tensor(value, dtype=torch.float32, device=support.edges.device)
-    probs = hl_gauss_target(y, support)
-    return torch.log(torch.clamp(probs, min=1e-6))
+    return hl_gauss_target(y, support)
 
 
 # ---- soft TD(lambda) ----------------------------------------------------------------------------
@@ -131,7 +134,7 @@ def critic_loss(
     """HL-Gauss cross-entropy (or 0.5 * squared error) + aux_loss_mult * self-prediction.
 
     The self-prediction target psi of a terminated transition is the latent of a terminal
-    state, which carries no future, so those transitions are masked out of the latent term.
+    state, which carries no future, so those transitions are masked out of the aux term.
     """
     latent = critic.encode(batch.obs, batch.action)
     out = critic.value_head(latent)
@@ -144,13 +147,16 @@ def critic_loss(
         value = out[..., 0]
         value_loss = 0.5 * torch.mean((value - batch.target) ** 2)
 
+    # Self-prediction: one squared error per output of the predictor (the latent entries and,
+    # with reward prediction, the reward), averaged, so the reward weighs as one latent entry.
     pred_latent, pred_reward = critic.predict(latent)
-    alive = 1.0 - batch.terminated.to(latent.dtype)
-    latent_err = torch.mean((pred_latent - batch.next_latent) ** 2, dim=-1)
-    latent_loss = torch.sum(alive * latent_err) / torch.clamp(torch.sum(alive), min=1.0)
-    aux_loss = latent_loss
+    errors = (pred_latent - batch.next_latent) ** 2
     if reward_prediction:
-        aux_loss = aux_loss + torch.mean((pred_reward - batch.reward) ** 2)
+        errors = torch.cat([errors, ((pred_reward - batch.reward) ** 2)[..., None]], dim=-1)
+    alive = 1.0 - batch.terminated.to(latent.dtype)
+    aux_loss = torch.sum(alive * torch.mean(errors, dim=-1)) / torch.clamp(
+        torch.sum(alive), min=1.0
+    )
     loss = value_loss + aux_loss_mult * aux_loss
     metrics = {
         "loss/critic": value_loss,
@@ -230,7 +236,7 @@ def temperature_loss(
     target_entropy: float,
     kl_target: float,
 ) -> Tensor:
-    """loss_alpha + loss_beta (SPEC 1.3; eq. 18, and eq. 19 with the KL in place of entropy).
+    """loss_alpha + loss_beta (eq. 18, and eq. 19 with the KL in place of the entropy).
 
     d/d log_alpha = alpha * (H - H_target): descent raises alpha when entropy is below target.
     d/d log_beta = -beta * (KL - KL_target): descent raises beta when KL is above target.

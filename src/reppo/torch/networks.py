@@ -6,15 +6,16 @@ and the no-norm ablation nothing. A state_dict name `hidden_0.linear.kernel` is 
 name `hidden_0/linear/kernel`, so weights move between backends by name, with no
 transposition (`to_flat`, `load_flat`).
 
-Layer counting follows Table 1 as in the JAX backend: the actor and the two critic heads end in
-a plain Linear output layer; every other Linear is followed by the norm and SiLU. All control
-flow in `forward` depends only on construction-time constants, so the modules trace under
-`torch.compile` without graph breaks.
+Layer counting and architecture follow the JAX backend: every network ends in a plain Linear
+output layer and every other Linear is followed by the norm and SiLU; the critic's latent is
+the encoder's raw output, which the value head and the predictor pass through SiLU first; the
+HL-Gauss value head adds `PRIOR_SCALE` times a trainable prior (`value_prior`) to its logits.
+All control flow in `forward` depends only on construction-time constants, so the modules trace
+under `torch.compile` without graph breaks.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,8 +35,12 @@ class FlatMismatchError(ValueError):
 
 
 # ---- building blocks ------------------------------------------------------------------------
+# As reppo.jax.networks.PRIOR_SCALE: the value head's logits are output + PRIOR_SCALE * prior.
+PRIOR_SCALE = 40.0
+
+
 class Linear(nn.Module):
-    """`x @ kernel + bias`; LeCun-normal kernel (variance 1 / fan_in) and zero bias."""
+    """`x @ kernel + bias`; orthogonal kernel (gain 1) and zero bias."""
 
     def __init__(self, in_dim: int, out_dim: int, device: Any = None) -> None:
         super().__init__()
@@ -45,7 +50,7 @@ class Linear(nn.Module):
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.kernel.normal_(0.0, math.sqrt(1.0 / self.kernel.shape[0]))
+            nn.init.orthogonal_(self.kernel, gain=1.0)
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,10 +169,11 @@ class Actor(MLP):
 
 
 class Critic(nn.Module):
-    """Encoder phi(x, a), value head f_c and self-predictor f_p, as the JAX `init_critic`.
+    """Encoder phi(x, a), value head f_c, self-predictor f_p and (HL-Gauss) the value prior,
+    as the JAX `init_critic`.
 
-    `initial_logits` (num_bins,) sets the value head's output bias, with a zero kernel, so that
-    the critic starts predicting a chosen value (HL-Gauss starts at the histogram of 0).
+    `value_prior` (num_bins,) is the HL-Gauss prior's starting value: the agent passes the
+    histogram of 0 (`losses.initial_value_prior`); None starts it at zeros (no prior).
     `forward(obs, action)` is the value head's output at the encoder's latent.
     """
 
@@ -176,7 +182,7 @@ class Critic(nn.Module):
         config: Config,
         obs_size: int,
         action_size: int,
-        initial_logits: Tensor | np.ndarray | None = None,
+        value_prior: Tensor | np.ndarray | None = None,
         device: Any = None,
     ) -> None:
         super().__init__()
@@ -187,38 +193,42 @@ class Critic(nn.Module):
         hidden, norm = config.critic_hidden_dim, config.norm
         pred_out = hidden + (1 if config.reward_prediction else 0)
         self.encoder = MLP(
-            obs_size + action_size, hidden, config.critic_encoder_layers, None, norm, device
+            obs_size + action_size, hidden, config.critic_encoder_layers - 1, hidden, norm,
+            device,
         )
         self.head = MLP(
             hidden, hidden, config.critic_head_layers - 1, self.value_outputs, norm, device
         )
         self.predictor = MLP(hidden, hidden, config.critic_pred_layers - 1, pred_out, norm, device)
-        if initial_logits is not None:
-            bias = self.head.output.bias
-            if isinstance(initial_logits, torch.Tensor):  # possibly on another device
-                logits = initial_logits.detach().to(device=bias.device, dtype=bias.dtype)
+        self.has_prior = self.value_outputs > 1
+        if self.has_prior:
+            if value_prior is None:
+                prior = torch.zeros(self.value_outputs, device=device)
+            elif isinstance(value_prior, torch.Tensor):  # possibly on another device
+                prior = value_prior.detach().to(device=device, dtype=torch.float32).clone()
             else:
-                logits = torch.as_tensor(np.asarray(initial_logits, np.float32), device=bias.device)
-            if logits.shape != bias.shape:
+                prior = torch.as_tensor(np.asarray(value_prior, np.float32), device=device)
+            if tuple(prior.shape) != (self.value_outputs,):
                 raise ValueError(
-                    f"initial_logits has shape {tuple(logits.shape)}, the value head outputs "
-                    f"{tuple(bias.shape)}"
+                    f"value_prior has shape {tuple(prior.shape)}, the value head outputs "
+                    f"({self.value_outputs},)"
                 )
-            with torch.no_grad():
-                self.head.output.kernel.zero_()
-                bias.copy_(logits)
+            self.value_prior = nn.Parameter(prior)
 
     def encode(self, obs: Tensor, action: Tensor) -> Tensor:
-        """The latent z = phi(x, a)."""
+        """The latent z = phi(x, a), the encoder's raw output."""
         return self.encoder(torch.cat([obs, action], dim=-1))
 
     def value_head(self, latent: Tensor) -> Tensor:
         """HL-Gauss logits (..., num_bins), or the scalar value (..., 1)."""
-        return self.head(latent)
+        out = self.head(F.silu(latent))
+        if self.has_prior:
+            out = out + PRIOR_SCALE * self.value_prior
+        return out
 
     def predict(self, latent: Tensor) -> tuple[Tensor, Tensor]:
         """Self-prediction f_p(z): (next latent, reward or zeros)."""
-        out = self.predictor(latent)
+        out = self.predictor(F.silu(latent))
         if self.reward_prediction:
             return out[..., :-1], out[..., -1]
         return out, torch.zeros(out.shape[:-1], dtype=out.dtype, device=out.device)

@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from reppo.config import Config
-from reppo.envs.torch_registry import evaluate_torch, make_torch_env, resolve_device
+from reppo.envs.torch_registry import (
+    evaluate_torch,
+    evaluate_torch_stochastic,
+    make_torch_env,
+    resolve_device,
+)
 from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
 from reppo.torch import normalizer as N
 from reppo.torch.agent import TorchAgent
@@ -93,6 +98,8 @@ class TorchTrainer:
     # ---- the loop's interface ------------------------------------------------------------------
     def init_state(self) -> _State:
         obs = self.env.reset(self.config.seed)
+        if self.config.stagger_episodes:
+            self.env.stagger(self.config.seed)
         return _State(obs, torch.zeros(self.config.num_envs, device=self.device), 0)
 
     def iteration_of(self, state: _State) -> int:
@@ -126,6 +133,11 @@ class TorchTrainer:
     def evaluate(self, state: _State) -> EvalReport:
         seed = (self.config.seed * 1_000_003 + _EVAL_STREAM + state.iteration) % 2**31
         result = evaluate_torch(self.eval_env, self.agent.act_deterministic, seed=seed)
+        # The same episodes (reset with the same seed) with actions sampled from the policy;
+        # the success metrics stay those of the deterministic policy.
+        stochastic = evaluate_torch_stochastic(
+            self.eval_env, self.agent.act_stochastic, seed=seed
+        )
 
         def row(x: torch.Tensor | None) -> np.ndarray | None:
             return None if x is None else x.float().cpu().numpy()[None]
@@ -134,6 +146,7 @@ class TorchTrainer:
             returns=row(result["returns"]),
             success_once=row(result["success_once"]),
             success_at_end=row(result["success_at_end"]),
+            stochastic_returns=row(stochastic["returns"]),
         )
 
     # ---- checkpoints ---------------------------------------------------------------------------
@@ -208,7 +221,10 @@ class TorchTrainer:
                 obs = self.env.set_state(env_state)
             else:
                 # Simulators whose state cannot be saved (ManiSkill) restart their episodes.
-                obs = self.env.reset(self.config.seed + int(metadata["iteration"]))
+                restart_seed = self.config.seed + int(metadata["iteration"])
+                obs = self.env.reset(restart_seed)
+                if self.config.stagger_episodes:
+                    self.env.stagger(restart_seed)
                 episode_return = torch.zeros_like(episode_return)
         except (KeyError, FlatMismatchError, ValueError, RuntimeError) as err:
             raise CheckpointError(
