@@ -370,3 +370,48 @@ def test_run_without_checkpoints_cannot_be_evaluated_or_resumed(run_copy, capsys
 def test_eval_refuses_zero_episodes(trained, capsys):
     code, out, err = _cli(capsys, "eval", trained[0], "--episodes", 0)
     _assert_user_error(code, err, "--episodes")
+
+
+# ---- input that must be refused ------------------------------------------------------------
+
+
+def test_abbreviated_flags_are_refused(run_copy, capsys):
+    before = _snapshot(run_copy)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *TINY_FLAGS, "--gamm", "0.9", "--run-dir", str(run_copy / "new")])
+    assert exit_info.value.code == 2
+    assert "--gamm" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", str(run_copy), "--episode", "3"])
+    assert _snapshot(run_copy) == before
+
+
+def test_resume_refuses_a_preset_that_is_not_the_runs(run_copy, capsys):
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "train", "--resume", run_copy, "--preset", "paper")
+    _assert_user_error(code, err, "--preset paper differs from the run", "drop --preset")
+    assert _snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [("clip.avi", "must end in .gif or .mp4"), ("existing.gif", "already exists")],
+)
+def test_eval_video_is_checked_before_evaluating(run_copy, capsys, name, needle):
+    video = run_copy.parent / name
+    if name.startswith("existing"):
+        video.write_bytes(b"a user's file")
+    before = _snapshot(run_copy.parent)
+    code, out, err = _cli(capsys, "eval", run_copy, "--video", video)
+    _assert_user_error(code, err, needle)
+    assert out == ""  # refused before any evaluation was run or printed
+    assert _snapshot(run_copy.parent) == before
+
+
+def test_eval_mp4_without_ffmpeg_is_refused_before_evaluating(run_copy, capsys, monkeypatch):
+    import reppo.cli as cli
+
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    code, out, err = _cli(capsys, "eval", run_copy, "--video", run_copy.parent / "clip.mp4")
+    _assert_user_error(code, err, "needs ffmpeg", ".gif")
+    assert out == "" and not (run_copy.parent / "clip.mp4").exists()

@@ -34,3 +34,34 @@ def test_config_help_cites_no_outside_document():
 
     for name in Config.__dataclass_fields__:
         assert not CITATION.search(field_help(name)), name
+
+
+def _readme_commands() -> list[str]:
+    """Every `reppo ...` command line of the README's code blocks, comments stripped."""
+    lines, in_block = [], False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if in_block and line.startswith("reppo "):
+            command = line.split("  #")[0].split(" # ")[0].strip()
+            lines.append(command)
+    return lines
+
+
+def test_every_readme_command_parses_with_the_cli():
+    import shlex
+
+    from reppo.cli import _build_parser
+
+    commands = _readme_commands()
+    assert len(commands) >= 15
+    parser = _build_parser()
+    for command in commands:
+        words = [w for w in shlex.split(command)[1:] if w != "..."]
+        if "--help" in words:  # help exits with 0 after printing: check the command exists
+            words = [w for w in words if w != "--help"]
+        try:
+            parser.parse_args(words)
+        except SystemExit as err:  # argparse's way of refusing
+            raise AssertionError(f"README command does not parse: {command}") from err

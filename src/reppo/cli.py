@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import types
 import typing
@@ -61,22 +62,26 @@ def _metavar(name: str) -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False everywhere: `--gamm 0.9` must be an error, not a silent `--gamma`.
     parser = argparse.ArgumentParser(
         prog="reppo",
         description="REPPO: Relative Entropy Pathwise Policy Optimization.",
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(
         "train",
+        allow_abbrev=False,
         help="train a policy (default: the CPU or paper preset on its default task)",
         description="Train REPPO. Flags left out take the preset's value "
                     "(`src/reppo/presets.py`; docs/algorithm.md explains each field).",
     )
-    train.add_argument("--preset", default="auto",
+    train.add_argument("--preset", default=None,
                        help="named config: auto (cpu without a GPU, else paper; the "
                             "default), paper, medium, small, cpu, and the ablations "
-                            "BASE-no-hl-gauss|no-norm|no-aux|no-kl of each")
+                            "BASE-no-hl-gauss|no-norm|no-aux|no-kl of each; with --resume "
+                            "it must describe the run being resumed")
     train.add_argument("--run-dir", type=Path, default=None,
                        help="run directory (default: runs/ENV-DATE-TIME)")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -90,20 +95,22 @@ def _build_parser() -> argparse.ArgumentParser:
             help=field_help(f.name).replace("%", "%%"),
         )
 
-    ev = sub.add_parser("eval", help="evaluate a saved policy with deterministic actions")
+    ev = sub.add_parser("eval", help="evaluate a saved policy with deterministic actions",
+                        allow_abbrev=False)
     ev.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
     ev.add_argument("--episodes", type=int, default=16, help="episodes per seed")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     ev.add_argument("--checkpoint", type=Path, default=None,
                     help="a checkpoint file (default: the run's latest)")
     ev.add_argument("--video", type=Path, default=None,
-                    help="also record one episode of the first seed to this .mp4/.gif")
+                    help="also record one episode of the first seed to this .mp4/.gif "
+                         "(never overwritten)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--backend", choices=("jax", "torch"), default=None,
                     help="backend that runs the policy (default: the one that trained it); "
                          "either backend reads either's runs")
 
-    ex = sub.add_parser("export", help="export a saved policy to ONNX")
+    ex = sub.add_parser("export", help="export a saved policy to ONNX", allow_abbrev=False)
     ex.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
     ex.add_argument("--onnx", type=Path, required=True, metavar="PATH",
                     help="where to write the .onnx file (never overwritten)")
@@ -112,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed-index", type=int, default=0,
                     help="which seed of a --num-seeds run to export (default 0)")
 
-    envs = sub.add_parser("envs", help="list the available environments")
+    envs = sub.add_parser("envs", help="list the available environments", allow_abbrev=False)
     envs.add_argument("--family", choices=("dm_control", "maniskill"), default=None,
                       help="only this family (dm_control: either backend; maniskill: torch)")
 
@@ -120,7 +127,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     for name, (module, help_text) in _EXTRA_COMMANDS.items():
         configure = importlib.import_module(module).configure_parser
-        configure(sub.add_parser(name, help=help_text, description=help_text))
+        configure(sub.add_parser(name, help=help_text, description=help_text,
+                                 allow_abbrev=False))
     return parser
 
 
@@ -153,6 +161,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.run_dir is not None and args.run_dir != args.resume:
             raise ConfigError("give either --resume DIR or --run-dir DIR, not both")
         saved = Config.from_dict(open_run_dir(args.resume))
+        if args.preset is not None:
+            # A preset given with --resume must be the run's own: it is not applied silently.
+            named = get_preset(args.preset, backend=saved.backend).replace(**overrides)
+            differ = sorted(
+                f.name for f in dataclasses.fields(Config)
+                if f.name not in _RESUMABLE and getattr(named, f.name) != getattr(saved, f.name)
+            )
+            if differ:
+                raise ConfigError(
+                    f"--preset {args.preset} differs from the run in {args.resume} in "
+                    f"{', '.join(differ)}; a resumed run keeps its config: drop --preset"
+                )
         changed = sorted(k for k, v in overrides.items() if getattr(saved, k) != v)
         frozen = [k for k in changed if k not in _RESUMABLE]
         if frozen:
@@ -171,7 +191,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if backend == "torch":
             _check_torch_installed()
-        config = get_preset(args.preset, backend=backend).replace(**overrides)
+        config = get_preset(args.preset or "auto", backend=backend).replace(**overrides)
         run_dir = args.run_dir or default_run_dir(config.env)
 
     if config.backend == "torch":
@@ -227,6 +247,18 @@ def _run_backend(run_dir: Path, requested: str | None) -> str:
 def _cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.video is not None:
+        if args.video.suffix.lower() not in (".gif", ".mp4"):
+            raise ConfigError(f"--video {args.video}: the file must end in .gif or .mp4")
+        if args.video.exists():
+            raise ConfigError(
+                f"--video {args.video} already exists; pick another path or delete it first"
+            )
+        if args.video.suffix.lower() == ".mp4" and shutil.which("ffmpeg") is None:
+            raise ConfigError(
+                f"--video {args.video}: writing .mp4 needs ffmpeg, which is not on PATH; "
+                "install it (apt-get install ffmpeg) or pass a .gif path"
+            )
     backend = _run_backend(args.run_dir, args.backend)
     enable_compilation_cache()
     if backend == "torch":
