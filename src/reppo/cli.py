@@ -153,7 +153,7 @@ def enable_compilation_cache() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from reppo.presets import get_preset
-    from reppo.runs import atomic_write_json, default_run_dir, open_run_dir
+    from reppo.runs import default_run_dir, open_run_dir
 
     overrides = _overrides(args)
     backend = overrides.get("backend", "jax")
@@ -183,11 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = saved.replace(**overrides)
         backend = config.backend
         run_dir = args.resume
-        if config != saved:
-            # The run is extended or logged differently from now on: config.json says so, so a
-            # later plain `--resume` (e.g. after Ctrl-C) continues the extended run.
-            atomic_write_json(run_dir / "config.json", config.to_dict())
-            print(f"updated {run_dir / 'config.json'}: {', '.join(changed)}")
+        # `train` rewrites config.json with the changed fields once the checkpoint is restored.
     else:
         if backend == "torch":
             _check_torch_installed()

@@ -22,13 +22,17 @@ from reppo.config import Config
 from reppo.runs import (
     MetricsLogger,
     RunDirError,
+    atomic_write_json,
     create_run_dir,
     format_progress,
     latest_checkpoint,
+    open_run_dir,
     plot_learning_curve,
     read_metrics,
     truncate_metrics,
 )
+from reppo.runs.lock import RunLock
+from reppo.runs.rundir import CONFIG_FILE
 from reppo.runs.versions import collect_versions
 
 
@@ -152,18 +156,50 @@ def train(
     echo: Callable[[str], None] = print,
     trainer: Trainer | None = None,
 ) -> TrainResult:
-    """Train (or resume) a run in `run_dir`; returns when done, interrupted or failed."""
+    """Train (or resume) a run in `run_dir`; returns when done, interrupted or failed.
+
+    The run directory has one writer: this call holds its lock (`reppo.runs.lock`) from before
+    anything is written until it returns, and refuses a directory another process writes.
+    Resuming with a changed `config` (a longer budget, other logging) rewrites `config.json`
+    only once the checkpoint has been restored.
+    """
     run_dir = Path(run_dir)
-    if resume and latest_checkpoint(run_dir) is None:
-        raise RunDirError(
-            f"{run_dir}: no checkpoint to resume from (the run stopped before its first "
-            "one); start it again with `reppo train --run-dir NEW_DIR`"
-        )
+    locks: list[RunLock] = []  # the run directory's lock, once taken
+    if resume:
+        open_run_dir(run_dir)  # a clear error for a directory that is not a run
+        if latest_checkpoint(run_dir) is None:
+            raise RunDirError(
+                f"{run_dir}: no checkpoint to resume from (the run stopped before its first "
+                "one); start it again with `reppo train --run-dir NEW_DIR`"
+            )
+        locks.append(RunLock.acquire(run_dir))
+    try:
+        return _train_locked(config, run_dir, resume, echo, trainer, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_locked(
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    echo: Callable[[str], None],
+    trainer: Trainer | None,
+    locks: list[RunLock],
+) -> TrainResult:
     trainer = trainer or make_trainer(config)
     wall_offset = 0.0
     if resume:
         path = latest_checkpoint(run_dir)
         state, metadata = trainer.restore(path)
+        saved = open_run_dir(run_dir)
+        if saved != config.to_dict():
+            # The run is extended or logged differently from now on: config.json says so, so
+            # a later plain `--resume` (e.g. after Ctrl-C) continues the extended run.
+            changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
+            atomic_write_json(run_dir / CONFIG_FILE, config.to_dict())
+            echo(f"updated {run_dir / CONFIG_FILE}: {', '.join(changed)}")
         if metadata["iteration"] >= config.num_iterations:
             echo(
                 f"{run_dir} already holds {metadata['env_steps']:,} env steps of "
@@ -175,6 +211,7 @@ def train(
     else:
         state = trainer.init_state()
         create_run_dir(run_dir, config.to_dict(), collect_versions(trainer.device_description()))
+        locks.append(RunLock.acquire(run_dir))
 
     logger = MetricsLogger(
         run_dir,
