@@ -38,9 +38,9 @@ def test_resume_of_a_run_being_written_is_refused_and_changes_nothing(tmp_path, 
     run = tmp_path / "run"
     train(tiny_config, run, echo=_quiet)
     before = _snapshot(run)
-    with RunLock.acquire(run):  # another process writing the run
-        with pytest.raises(RunDirError, match="being written by pid"):
-            train(tiny_config.replace(total_steps=1024), run, resume=True, echo=_quiet)
+    # Another process writing the run:
+    with RunLock.acquire(run), pytest.raises(RunDirError, match="being written by pid"):
+        train(tiny_config.replace(total_steps=1024), run, resume=True, echo=_quiet)
     assert _snapshot(run) == before  # config.json (the longer budget) and metrics untouched
 
 
