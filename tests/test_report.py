@@ -12,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reppo.analysis.runs import RunSkippedWarning, find_run_dirs, load_run_dir, load_runs
@@ -123,8 +124,10 @@ def test_writes_every_figure_and_table(report):
         "sample_efficiency_dm_control.png", "sample_efficiency_maniskill.png",
         "reliable_performance_dm_control.png", "reliable_performance_maniskill.png",
         "ablations_dm_control.png",
+        "performance_profile_dm_control.png", "performance_profile_maniskill.png",
         "summary.md", "summary.csv", "aggregates.csv", "sample_efficiency.csv",
-        "reliable_performance.csv", "ablations.csv",
+        "reliable_performance.csv", "ablations.csv", "performance_profile.csv",
+        "probability_of_improvement.csv",
     ]
     for name in expected:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -222,6 +225,13 @@ def test_ablations_match_hand_computation(report):
 def test_summary_markdown(report):
     summary = (report["out"] / "summary.md").read_text()
     assert "`reppo report " in summary and "--reference" in summary
+    assert "--stats auto" in summary  # the command line, with the option's value
+    # No run comes from a paper suite (the ablation runs' experiment.json says "test").
+    assert ("Statistics mode: weighted (--stats auto: 12 of 12 runs are not from a paper suite "
+            "(dmc23, maniskill, ablations)). Every task weighs equally") in summary
+    assert "## DM Control (MuJoCo Playground): probability of improvement" in summary
+    assert "| P(row > column) | REPPO full-256 |" in summary
+    assert "Each pair is compared on the tasks both methods cover" in summary
     assert "## DM Control (MuJoCo Playground): aggregate metrics" in summary
     assert "| reppo | 2 | 5 | 0.800 [" in summary
     assert "600.0 [" in summary and "(n=3)" in summary
@@ -236,6 +246,155 @@ def test_summary_markdown(report):
     assert "1 of 2 reppo runs on WalkerRun have no increasing wall times" in summary
     assert "[seed 2]" in summary
     assert "(curves/CheetahRun.png)" in summary
+
+
+def test_profile_and_improvement_match_hand_computation(report):
+    rows = {(r["family"], r["method"], r["tau"]): r
+            for r in _csv(report["out"] / "performance_profile.csv")}
+    # Weighted (auto, no paper suite). REPPO above 0.5: CheetahRun 2 of 3, WalkerRun 2 of 2,
+    # tasks weighted equally: (2/3 + 1) / 2. Brax PPO: 0 of 2 and 0 of 1 ([.5] is not above).
+    assert float(rows["dm_control", "reppo", "0.5"]["fraction"]) == pytest.approx(5 / 6)
+    assert float(rows["dm_control", "brax-ppo", "0.5"]["fraction"]) == 0.0
+    assert float(rows["dm_control", "reppo", "0"]["fraction"]) == 1.0
+    taus = [float(r["tau"]) for r in _csv(report["out"] / "performance_profile.csv")
+            if (r["family"], r["method"]) == ("dm_control", "reppo")]
+    assert len(taus) == 101 and taus[0] == 0.0 and taus[-1] == 1.0
+    assert float(rows["maniskill", "reppo", "0.7"]["fraction"]) == 1.0  # success rate 0.75
+    pairs = {(r["family"], r["method_x"], r["method_y"]): r
+             for r in _csv(report["out"] / "probability_of_improvement.csv")}
+    # CheetahRun: [.9, .6, .3] vs [.4, .2], 5 of 6 pairs; WalkerRun: [.8, .95] vs [.5], 1.
+    forward = pairs["dm_control", "reppo", "brax-ppo"]
+    assert float(forward["probability"]) == pytest.approx((5 / 6 + 1) / 2)
+    assert (forward["n_tasks"], forward["n_runs_x"], forward["n_runs_y"]) == ("2", "5", "3")
+    assert float(forward["ci_low"]) <= float(forward["probability"]) <= float(forward["ci_high"])
+    backward = pairs["dm_control", "brax-ppo", "reppo"]
+    assert float(backward["probability"]) == pytest.approx(1 / 12)
+    assert float(backward["ci_low"]) == pytest.approx(1 - float(forward["ci_high"]))
+    # The ablation methods cover CheetahRun only: compared with reppo there, .95 beats all 3.
+    ablation = pairs["dm_control", "REPPO full-256", "reppo"]
+    assert (float(ablation["probability"]), ablation["n_tasks"]) == (1.0, "1")
+    # 5 DM Control methods: 20 ordered pairs; ManiSkill has one method, so none.
+    assert len(pairs) == 20 and all(f == "dm_control" for f, _, _ in pairs)
+
+
+# ---- --stats: the rliable mode for the paper's suites ----------------------------------------
+
+# Two methods x 2 tasks x 3 seeds of the dmc23 suite: 6 scores per method, not a multiple of 4.
+PAPER_FINALS = {
+    "REPPO": {"CheetahRun": [900, 600, 300], "WalkerRun": [800, 950, 100]},
+    "Brax PPO": {"CheetahRun": [400, 200, 100], "WalkerRun": [500, 500, 700]},
+}
+
+
+def _make_paper_runs(root: Path, suite: str = "dmc23", extra: bool = False) -> Path:
+    for method, finals in PAPER_FINALS.items():
+        for task, returns in finals.items():
+            for i, final in enumerate(returns + ([850] if extra and task == "CheetahRun"
+                                                 and method == "REPPO" else [])):
+                _write_run(root / method.replace(" ", "") / f"{task}-{i}", task,
+                           [(50, [100]), (100, [final])],
+                           experiment={"suite": suite, "method": method})
+    return root
+
+
+@pytest.fixture(scope="module")
+def paper_runs(tmp_path_factory):
+    return _make_paper_runs(tmp_path_factory.mktemp("paper"))
+
+
+def _paper_report(paper_runs, out: Path, *flags: str) -> tuple[str, dict, str]:
+    code, stdout, stderr = _report([str(paper_runs), "--out", str(out), "--reps", REPS,
+                                    "--steps-grid", GRID, *flags])
+    assert code == 0, stderr
+    rows = {(r["method"], r["statistic"]): float(r["value"])
+            for r in _csv(out / "aggregates.csv")}
+    return (out / "summary.md").read_text(), rows, stderr
+
+
+def test_paper_suite_report_uses_rliable_statistics(paper_runs, tmp_path):
+    summary, rows, stderr = _paper_report(paper_runs, tmp_path / "rep")
+    assert ("Statistics mode: rliable (--stats auto: every run is from the paper suites "
+            "(dmc23)). The aggregates are those of the rliable package") in summary
+    assert "reppo: note" not in stderr
+    # REPPO's 6 scores sorted: .1 .3 .6 .8 .9 .95; trim_mean cuts int(1.5) = 1 from each end:
+    # mean(.3, .6, .8, .9) = .65 (the weighted IQM is 2/3). Median of the task means .6 and
+    # .61667 (the pooled median is .7).
+    assert rows["REPPO", "iqm"] == pytest.approx(0.65)
+    assert rows["REPPO", "median"] == pytest.approx((0.6 + 1.85 / 3) / 2)
+    assert rows["REPPO", "mean"] == pytest.approx((0.6 + 1.85 / 3) / 2)
+    assert rows["REPPO", "optimality_gap"] == pytest.approx(1 - (0.6 + 1.85 / 3) / 2)
+    # The same as the rliable package on the (runs, tasks) matrix.
+    from rliable import metrics
+
+    for method, finals in PAPER_FINALS.items():
+        matrix = np.array([finals["CheetahRun"], finals["WalkerRun"]]).T / 1000.0
+        assert rows[method, "iqm"] == pytest.approx(float(metrics.aggregate_iqm(matrix)))
+        assert rows[method, "median"] == pytest.approx(float(metrics.aggregate_median(matrix)))
+    # The sample-efficiency IQM at the last step is the final IQM, also trimmed as rliable.
+    last = [r for r in _csv(tmp_path / "rep" / "sample_efficiency.csv") if r["method"] == "REPPO"]
+    assert float(last[-1]["iqm"]) == pytest.approx(0.65)
+    pairs = {(r["method_x"], r["method_y"]): float(r["probability"])
+             for r in _csv(tmp_path / "rep" / "probability_of_improvement.csv")}
+    # CheetahRun [.9 .6 .3] vs [.4 .2 .1]: 8 of 9; WalkerRun [.8 .95 .1] vs [.5 .5 .7]: 6 of 9.
+    assert pairs == {("REPPO", "Brax PPO"): pytest.approx(7 / 9),
+                     ("Brax PPO", "REPPO"): pytest.approx(2 / 9)}
+    profile = {(r["method"], r["tau"]): float(r["fraction"])
+               for r in _csv(tmp_path / "rep" / "performance_profile.csv")}
+    assert profile["REPPO", "0.5"] == pytest.approx(4 / 6)  # .6 .8 .9 .95 of 6 runs
+    assert (tmp_path / "rep" / "performance_profile_dm_control.png").read_bytes()[:4] == \
+        b"\x89PNG"
+
+
+def test_stats_weighted_overrides_auto(paper_runs, tmp_path):
+    summary, rows, _ = _paper_report(paper_runs, tmp_path / "rep", "--stats", "weighted")
+    assert "Statistics mode: weighted (--stats weighted)." in summary
+    assert "--stats weighted`" in summary
+    # 6 scores of weight 1/6: .3 and .9 count 1/12 inside [1/4, 3/4], .6 and .8 count 1/6.
+    assert rows["REPPO", "iqm"] == pytest.approx((0.3 / 12 + 0.6 / 6 + 0.8 / 6 + 0.9 / 12) * 2)
+    assert rows["REPPO", "median"] == pytest.approx(0.7)
+    assert rows["REPPO", "mean"] == pytest.approx((0.6 + 1.85 / 3) / 2)
+
+
+def test_stats_rliable_is_accepted_for_any_suite_with_equal_counts(tmp_path):
+    runs = _make_paper_runs(tmp_path / "runs", suite="cpu-smoke")
+    summary, rows, _ = _paper_report(runs, tmp_path / "auto")
+    assert "Statistics mode: weighted (--stats auto: 12 of 12 runs are not from a paper" in summary
+    assert rows["REPPO", "iqm"] == pytest.approx(2 / 3)
+    summary, rows, _ = _paper_report(runs, tmp_path / "rliable", "--stats", "rliable")
+    assert "Statistics mode: rliable (--stats rliable)." in summary
+    assert rows["REPPO", "iqm"] == pytest.approx(0.65)
+
+
+def test_auto_falls_back_to_weighted_on_unequal_run_counts(tmp_path):
+    runs = _make_paper_runs(tmp_path / "runs", extra=True)  # REPPO: 4 CheetahRun seeds
+    summary, rows, stderr = _paper_report(runs, tmp_path / "rep")
+    note = ("--stats auto used the weighted statistics, not rliable's, although every run is "
+            "from a paper suite (dmc23): rliable needs the same number of runs on every task "
+            "of a method, but REPPO (dm_control): 4 runs on CheetahRun, 3 runs on WalkerRun.")
+    assert f"reppo: note: {note}" in stderr
+    assert f"- {note}" in summary
+    assert ("Statistics mode: weighted (--stats auto: paper suites, but unequal run counts "
+            "(see Notes))") in summary
+    # Weighted: CheetahRun [.9 .85 .6 .3] (1/8 each), WalkerRun [.8 .95 .1] (1/6 each).
+    assert rows["REPPO", "mean"] == pytest.approx(((2.65 / 4) + 1.85 / 3) / 2)
+
+
+def test_stats_rliable_refuses_unequal_run_counts(tmp_path):
+    runs = _make_paper_runs(tmp_path / "runs", extra=True)
+    code, _, stderr = _report([str(runs), "--out", str(tmp_path / "rep"), "--stats", "rliable",
+                               "--reps", REPS])
+    assert code == 2
+    assert ("reppo: error: --stats rliable needs the same number of runs on every task of a "
+            "method (rliable takes a runs x tasks matrix), but REPPO (dm_control): 4 runs on "
+            "CheetahRun, 3 runs on WalkerRun; pass --stats weighted") in stderr
+    assert not (tmp_path / "rep").exists()
+
+
+def test_unknown_stats_mode_is_an_error(tmp_path):
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(io.StringIO()) as err:
+        main(["report", str(tmp_path), "--out", str(tmp_path / "rep"), "--stats", "scipy"])
+    assert info.value.code == 2
+    assert "invalid choice: 'scipy'" in err.getvalue()
 
 
 def test_without_reference_has_no_published_rows(tmp_path):

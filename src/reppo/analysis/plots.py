@@ -205,3 +205,26 @@ def plot_ablations(
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return save_figure(fig, out)
+
+
+def plot_profiles(
+    title: str,
+    profiles: dict[str, CurveEstimate],
+    colors: dict[str, Color],
+    out: str | os.PathLike[str],
+) -> Path:
+    """Performance profiles (Agarwal et al. 2021, figure 5 style): per method, the fraction of
+    runs whose score exceeds tau against tau, with its 95% band. `grid` holds the taus."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
+    ax.set_title(title, fontsize="medium")
+    for method, c in profiles.items():
+        ax.plot(c.grid, c.value, color=colors[method], label=method, linewidth=1.8)
+        ax.fill_between(c.grid, c.low, c.high, color=colors[method], alpha=0.2, linewidth=0)
+    ax.set_xlabel("normalized score τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    if profiles:
+        ax.legend(fontsize="small")
+    return save_figure(fig, out)

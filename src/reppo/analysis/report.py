@@ -13,12 +13,19 @@ method and task, and writes into the (new or empty) report directory:
 * ``reliable_performance_<family>.png`` / ``.csv``: the fraction of reliably performant runs;
 * ``ablations_<family>.png`` / ``ablations.csv``: final IQM per ablation variant and batch size,
   only for runs whose experiment.json names a variant;
+* ``performance_profile_<family>.png`` / ``performance_profile.csv``: the fraction of runs whose
+  final normalized score exceeds tau, over a grid of tau, per method;
+* ``probability_of_improvement.csv`` (and a table in summary.md): P(X > Y) of the final scores
+  for every pair of methods of a family;
 * ``summary.md`` and ``summary.csv``: per-task final results, aggregates, the runs used and
   skipped, the command line and the date.
 
 A family is a benchmark (DM Control or ManiSkill3); aggregates are never pooled across the two,
-as the paper reports them separately. docs/report.md defines every quantity. This module imports
-numpy and matplotlib only inside `run`, so `reppo --help` stays fast.
+as the paper reports them separately. `--stats` picks how scores are aggregated (see
+`reppo.analysis.stats`): "rliable" reproduces the rliable package's numbers and is the default
+(`auto`) for reports of the paper's suites, "weighted" weighs every task equally whatever its
+run count. docs/report.md defines every quantity. This module imports numpy and matplotlib
+only inside `run`, so `reppo --help` stays fast.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ if TYPE_CHECKING:
 
 CONFIDENCE = 0.95
 MIN_REPS = 100
+AUTO = "auto"
+# The suites of `reppo sweep` whose reports follow the paper (and rliable) by default.
+PAPER_SUITES: tuple[str, ...] = ("dmc23", "maniskill", "ablations")
+PROFILE_POINTS = 101  # thresholds of a performance profile, from 0 to max(1, best score)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +75,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-grid", type=int, default=50, metavar="N",
                         help="points of the env-step and wall-time grids of the curves "
                              "(default 50)")
+    parser.add_argument("--stats", choices=(AUTO, "weighted", "rliable"), default=AUTO,
+                        help="how scores are aggregated: 'rliable' reproduces the rliable "
+                             "package (IQM = scipy.stats.trim_mean over runs x tasks; needs "
+                             "equally many runs per task), 'weighted' weighs every task "
+                             "equally whatever its run count; 'auto' (default): rliable for "
+                             f"runs of the paper suites ({', '.join(PAPER_SUITES)}), weighted "
+                             "otherwise or when run counts differ")
 
 
 # ---- what the report holds --------------------------------------------------------------------
@@ -104,6 +122,19 @@ class AblationBar:
     iqm: Estimate
 
 
+@dataclass(frozen=True)
+class Improvement:
+    """P(X > Y) of the final normalized scores of two methods on the tasks both cover."""
+
+    family: str
+    method_x: str
+    method_y: str
+    n_tasks: int
+    n_runs_x: int
+    n_runs_y: int
+    probability: Estimate
+
+
 @dataclass
 class Report:
     """Everything `reppo report` computes, before any of it is written."""
@@ -120,6 +151,11 @@ class Report:
     task_curves: dict[str, tuple[dict[str, Any], dict[str, Any]]]  # task -> (by steps, by time)
     ablations: list[AblationBar]
     notes: list[str] = field(default_factory=list)
+    stats_mode: str = "weighted"  # the aggregation mode used (reppo.analysis.stats.MODES)
+    stats_reason: str = ""  # why: the option, or what `auto` found
+    stats_fallback: str | None = None  # `auto`'s note when unequal run counts forced weighted
+    profiles: dict[str, dict[str, CurveEstimate]] = field(default_factory=dict)
+    improvements: list[Improvement] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,6 +165,7 @@ class Options:
     seed: int = 0
     grid_points: int = 50
     reference: bool = False
+    stats: str = AUTO  # "auto", "weighted" or "rliable"
 
 
 # ---- computing ----------------------------------------------------------------------------------
@@ -164,15 +201,64 @@ def _task_results(runs: Sequence[Run], opts: Options) -> list[TaskResult]:
     return out
 
 
-def _aggregates(runs: Sequence[Run], opts: Options) -> list[Aggregate]:
+def _final_scores(group: Sequence[Run]) -> list[list[float]]:
+    """Per task (in task order), the final normalized scores of the runs."""
+    return [[r.final_score for r in g] for g in _group(group, "task").values()]
+
+
+def _aggregates(runs: Sequence[Run], opts: Options, mode: str) -> list[Aggregate]:
     from reppo.analysis.stats import bootstrap_statistics
 
     out = []
     for (family, method), group in _group(runs, "family", "method").items():
-        per_task = [[r.final_score for r in g] for g in _group(group, "task").values()]
+        per_task = _final_scores(group)
         estimates = bootstrap_statistics(per_task, reps=opts.reps, confidence=CONFIDENCE,
-                                         seed=opts.seed)
+                                         seed=opts.seed, mode=mode)
         out.append(Aggregate(family, method, len(per_task), len(group), estimates))
+    return out
+
+
+def _profiles(runs: Sequence[Run], opts: Options, mode: str) -> dict[str, dict[str, Any]]:
+    """Per family and method: the performance profile of the final normalized scores, on
+    PROFILE_POINTS thresholds from 0 to max(1, the family's best score)."""
+    import numpy as np
+
+    from reppo.analysis.stats import performance_profile
+
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for (family,), family_runs in _group(runs, "family").items():
+        top = max(1.0, max(r.final_score for r in family_runs))
+        taus = np.linspace(0.0, top, PROFILE_POINTS)
+        for (method,), group in _group(family_runs, "method").items():
+            out[family][method] = performance_profile(
+                _final_scores(group), taus, reps=opts.reps, confidence=CONFIDENCE,
+                seed=opts.seed, mode=mode,
+            )
+    return dict(out)
+
+
+def _improvements(runs: Sequence[Run], opts: Options) -> list[Improvement]:
+    """P(X > Y) for every ordered pair of methods of a family, on the tasks both cover. The
+    pair (Y, X) is 1 - (X, Y), from the same resamples."""
+    from reppo.analysis.stats import Estimate, probability_of_improvement
+
+    out = []
+    for (family,), family_runs in _group(runs, "family").items():
+        by_method = {m: _group(g, "task") for (m,), g in _group(family_runs, "method").items()}
+        methods = list(by_method)
+        for i, x in enumerate(methods):
+            for y in methods[i + 1:]:
+                common = [t for t in by_method[x] if t in by_method[y]]
+                if not common:
+                    continue
+                xs = [[r.final_score for r in by_method[x][t]] for t in common]
+                ys = [[r.final_score for r in by_method[y][t]] for t in common]
+                e = probability_of_improvement(xs, ys, reps=opts.reps, confidence=CONFIDENCE,
+                                               seed=opts.seed)
+                nx, ny = sum(map(len, xs)), sum(map(len, ys))
+                out.append(Improvement(family, x, y, len(common), nx, ny, e))
+                out.append(Improvement(family, y, x, len(common), ny, nx,
+                                       Estimate(1.0 - e.value, 1.0 - e.high, 1.0 - e.low)))
     return out
 
 
@@ -181,7 +267,7 @@ def _score_curves(group: Sequence[Run]) -> list[list[tuple[Any, Any]]]:
 
 
 def _aggregate_curves(
-    runs: Sequence[Run], opts: Options, notes: list[str]
+    runs: Sequence[Run], opts: Options, notes: list[str], mode: str
 ) -> tuple[dict[str, dict[str, CurveEstimate]], dict[str, dict[str, CurveEstimate]]]:
     """Per family and method: the IQM curve and the reliable-performance curve."""
     from reppo.analysis.stats import common_grid, curve_statistic, reliable_performance
@@ -196,8 +282,9 @@ def _aggregate_curves(
         except ValueError as e:
             notes.append(f"No aggregate curves for {method} ({family}): {e}.")
             continue
-        iqm[family][method] = curve_statistic(curves, grid, "iqm", **kw)
-        reliable[family][method] = reliable_performance(curves, grid, opts.tau, **kw)
+        iqm[family][method] = curve_statistic(curves, grid, "iqm", mode=mode, **kw)
+        reliable[family][method] = reliable_performance(curves, grid, opts.tau, mode=mode,
+                                                        **kw)
     return dict(iqm), dict(reliable)
 
 
@@ -241,21 +328,23 @@ def _task_curves(
     return out
 
 
-def _ablations(runs: Sequence[Run], opts: Options) -> list[AblationBar]:
+def _ablation_groups(runs: Sequence[Run]) -> dict[tuple[Any, ...], list[Run]]:
+    variant_runs = [r for r in runs if r.variant is not None]
+    return _group(variant_runs, "family", "transitions_per_iteration", "variant")
+
+
+def _ablations(runs: Sequence[Run], opts: Options, mode: str) -> list[AblationBar]:
     from reppo.analysis.stats import bootstrap_ci
 
-    variant_runs = [r for r in runs if r.variant is not None]
     out = []
-    for (family, tpi, variant), group in _group(
-        variant_runs, "family", "transitions_per_iteration", "variant"
-    ).items():
-        per_task = [[r.final_score for r in g] for g in _group(group, "task").values()]
+    for (family, tpi, variant), group in _ablation_groups(runs).items():
+        per_task = _final_scores(group)
         out.append(AblationBar(
             family=family, transitions_per_iteration=tpi, variant=variant,
             methods=tuple(sorted({r.method for r in group})), n_tasks=len(per_task),
             n_runs=len(group),
             iqm=bootstrap_ci(per_task, "iqm", reps=opts.reps, confidence=CONFIDENCE,
-                             seed=opts.seed),
+                             seed=opts.seed, mode=mode),
         ))
     return out
 
@@ -278,11 +367,85 @@ def _coverage_notes(runs: Sequence[Run]) -> list[str]:
     return notes
 
 
+def _experiment_suite(path: Path) -> str | None:
+    """The "suite" of a run directory's experiment.json (written by `reppo sweep`), or None."""
+    import json
+
+    from reppo.analysis.runs import EXPERIMENT_FILE
+
+    try:
+        suite = json.loads((path / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("suite")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return suite if isinstance(suite, str) else None
+
+
+def _describe_counts(label: str, group: Sequence[Run]) -> str | None:
+    """`label: 10 runs on 22 tasks, 9 runs on HopperHop`, or None when the counts are equal."""
+    by_count: dict[int, list[str]] = defaultdict(list)
+    for (task,), g in _group(group, "task").items():
+        by_count[len(g)].append(task)
+    if len(by_count) < 2:
+        return None
+    common = max(by_count, key=lambda n: (len(by_count[n]), n))
+    parts = [f"{n} run{'s' if n != 1 else ''} on "
+             + (f"{len(by_count[n])} tasks" if n == common and len(by_count[n]) > 3
+                else ", ".join(by_count[n]))
+             for n in sorted(by_count, reverse=True)]
+    return f"{label}: {', '.join(parts)}"
+
+
+def unequal_run_counts(runs: Sequence[Run]) -> list[str]:
+    """Every group aggregated over tasks (a method in a family, an ablation variant at a batch
+    size) whose tasks have different numbers of runs, described with its counts."""
+    found = []
+    for (family, method), group in _group(runs, "family", "method").items():
+        found.append(_describe_counts(f"{method} ({family})", group))
+    for (family, tpi, variant), group in _ablation_groups(runs).items():
+        found.append(_describe_counts(f"variant {variant} at {_tpi_label(tpi)} ({family})",
+                                      group))
+    return [f for f in found if f is not None]
+
+
+def resolve_stats(runs: Sequence[Run], choice: str) -> tuple[str, str, str | None]:
+    """(mode, reason, fallback note) for `--stats choice`: `auto` is rliable when every run
+    comes from a paper suite and the counts allow it, weighted otherwise. Raises UserError for
+    `rliable` with unequal run counts."""
+    from reppo.analysis.stats import RLIABLE, WEIGHTED
+
+    if choice == WEIGHTED:
+        return WEIGHTED, "--stats weighted", None
+    unequal = unequal_run_counts(runs)
+    if choice == RLIABLE:
+        if unequal:
+            raise UserError(
+                "--stats rliable needs the same number of runs on every task of a method "
+                f"(rliable takes a runs x tasks matrix), but {'; '.join(unequal)}; pass "
+                "--stats weighted (every task weighs equally whatever its run count), or "
+                "report only as many runs per task as every task has"
+            )
+        return RLIABLE, "--stats rliable", None
+    suites = {path: _experiment_suite(path) for path in {r.path for r in runs}}
+    outside = [r for r in runs if suites[r.path] not in PAPER_SUITES]
+    if outside:
+        return WEIGHTED, (f"--stats auto: {len(outside)} of {len(runs)} runs are not from a "
+                          f"paper suite ({', '.join(PAPER_SUITES)})"), None
+    found = sorted({suites[r.path] for r in runs}, key=PAPER_SUITES.index)
+    if unequal:
+        note = ("--stats auto used the weighted statistics, not rliable's, although every run "
+                f"is from a paper suite ({', '.join(found)}): rliable needs the same number "
+                f"of runs on every task of a method, but {'; '.join(unequal)}. Pass --stats "
+                "weighted to silence this note.")
+        return WEIGHTED, "--stats auto: paper suites, but unequal run counts (see Notes)", note
+    return RLIABLE, f"--stats auto: every run is from the paper suites ({', '.join(found)})", None
+
+
 def build_report(runset: RunSet, opts: Options) -> Report:
     """Compute every table and curve of a report from loaded runs."""
     runs = runset.runs
-    notes = _coverage_notes(runs)
-    sample_efficiency, reliable = _aggregate_curves(runs, opts, notes)
+    mode, reason, fallback = resolve_stats(runs, opts.stats)
+    notes = ([fallback] if fallback else []) + _coverage_notes(runs)
+    sample_efficiency, reliable = _aggregate_curves(runs, opts, notes, mode)
     tasks: dict[str, list[str]] = defaultdict(list)
     for family, task in sorted({(r.family, r.task) for r in runs}):
         tasks[family].append(task)
@@ -293,12 +456,17 @@ def build_report(runset: RunSet, opts: Options) -> Report:
         families=sorted(tasks),
         tasks=dict(tasks),
         task_results=_task_results(runs, opts),
-        aggregates=_aggregates(runs, opts),
+        aggregates=_aggregates(runs, opts, mode),
         sample_efficiency=sample_efficiency,
         reliable=reliable,
         task_curves=_task_curves(runs, opts, notes),
-        ablations=_ablations(runs, opts),
+        ablations=_ablations(runs, opts, mode),
         notes=notes,
+        stats_mode=mode,
+        stats_reason=reason,
+        stats_fallback=fallback,
+        profiles=_profiles(runs, opts, mode),
+        improvements=_improvements(runs, opts),
     )
 
 
@@ -392,6 +560,12 @@ def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
                 "fraction of runs reliably >= tau", report.reliable[family], colors,
                 out / f"reliable_performance_{family}.png", ylim=(-0.02, 1.02),
             ))
+        if report.profiles.get(family):
+            written.append(plots.plot_profiles(
+                f"{title}: performance profile\nfinal normalized scores ({report.stats_mode} "
+                "statistics, 95% stratified bootstrap CIs)", report.profiles[family], colors,
+                out / f"performance_profile_{family}.png",
+            ))
         bars = [b for b in report.ablations if b.family == family]
         if bars:
             tpis = list(dict.fromkeys(b.transitions_per_iteration for b in bars))
@@ -464,6 +638,25 @@ def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
             for b in report.ablations
         ])
         written.append(out / "ablations.csv")
+    profile_rows = [
+        [family, method, _g(tau), _g(v), _g(lo), _g(hi)]
+        for family, curves in report.profiles.items() for method, c in curves.items()
+        for tau, v, lo, hi in zip(c.grid, c.value, c.low, c.high, strict=True)
+    ]
+    if profile_rows:
+        _write_csv(out / "performance_profile.csv",
+                   ["family", "method", "tau", "fraction", "ci_low", "ci_high"], profile_rows)
+        written.append(out / "performance_profile.csv")
+    if report.improvements:
+        _write_csv(out / "probability_of_improvement.csv", [
+            "family", "method_x", "method_y", "probability", "ci_low", "ci_high", "n_tasks",
+            "n_runs_x", "n_runs_y", "confidence", "reps",
+        ], [
+            [i.family, i.method_x, i.method_y, _g(i.probability.value), _g(i.probability.low),
+             _g(i.probability.high), i.n_tasks, i.n_runs_x, i.n_runs_y, CONFIDENCE, opts.reps]
+            for i in report.improvements
+        ])
+        written.append(out / "probability_of_improvement.csv")
     return written
 
 
@@ -508,6 +701,36 @@ def _reference_section(report: Report) -> list[str]:
     return lines
 
 
+_MODE_TEXT = {
+    "rliable": "The aggregates are those of the rliable package (Agarwal et al. 2021): IQM = "
+               "scipy.stats.trim_mean(scores, 0.25) over all runs and tasks (int(N/4) whole "
+               "scores cut from each end), median = the median over tasks of the per-task mean "
+               "score.",
+    "weighted": "Every task weighs equally whatever its run count: the IQM counts the scores at "
+                "the 25% and 75% cuts fractionally, and the median is that of the pooled runs "
+                "(with equal run counts and a multiple of 4 scores the IQM equals rliable's).",
+}
+
+
+def _improvement_section(report: Report, family: str) -> list[str]:
+    from reppo.analysis.runs import FAMILY_TITLES
+
+    pairs = {(i.method_x, i.method_y): i for i in report.improvements if i.family == family}
+    if not pairs:
+        return []
+    methods = list(dict.fromkeys(m for pair in pairs for m in pair))
+    rows = [[x, *("—" if (x, y) not in pairs else _fmt(pairs[x, y].probability, 3)
+                  for y in methods)] for x in methods]
+    partial = any(i.n_tasks < len(report.tasks[family]) for i in pairs.values())
+    lines = [f"## {FAMILY_TITLES[family]}: probability of improvement", "",
+             "P(row > column): the mean over tasks of the probability that a run of the row's "
+             "method ends with a higher normalized score than a run of the column's, ties "
+             f"counting 1/2 [{CONFIDENCE:.0%} stratified bootstrap interval]."
+             + (" Each pair is compared on the tasks both methods cover (n_tasks in "
+                "probability_of_improvement.csv)." if partial else ""), ""]
+    return lines + _table(["P(row > column)", *methods], rows)
+
+
 def write_summary(
     report: Report, out: Path, opts: Options, command: str, figures: Sequence[Path]
 ) -> Path:
@@ -525,6 +748,8 @@ def write_summary(
         f"success rate (success_once). Intervals: {CONFIDENCE:.0%} percentile intervals of a "
         f"stratified bootstrap over runs ({opts.reps} resamples, seed {opts.seed}). A run's "
         "final result is its last evaluation. Definitions: docs/report.md.", "",
+        f"Statistics mode: {report.stats_mode} ({report.stats_reason}). "
+        + _MODE_TEXT[report.stats_mode], "",
     ]
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
@@ -562,6 +787,7 @@ def write_summary(
         lines += [f"## {title}: {what} per task", "",
                   f"Mean over runs [{CONFIDENCE:.0%} bootstrap interval] (n runs).", ""]
         lines += _table(header, rows)
+        lines += _improvement_section(report, family)
         bars = [b for b in report.ablations if b.family == family]
         if bars:
             lines += [f"## {title}: ablations", "",
@@ -610,7 +836,7 @@ def _options(args: argparse.Namespace) -> Options:
     if args.steps_grid < 2:
         raise UserError(f"--steps-grid must be >= 2, got {args.steps_grid}")
     return Options(tau=args.tau, reps=args.reps, seed=args.seed, grid_points=args.steps_grid,
-                   reference=args.reference)
+                   reference=args.reference, stats=args.stats)
 
 
 def _check_out_dir(out: Path) -> None:
@@ -624,7 +850,7 @@ def _check_out_dir(out: Path) -> None:
 def _command_line(args: argparse.Namespace) -> str:
     words = ["reppo", "report", *(str(d) for d in args.dirs), "--out", str(args.out),
              "--tau", f"{args.tau:g}", "--reps", str(args.reps), "--seed", str(args.seed),
-             "--steps-grid", str(args.steps_grid)]
+             "--steps-grid", str(args.steps_grid), "--stats", args.stats]
     return shlex.join(words + (["--reference"] if args.reference else []))
 
 
@@ -639,6 +865,8 @@ def run(args: argparse.Namespace) -> int:
 
     runset = load_runs(args.dirs, on_skip=warn)
     report = build_report(runset, opts)
+    if report.stats_fallback:
+        print(f"reppo: note: {report.stats_fallback}", file=sys.stderr)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

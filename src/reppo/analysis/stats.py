@@ -28,6 +28,35 @@ quantile axis, so the quantile function is Q(u) = x_i for c_{i-1} < u <= c_i.
 * optimality gap = sum_i w_i max(0, gamma - x_i), gamma = 1 by default: how far below the
   target the scores fall on average, with scores above it not compensating.
 
+Two modes. The above is the "weighted" mode, the default of every function here. The
+"rliable" mode reproduces the numbers of the `rliable` package (Agarwal et al. 2021,
+rliable.metrics), which takes a (runs, tasks) matrix and so needs equally many runs n on every
+task (UnequalRunCounts, a ValueError, otherwise); with N = n * T scores:
+
+* IQM = `scipy.stats.trim_mean(scores, 0.25)` over all N scores: sort them, drop int(N / 4)
+  whole scores from each end, average the rest. For N a multiple of 4 this is the weighted
+  IQM; otherwise the two differ (N = 230, the paper's 23 tasks x 10 seeds: rliable cuts 57
+  scores from each end and averages the middle 116; the weighted IQM cuts 57.5, so the 114
+  middle scores count fully and the two next to them count half).
+* median = the median over tasks of the per-task mean score (rliable's `aggregate_median`),
+  not the median of the pooled runs: the two modes' medians generally differ once tasks have
+  more than one run (they agree with one run per task).
+* mean = the mean over tasks of the per-task mean (the same as the weighted mean).
+* optimality gap = gamma - mean(min(score, gamma)) (the same as the weighted one).
+
+Both modes draw the same resamples from the same seed; only the statistic differs.
+
+Performance profile (rliable's `create_performance_profile`, score distributions): at each
+threshold tau, the fraction of runs with a score strictly above tau (weighted mode: every task
+weighted equally; rliable mode: the plain fraction of the N runs); with `task_means=True`, the
+fraction of tasks whose mean score is above tau (rliable's average score distributions).
+
+Probability of improvement (rliable's `probability_of_improvement`): P(X > Y) = the mean over
+tasks of the per-task probability that a random run of X scores above a random run of Y, ties
+counting 1/2 (the Mann-Whitney U statistic over n_x * n_y). X and Y must cover the same tasks,
+in the same order; their run counts may differ. It needs no weights, so it is the same in both
+modes; its interval resamples the runs of X and of Y independently, within each task.
+
 Confidence intervals. The stratified bootstrap resamples, independently for every task, that
 task's n_t runs with replacement (so every resample keeps the per-task run counts), recomputes
 the statistic, and reports the (1-c)/2 and (1+c)/2 quantiles (linear interpolation, numpy's
@@ -59,6 +88,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 STATISTICS: tuple[str, ...] = ("iqm", "median", "mean", "optimality_gap")
+WEIGHTED, RLIABLE = "weighted", "rliable"
+# How scores are aggregated over tasks and runs (module docstring): "weighted" gives every task
+# the same weight whatever its run count; "rliable" reproduces the rliable package's numbers.
+MODES: tuple[str, ...] = (WEIGHTED, RLIABLE)
 STATISTIC_LABELS: dict[str, str] = {
     "iqm": "IQM",
     "median": "median",
@@ -92,6 +125,28 @@ class CurveEstimate:
     high: np.ndarray
 
 
+class UnequalRunCounts(ValueError):
+    """Tasks with different numbers of runs, given to the rliable mode, which needs a
+    (runs, tasks) matrix. `counts` holds the run count of every task, in order."""
+
+    def __init__(self, counts: Sequence[int]):
+        self.counts = tuple(int(n) for n in counts)
+        by_count: dict[int, list[int]] = {}
+        for t, n in enumerate(self.counts):
+            by_count.setdefault(n, []).append(t)
+        groups = "; ".join(
+            f"{n} run{'s' if n != 1 else ''}: task{'s' if len(ts) > 1 else ''} "
+            f"{', '.join(map(str, ts))}"
+            for n, ts in sorted(by_count.items(), reverse=True)
+        )
+        super().__init__(
+            "the rliable mode needs the same number of runs on every task (rliable takes a "
+            f"(runs, tasks) matrix), but the tasks have different counts ({groups}); use "
+            "mode='weighted', which weighs every task equally whatever its run count, or give "
+            "every task the same number of runs"
+        )
+
+
 # ---- input ------------------------------------------------------------------------------------
 
 
@@ -121,11 +176,22 @@ def as_task_scores(scores: TaskScores) -> list[np.ndarray]:
     return tasks
 
 
-def _pool(tasks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """All scores in one array, with weights 1 / (T * n_t) that give every task mass 1/T."""
-    values = np.concatenate(tasks)
-    weights = np.concatenate([np.full(len(t), 1.0 / (len(tasks) * len(t))) for t in tasks])
-    return values, weights
+def check_mode(mode: str) -> str:
+    """`mode` if it is one of `MODES`, else ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    return mode
+
+
+def check_equal_counts(counts: Sequence[int]) -> None:
+    """UnequalRunCounts unless every task has the same number of runs (the rliable mode)."""
+    if len(set(counts)) > 1:
+        raise UnequalRunCounts(counts)
+
+
+def _weights(counts: Sequence[int]) -> np.ndarray:
+    """Weights 1 / (T * n_t), in pooled order, that give every task mass 1/T."""
+    return np.concatenate([np.full(n, 1.0 / (len(counts) * n)) for n in counts])
 
 
 # ---- weighted statistics over the last axis (batched over the leading axes) -----------------
@@ -182,33 +248,85 @@ def _kernel(statistic: str) -> Callable[[np.ndarray, np.ndarray, float], np.ndar
         ) from None
 
 
+# ---- rliable statistics of (..., runs, tasks) matrices (batched over the leading axes) ------
+
+
+def _rliable_iqm(matrix: np.ndarray, gamma: float) -> np.ndarray:
+    # scipy.stats.trim_mean(x, 0.25) on the N scores: int(0.25 * N) whole scores are cut from
+    # each end (0.25 * N is exact in floating point, so int() is the floor of N / 4).
+    flat = matrix.reshape(*matrix.shape[:-2], -1)
+    n = flat.shape[-1]
+    cut = int(0.25 * n)
+    return np.sort(flat, axis=-1)[..., cut:n - cut].mean(axis=-1)
+
+
+def _rliable_median(matrix: np.ndarray, gamma: float) -> np.ndarray:
+    # rliable's aggregate_median: the median over tasks of the per-task mean score.
+    return np.median(matrix.mean(axis=-2), axis=-1)
+
+
+def _rliable_mean(matrix: np.ndarray, gamma: float) -> np.ndarray:
+    return matrix.mean(axis=-2).mean(axis=-1)
+
+
+def _rliable_optimality_gap(matrix: np.ndarray, gamma: float) -> np.ndarray:
+    return gamma - np.minimum(matrix, gamma).mean(axis=(-2, -1))
+
+
+_RLIABLE_KERNELS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "iqm": _rliable_iqm,
+    "median": _rliable_median,
+    "mean": _rliable_mean,
+    "optimality_gap": _rliable_optimality_gap,
+}
+
+
+def _statistic_fn(
+    statistic: str, mode: str, counts: Sequence[int], gamma: float
+) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """The statistic as a function of per-task arrays of shape (..., n_t), runs last, batched
+    over the leading axes (a point estimate for 1-D arrays, resamples for (reps, n_t))."""
+    kernel = _kernel(statistic)
+    if check_mode(mode) == WEIGHTED:
+        weights = _weights(counts)
+        return lambda tasks: kernel(np.concatenate(tasks, axis=-1), weights, gamma)
+    check_equal_counts(counts)
+    rliable_kernel = _RLIABLE_KERNELS[statistic]
+    # np.stack(..., axis=-1) lays the tasks out as rliable's (runs, tasks) matrix.
+    return lambda tasks: rliable_kernel(np.stack(tasks, axis=-1), gamma)
+
+
 # ---- point estimates --------------------------------------------------------------------------
 
 
-def aggregate(scores: TaskScores, statistic: str, *, gamma: float = 1.0) -> float:
-    """One of `STATISTICS` of the scores (see the module docstring for the definitions)."""
-    values, weights = _pool(as_task_scores(scores))
-    return float(_kernel(statistic)(values, weights, gamma))
+def aggregate(
+    scores: TaskScores, statistic: str, *, gamma: float = 1.0, mode: str = WEIGHTED
+) -> float:
+    """One of `STATISTICS` of the scores in `mode` (see the module docstring for both)."""
+    tasks = as_task_scores(scores)
+    return float(_statistic_fn(statistic, mode, [len(t) for t in tasks], gamma)(tasks))
 
 
-def iqm(scores: TaskScores) -> float:
-    """Interquartile mean with fractional weights at the 25% and 75% cuts."""
-    return aggregate(scores, "iqm")
+def iqm(scores: TaskScores, *, mode: str = WEIGHTED) -> float:
+    """Interquartile mean: with fractional weights at the 25% and 75% cuts ("weighted"), or
+    `scipy.stats.trim_mean(scores, 0.25)` over all runs and tasks ("rliable")."""
+    return aggregate(scores, "iqm", mode=mode)
 
 
-def median(scores: TaskScores) -> float:
-    """Median of the pooled scores (every task weighted equally)."""
-    return aggregate(scores, "median")
+def median(scores: TaskScores, *, mode: str = WEIGHTED) -> float:
+    """Median of the pooled scores, every task weighted equally ("weighted"), or the median
+    over tasks of the per-task mean ("rliable")."""
+    return aggregate(scores, "median", mode=mode)
 
 
-def mean(scores: TaskScores) -> float:
+def mean(scores: TaskScores, *, mode: str = WEIGHTED) -> float:
     """Mean over tasks of the per-task mean score."""
-    return aggregate(scores, "mean")
+    return aggregate(scores, "mean", mode=mode)
 
 
-def optimality_gap(scores: TaskScores, gamma: float = 1.0) -> float:
+def optimality_gap(scores: TaskScores, gamma: float = 1.0, *, mode: str = WEIGHTED) -> float:
     """Mean of max(0, gamma - score), every task weighted equally."""
-    return aggregate(scores, "optimality_gap", gamma=gamma)
+    return aggregate(scores, "optimality_gap", gamma=gamma, mode=mode)
 
 
 # ---- stratified bootstrap ---------------------------------------------------------------------
@@ -253,22 +371,24 @@ def bootstrap_statistics(
     confidence: float = 0.95,
     seed: int | np.random.Generator = 0,
     gamma: float = 1.0,
+    mode: str = WEIGHTED,
 ) -> dict[str, Estimate]:
     """Point estimates and stratified-bootstrap percentile intervals of several statistics.
 
     All statistics are computed on the same resamples, so their intervals are consistent with
-    each other. `seed` is an int or a numpy Generator.
+    each other, and both modes draw the same resamples for the same seed. `seed` is an int or
+    a numpy Generator. In the rliable mode every task needs the same number of runs.
     """
     _check_bootstrap_args(reps, confidence)
     tasks = as_task_scores(scores)
+    counts = [len(t) for t in tasks]
+    fns = {name: _statistic_fn(name, mode, counts, gamma) for name in statistics}
     rng = np.random.default_rng(seed)
-    values, weights = _pool(tasks)
-    resampled = np.concatenate(stratified_resample(tasks, reps, rng), axis=1)
+    resampled = stratified_resample(tasks, reps, rng)
     out = {}
-    for name in statistics:
-        kernel = _kernel(name)
-        low, high = _interval(kernel(resampled, weights, gamma), confidence)
-        out[name] = Estimate(float(kernel(values, weights, gamma)), float(low), float(high))
+    for name, fn in fns.items():
+        low, high = _interval(fn(resampled), confidence)
+        out[name] = Estimate(float(fn(tasks)), float(low), float(high))
     return out
 
 
@@ -280,11 +400,109 @@ def bootstrap_ci(
     confidence: float = 0.95,
     seed: int | np.random.Generator = 0,
     gamma: float = 1.0,
+    mode: str = WEIGHTED,
 ) -> Estimate:
     """One statistic with its stratified bootstrap percentile interval."""
     return bootstrap_statistics(
-        scores, (statistic,), reps=reps, confidence=confidence, seed=seed, gamma=gamma
+        scores, (statistic,), reps=reps, confidence=confidence, seed=seed, gamma=gamma,
+        mode=mode,
     )[statistic]
+
+
+# ---- performance profiles and probability of improvement ----------------------------------
+
+
+def _profile_fn(
+    taus: np.ndarray, mode: str, counts: Sequence[int], task_means: bool
+) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """The profile at every tau as a function of per-task (..., n_t) arrays: (..., G)."""
+    if check_mode(mode) == RLIABLE:
+        check_equal_counts(counts)
+    num_tasks = len(counts)
+
+    def above(x: np.ndarray) -> np.ndarray:  # (..., n) -> (..., G): how many runs exceed tau
+        return (x[..., :, None] > taus).sum(axis=-2)
+
+    if task_means:
+        # The fraction of tasks whose mean score exceeds tau: the same in both modes.
+        return lambda tasks: sum(
+            (t.mean(axis=-1)[..., None] > taus).astype(float) for t in tasks
+        ) / num_tasks
+    if mode == RLIABLE:
+        total = sum(counts)
+        # Integer counts over N, as rliable's mean of the (score > tau) matrix.
+        return lambda tasks: sum(above(t) for t in tasks) / total
+    return lambda tasks: sum(
+        above(t) / (num_tasks * t.shape[-1]) for t in tasks
+    )
+
+
+def performance_profile(
+    scores: TaskScores,
+    taus: ArrayLike,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    mode: str = WEIGHTED,
+    task_means: bool = False,
+) -> CurveEstimate:
+    """The fraction of runs with a score above each threshold in `taus`, with stratified
+    bootstrap bands (rliable's score distribution; `grid` of the result is `taus`).
+
+    Weighted mode: every task weighted equally; rliable mode: the plain fraction of runs
+    (equal run counts needed). `task_means=True`: the fraction of tasks whose mean score is
+    above tau instead (rliable's average score distribution).
+    """
+    _check_bootstrap_args(reps, confidence)
+    tasks = as_task_scores(scores)
+    grid = np.asarray(taus, dtype=float).reshape(-1)
+    if grid.size == 0 or not np.all(np.isfinite(grid)):
+        raise ValueError(f"taus must be a non-empty list of finite thresholds, got {taus!r}")
+    fn = _profile_fn(grid, mode, [len(t) for t in tasks], task_means)
+    rng = np.random.default_rng(seed)
+    low, high = _interval(fn(stratified_resample(tasks, reps, rng)), confidence)
+    return CurveEstimate(grid, np.asarray(fn(tasks), dtype=float), low, high)
+
+
+def _p_greater(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + P(X = Y) / 2 for runs x (..., n) and y (..., m), over the leading axes."""
+    xs, ys = x[..., :, None], y[..., None, :]
+    wins = (xs > ys).sum(axis=(-2, -1)) + 0.5 * (xs == ys).sum(axis=(-2, -1))
+    return wins / (x.shape[-1] * y.shape[-1])
+
+
+def probability_of_improvement(
+    scores_x: TaskScores,
+    scores_y: TaskScores,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+) -> Estimate:
+    """P(X > Y): the mean over tasks of the probability that a run of X scores above a run of
+    Y on that task, ties counting 1/2, with a stratified bootstrap percentile interval.
+
+    Task t of `scores_x` is compared with task t of `scores_y`; the run counts may differ
+    between the methods and between tasks. The runs of X and of Y are resampled independently,
+    within each task. P(Y > X) = 1 - P(X > Y).
+    """
+    _check_bootstrap_args(reps, confidence)
+    x_tasks, y_tasks = as_task_scores(scores_x), as_task_scores(scores_y)
+    if len(x_tasks) != len(y_tasks):
+        raise ValueError(
+            f"X has {len(x_tasks)} tasks and Y {len(y_tasks)}: compare the methods on the "
+            "same tasks, in the same order"
+        )
+
+    def fn(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> np.ndarray:
+        return np.mean([_p_greater(x, y) for x, y in zip(xs, ys, strict=True)], axis=0)
+
+    rng = np.random.default_rng(seed)
+    resampled_x = stratified_resample(x_tasks, reps, rng)
+    resampled_y = stratified_resample(y_tasks, reps, rng)
+    low, high = _interval(fn(resampled_x, resampled_y), confidence)
+    return Estimate(float(fn(x_tasks, y_tasks)), float(low), float(high))
 
 
 # ---- curves -----------------------------------------------------------------------------------
@@ -345,6 +563,7 @@ def curve_statistic(
     confidence: float = 0.95,
     seed: int | np.random.Generator = 0,
     gamma: float = 1.0,
+    mode: str = WEIGHTED,
 ) -> CurveEstimate:
     """`statistic` over tasks and runs at every grid point, with stratified bootstrap bands.
 
@@ -358,18 +577,16 @@ def curve_statistic(
     if any(np.isnan(m).any() for m in matrices):
         raise ValueError("some run has no value at the start of the grid (it starts later); "
                          "build the grid with common_grid")
+    counts = [len(m) for m in matrices]
+    fn = _statistic_fn(statistic, mode, counts, gamma)
     rng = np.random.default_rng(seed)
-    kernel = _kernel(statistic)
-    indices = resample_indices([len(m) for m in matrices], reps, rng)
-    _, weights = _pool([m[:, 0] for m in matrices])
+    indices = resample_indices(counts, reps, rng)
     value, low, high = (np.empty(len(grid)) for _ in range(3))
     for g in range(len(grid)):
-        column = np.concatenate([m[:, g] for m in matrices])
-        resampled = np.concatenate(
-            [m[idx, g] for m, idx in zip(matrices, indices, strict=True)], axis=1
+        value[g] = fn([m[:, g] for m in matrices])
+        low[g], high[g] = _interval(
+            fn([m[idx, g] for m, idx in zip(matrices, indices, strict=True)]), confidence
         )
-        value[g] = kernel(column, weights, gamma)
-        low[g], high[g] = _interval(kernel(resampled, weights, gamma), confidence)
     return CurveEstimate(grid, value, low, high)
 
 
@@ -392,6 +609,7 @@ def reliable_performance(
     reps: int = 2000,
     confidence: float = 0.95,
     seed: int | np.random.Generator = 0,
+    mode: str = WEIGHTED,
 ) -> CurveEstimate:
     """The fraction of runs reliably performant at each grid point, with bootstrap bands.
 
@@ -403,5 +621,5 @@ def reliable_performance(
         [(x, reliable_flags(y, tau).astype(float)) for x, y in task] for task in task_curves
     ]
     return curve_statistic(
-        flagged, grid, "mean", reps=reps, confidence=confidence, seed=seed
+        flagged, grid, "mean", reps=reps, confidence=confidence, seed=seed, mode=mode
     )
