@@ -139,3 +139,175 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, capsys, monke
                         "--device", "cpu", "--run-dir", tmp_path / "run")
     assert code == 2 and "C++ compiler" in err and "--torch-compile" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- export: file mode, metadata, nothing left behind, unwritable destinations -------------
+
+
+def _assert_user_error(code, err, *needles):
+    assert code == 2, err
+    assert err.startswith("reppo: error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+
+
+def _no_onnx_export(monkeypatch):
+    """Make the (slow) export fail the test: what is refused must be refused before it."""
+    def export(*args, **kwargs):
+        pytest.fail("the ONNX export ran before the refused input was checked")
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+
+
+@pytest.mark.parametrize("which", ["torch", "jax"])
+def test_export_writes_one_umask_mode_file_with_metadata(torch_run, jax_run, tmp_path, capsys,
+                                                         which):
+    import os
+
+    import onnx
+
+    import reppo
+
+    run = torch_run[0] if which == "torch" else jax_run
+    out_dir = tmp_path / "robot"
+    out_dir.mkdir()
+    path = out_dir / "policy.onnx"
+    old = os.umask(0o022 if which == "torch" else 0o027)
+    try:
+        code, out, err = _cli(capsys, "export", run, "--onnx", path)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    # The umask's mode (readable by others under 022), and no .*.onnx.data or temp file.
+    assert path.stat().st_mode & 0o777 == (0o644 if which == "torch" else 0o640)
+    assert os.listdir(out_dir) == ["policy.onnx"]
+
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["env"] == "CartpoleBalance"
+    assert meta["backend"] == which  # the backend the run was trained with
+    assert meta["obs_size"] == "5" and meta["action_size"] == "1"
+    assert json.loads(meta["action_low"]) == [-1.0] and json.loads(meta["action_high"]) == [1.0]
+    assert "[-1, 1]" in meta["action_bounds"]
+    assert meta["normalize_obs"] == "true"
+    assert meta["reppo_version"] == reppo.__version__
+    assert meta["env_steps"] == "512" and meta["seed_index"] == "0"
+    assert meta["checkpoint"] == latest_checkpoint(run).name
+    # The one file is the whole model: it runs from its bytes alone.
+    obs = np.zeros((2, 5), np.float32)
+    session = ort.InferenceSession(path.read_bytes())
+    assert session.run(["action"], {"obs": obs})[0].shape == (2, 1)
+    assert session.get_modelmeta().custom_metadata_map["env"] == "CartpoleBalance"
+
+
+@pytest.mark.parametrize("failure", ["mismatch", "ENOSPC", "EACCES", "interrupt"])
+def test_export_failing_midway_leaves_nothing(torch_run, tmp_path, capsys, monkeypatch,
+                                              failure):
+    import errno
+    import os
+
+    import reppo.torch.export as export
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    path = out_dir / "policy.onnx"
+    if failure == "mismatch":
+        monkeypatch.setattr(export, "_TOLERANCE", -1.0)
+    else:
+        # The disk fails (or Ctrl-C arrives) while the file's bytes are being flushed.
+        def fsync(fd):
+            if failure == "interrupt":
+                raise KeyboardInterrupt
+            code = getattr(errno, failure)
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(os, "fsync", fsync)
+    run = torch_run[0]
+    code, out, err = _cli(capsys, "export", run, "--onnx", path)
+    if failure == "interrupt":
+        assert code == 130
+    else:
+        needle = {"mismatch": "differs from the torch policy", "ENOSPC": "no space left",
+                  "EACCES": "not writable"}[failure]
+        _assert_user_error(code, err, needle, "nothing was written")
+        if failure != "mismatch":
+            assert f"--onnx {path}" in err
+    assert out == "" and os.listdir(out_dir) == []
+    assert run.is_dir()
+
+
+@pytest.mark.parametrize("case", ["missing-dir", "parent-is-a-file", "chmod", "EACCES", "EROFS"])
+def test_export_destination_is_checked_before_exporting(torch_run, tmp_path, capsys,
+                                                        monkeypatch, case):
+    import errno
+    import os
+    import tempfile
+
+    _no_onnx_export(monkeypatch)
+    out_dir = tmp_path / "out"
+    needle = {"missing-dir": "mkdir -p", "parent-is-a-file": "is not a directory",
+              "chmod": "not writable", "EACCES": "not writable",
+              "EROFS": "read-only file system"}[case]
+    if case == "missing-dir":
+        out_dir = out_dir / "sub"
+    elif case == "parent-is-a-file":
+        out_dir.write_bytes(b"a user's file")
+    else:
+        out_dir.mkdir()
+    if case == "chmod":
+        out_dir.chmod(0o555)
+        if os.access(out_dir, os.W_OK):  # root: chmod does not stop writes
+            out_dir.chmod(0o755)
+            pytest.skip("running as root: chmod does not make a directory read-only")
+    elif case in ("EACCES", "EROFS"):
+        real = tempfile.mkstemp
+        code_value = getattr(errno, case)
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and os.path.samefile(dir, out_dir):
+                raise OSError(code_value, os.strerror(code_value))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    path = out_dir / "policy.onnx"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    try:
+        code, out, err = _cli(capsys, "export", torch_run[0], "--onnx", path)
+    finally:
+        if case == "chmod":
+            out_dir.chmod(0o755)
+    _assert_user_error(code, err, f"--onnx {path}", needle)
+    assert out == "" and sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_export_of_a_path_that_is_not_a_checkpoint(torch_run, tmp_path, capsys, monkeypatch):
+    _no_onnx_export(monkeypatch)
+    run = torch_run[0]
+    bad = tmp_path / "out.gif"
+    bad.write_bytes(b"GIF89a a user's video")
+    code, out, err = _cli(capsys, "export", run, "--onnx", tmp_path / "p.onnx",
+                          "--checkpoint", bad)
+    _assert_user_error(code, err, str(bad), f"a checkpoint file of run {run}",
+                       latest_checkpoint(run).name)
+    assert "delete" not in err.lower()
+    assert bad.read_bytes() == b"GIF89a a user's video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gif"]
+
+
+@pytest.mark.parametrize("command", ["export", "eval"])
+def test_export_and_torch_eval_refuse_an_edited_config_json(torch_run, tmp_path, capsys,
+                                                            monkeypatch, command):
+    _no_onnx_export(monkeypatch)
+    run = tmp_path / "run"
+    shutil.copytree(torch_run[0], run)
+    config = json.loads((run / "config.json").read_text())
+    config.update(norm="layer", num_bins=51, backend="jax")
+    (run / "config.json").write_text(json.dumps(config))
+    args = (["--onnx", tmp_path / "p.onnx"] if command == "export"
+            else ["--backend", "torch", "--json"])
+    code, out, err = _cli(capsys, command, run, *args)
+    _assert_user_error(code, err, str(latest_checkpoint(run)),
+                       'norm (config.json: "layer", checkpoint: "rms")',
+                       "num_bins (config.json: 51, checkpoint: 21)",
+                       'backend (config.json: "jax", checkpoint: "torch")', "restore")
+    assert out == "" and not (tmp_path / "p.onnx").exists()

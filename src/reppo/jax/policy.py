@@ -6,6 +6,9 @@ neither the critic nor the optimizer states.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,13 @@ from reppo.jax import normalizer as N
 from reppo.jax import tree_io
 from reppo.jax.networks import Networks, Params
 from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint
+from reppo.runs.outputs import (
+    WRITE_ERRNOS,
+    check_output_path,
+    finish_file,
+    output_error,
+    publish_new,
+)
 
 
 @dataclass
@@ -100,8 +110,35 @@ def evaluate_run(
 def record_run_video(
     run_dir: Path, path: Path, *, seed: int = 0, checkpoint: Path | None = None
 ) -> dict[str, float]:
+    """One episode of seed 0's policy as a video at `path` (.gif or .mp4), never overwritten.
+
+    The video is written to a temporary file beside `path` and linked into place when whole, so
+    a failure (disk full, Ctrl-C, a render error) leaves neither a partial video nor the
+    temporary file; write errors are a CheckpointError naming the path and the fix.
+    """
+    path = Path(path)
+    check_output_path(path, "--video")
     policy = load_policy(run_dir, checkpoint)
-    return record_video(
-        policy.config.env, policy.act(0), jax.random.PRNGKey(seed), path,
-        impl=policy.config.impl,
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
+                                        dir=path.parent)
+    except OSError as err:
+        raise output_error(path, err, "--video") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            info = record_video(
+                policy.config.env, policy.act(0), jax.random.PRNGKey(seed), tmp,
+                impl=policy.config.impl,
+            )
+            finish_file(tmp)
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            raise output_error(path, err, "--video") from None
+        publish_new(tmp, path, "--video")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return info
