@@ -415,3 +415,193 @@ def test_eval_mp4_without_ffmpeg_is_refused_before_evaluating(run_copy, capsys, 
     code, out, err = _cli(capsys, "eval", run_copy, "--video", run_copy.parent / "clip.mp4")
     _assert_user_error(code, err, "needs ffmpeg", ".gif")
     assert out == "" and not (run_copy.parent / "clip.mp4").exists()
+
+
+# ---- eval: checkpoints that are not the run's, edited configs, unwritable --video ------------
+
+
+def _no_evaluation(monkeypatch) -> None:
+    """Make any evaluation fail the test: what is checked must be checked before it."""
+    import reppo.jax.policy as jax_policy
+
+    def evaluate_run(*args, **kwargs):
+        pytest.fail("the evaluation ran before the refused input was checked")
+
+    monkeypatch.setattr(jax_policy, "evaluate_run", evaluate_run)
+
+
+@pytest.mark.parametrize("given", ["out.gif", "missing.safetensors", "checkpoints-dir"])
+def test_eval_of_a_path_that_is_not_a_checkpoint_lists_the_runs_checkpoints(
+    run_copy, capsys, given
+):
+    """A wrong --checkpoint says what was expected, lists the run's checkpoints and never
+    advises deleting anything (the file may be the user's)."""
+    if given == "out.gif":
+        bad = run_copy.parent / "out.gif"
+        bad.write_bytes(b"GIF89a a user's video")
+    elif given == "missing.safetensors":
+        bad = run_copy.parent / given
+    else:
+        bad = run_copy / "checkpoints"
+    before = _snapshot(run_copy.parent)
+    code, out, err = _cli(capsys, "eval", run_copy, "--checkpoint", bad)
+    _assert_user_error(code, err, str(bad), f"a checkpoint file of run {run_copy}",
+                       *(p.name for p in list_checkpoints(run_copy)))
+    assert "delete" not in err.lower() and "resume" not in err.lower()
+    assert out == "" and _snapshot(run_copy.parent) == before
+
+
+def test_eval_of_a_corrupt_latest_checkpoint_never_advises_deleting_it(run_copy, capsys):
+    ckpt = latest_checkpoint(run_copy)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    earlier = list_checkpoints(run_copy)[0]
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "eval", run_copy, "--json")
+    _assert_user_error(code, err, str(ckpt), "truncated", "--checkpoint", earlier.name)
+    assert "delete" not in err.lower()
+    assert out == "" and _snapshot(run_copy) == before
+
+
+def _edit_config(run: Path, **changes) -> None:
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_eval_refuses_a_config_json_edited_away_from_its_checkpoint(run_copy, capsys):
+    # normalize_obs alone would load and silently act on unnormalized observations.
+    _edit_config(run_copy, normalize_obs=False, actor_hidden_dim=32, v_max=10.0)
+    before = _snapshot(run_copy)
+    code, out, err = _cli(capsys, "eval", run_copy, "--json")
+    _assert_user_error(
+        code, err, str(run_copy / "config.json"), str(latest_checkpoint(run_copy)),
+        "normalize_obs (config.json: false, checkpoint: true)",
+        "actor_hidden_dim (config.json: 32, checkpoint: 16)",
+        "v_max (config.json: 10.0, checkpoint: null)",
+        "restore", "another run",
+    )
+    assert out == "" and _snapshot(run_copy) == before
+
+
+def test_config_fields_that_do_not_shape_the_policy_may_be_edited(run_copy):
+    from reppo.config import Config
+    from reppo.runs import load_run_checkpoint
+    from reppo.runs.checkpoint import POLICY_FIELDS
+
+    assert set(POLICY_FIELDS) <= {f.name for f in Config.__dataclass_fields__.values()}
+    # e.g. evaluating a GPU-trained run on a CPU, or an extended run's total_steps.
+    _edit_config(run_copy, device="cpu", total_steps=10 * STEPS, actor_lr=1e-3,
+                 actor_hidden_dim=16.0)
+    config, path, arrays, metadata = load_run_checkpoint(run_copy)
+    assert path == latest_checkpoint(run_copy) and config["device"] == "cpu"
+
+
+def _fail_mkstemp_in(monkeypatch, directory: Path, code: int) -> None:
+    """Simulate a directory that refuses new files (as root, chmod does not)."""
+    import os
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == directory.resolve():
+            raise OSError(code, os.strerror(code))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("case", ["missing-dir", "chmod", "EACCES", "EROFS", "ENOSPC"])
+def test_eval_video_destination_is_checked_before_evaluating(run_copy, capsys, monkeypatch,
+                                                             case):
+    import errno
+    import os
+
+    _no_evaluation(monkeypatch)
+    out_dir = run_copy.parent / "videos"
+    needles = {"missing-dir": "mkdir -p", "chmod": "not writable", "EACCES": "not writable",
+               "EROFS": "read-only file system", "ENOSPC": "no space left"}[case]
+    if case == "missing-dir":
+        out_dir = out_dir / "sub"
+    else:
+        out_dir.mkdir()
+    if case == "chmod":
+        out_dir.chmod(0o555)
+        if os.access(out_dir, os.W_OK):  # root: chmod does not stop writes
+            out_dir.chmod(0o755)
+            pytest.skip("running as root: chmod does not make a directory read-only")
+    elif case != "missing-dir":
+        _fail_mkstemp_in(monkeypatch, out_dir, getattr(errno, case))
+    video = out_dir / "clip.gif"
+    before = _snapshot(run_copy.parent)
+    try:
+        code, out, err = _cli(capsys, "eval", run_copy, "--video", video)
+    finally:
+        if case == "chmod":
+            out_dir.chmod(0o755)
+    _assert_user_error(code, err, f"--video {video}", needles)
+    assert out == "" and _snapshot(run_copy.parent) == before
+
+
+def _fast_video(monkeypatch) -> None:
+    """Stub the evaluation, the episode and the rendering: only the writing is real."""
+    import numpy as np
+
+    import reppo.envs.evaluation as evaluation
+    import reppo.jax.policy as jax_policy
+
+    monkeypatch.setattr(jax_policy, "evaluate_run", lambda run_dir, **kw: {
+        "env": "CartpoleBalance", "env_steps": STEPS, "mean_return": 1.0, "std_return": 0.0,
+        "episodes": 1,
+    })
+    monkeypatch.setattr(evaluation, "_rollout", lambda env, act, key: ({}, 3.0, 3))
+    frames = np.zeros((4, 24, 32, 3), np.uint8)
+    monkeypatch.setattr(evaluation, "_render", lambda *args: frames)
+
+
+def test_eval_video_is_written_with_the_umask_mode_and_no_temp_file(run_copy, capsys,
+                                                                    monkeypatch):
+    import os
+
+    _fast_video(monkeypatch)
+    out_dir = run_copy.parent / "videos"
+    out_dir.mkdir()
+    video = out_dir / "clip.gif"
+    old = os.umask(0o027)
+    try:
+        code, out, err = _cli(capsys, "eval", run_copy, "--video", video)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert f"video written to {video}" in out
+    assert os.listdir(out_dir) == ["clip.gif"]
+    assert video.stat().st_mode & 0o777 == 0o640
+    assert video.read_bytes().startswith(b"GIF8")
+
+
+@pytest.mark.parametrize("code_name", ["ENOSPC", "EACCES", "EROFS"])
+def test_eval_video_write_failure_is_one_line_and_leaves_nothing(run_copy, capsys,
+                                                                 monkeypatch, code_name):
+    import errno
+    import os
+
+    import reppo.envs.evaluation as evaluation
+
+    _fast_video(monkeypatch)
+    code_value = getattr(errno, code_name)
+
+    def write_video(path, frames, fps):
+        Path(path).write_bytes(b"GIF89a partial")  # a partial file, then the disk fails
+        raise OSError(code_value, os.strerror(code_value))
+
+    monkeypatch.setattr(evaluation, "_write_video", write_video)
+    out_dir = run_copy.parent / "videos"
+    out_dir.mkdir()
+    video = out_dir / "clip.gif"
+    code, out, err = _cli(capsys, "eval", run_copy, "--video", video)
+    needle = {"ENOSPC": "no space left", "EACCES": "not writable",
+              "EROFS": "read-only file system"}[code_name]
+    _assert_user_error(code, err, f"--video {video}", needle, "nothing was written")
+    assert out == ""
+    assert os.listdir(out_dir) == []  # neither the partial video nor a temp file

@@ -511,14 +511,17 @@ def test_launch_prefixes_echoes_and_appends_to_the_log(tmp_path):
                     reason="POSIX signals")
 def test_ctrl_c_in_the_sweep_asks_the_child_to_stop_cleanly(tmp_path):
     # The child stands in for `reppo train`: on SIGINT it "saves a checkpoint" and exits 130.
+    # Its handler is in place before it says "ready", and it waits for the signal however
+    # long the parent takes: nothing depends on timing.
     child = (
-        "import sys, time\n"
-        "try:\n"
-        "    print('ready', flush=True)\n"
-        "    time.sleep(60)\n"
-        "except KeyboardInterrupt:\n"
+        "import os, signal, sys\n"
+        "def stop(signum, frame):\n"
         "    print('saved a checkpoint', flush=True)\n"
-        "    sys.exit(130)\n"
+        "    os._exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    signal.pause()\n"
     )
     seen: list[str] = []
 

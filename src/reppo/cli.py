@@ -100,11 +100,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
     ev.add_argument("--episodes", type=int, default=16, help="episodes per seed")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
-    ev.add_argument("--checkpoint", type=Path, default=None,
-                    help="a checkpoint file (default: the run's latest)")
+    ev.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                    help="a checkpoint file of the run, RUN_DIR/checkpoints/"
+                         "ckpt_<step>.safetensors (default: the run's latest)")
     ev.add_argument("--video", type=Path, default=None,
                     help="also record one episode of the first seed to this .mp4/.gif "
-                         "(never overwritten)")
+                         "(never overwritten; its directory must exist and be writable)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--backend", choices=("jax", "torch"), default=None,
                     help="backend that runs the policy (default: the one that trained it); "
@@ -113,9 +114,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export a saved policy to ONNX", allow_abbrev=False)
     ex.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
     ex.add_argument("--onnx", type=Path, required=True, metavar="PATH",
-                    help="where to write the .onnx file (never overwritten)")
-    ex.add_argument("--checkpoint", type=Path, default=None,
-                    help="a checkpoint file (default: the run's latest)")
+                    help="where to write the .onnx file (never overwritten; its directory "
+                         "must exist and be writable)")
+    ex.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                    help="a checkpoint file of the run, RUN_DIR/checkpoints/"
+                         "ckpt_<step>.safetensors (default: the run's latest)")
     ex.add_argument("--seed-index", type=int, default=0,
                     help="which seed of a --num-seeds run to export (default 0)")
 
@@ -204,20 +207,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     enable_compilation_cache()
     from reppo.training import train
 
+    steps = config.num_iterations * config.steps_per_iteration
+    rounded = (
+        f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
+        if steps != config.total_steps else ""
+    )
     print(
-        f"REPPO ({config.backend}) on {config.env}: {config.total_steps:,} env steps x "
+        f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
         f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps per "
         f"iteration -> {run_dir}",
         flush=True,
     )
     result = train(config, run_dir, resume=args.resume is not None,
                    echo=lambda line: print(line, flush=True))
-    if result.eval_returns is not None:
+    if result.eval_returns is not None and not result.interrupted:
         per_seed = ", ".join(f"{x:.1f}" for x in result.eval_returns.mean(axis=1))
         print(f"final evaluation: return {result.eval_return_mean:.1f} "
               f"± {result.eval_returns.std():.1f} (per seed: {per_seed})")
-    print(f"run saved in {run_dir}")
-    return 130 if result.interrupted else 0
+    if Path(run_dir).is_dir():
+        print(f"run saved in {run_dir}")
+    if not result.interrupted:
+        return 0
+    from reppo.runs.signals import EXIT_STATUS
+
+    return EXIT_STATUS.get(result.stop_signal, 130)
 
 
 def _check_torch_installed() -> None:
@@ -256,6 +269,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 "install it (apt-get install ffmpeg) or pass a .gif path"
             )
     backend = _run_backend(args.run_dir, args.backend)
+    if args.video is not None:
+        from reppo.runs.outputs import check_output_path
+
+        # A missing, read-only or full directory is refused before the evaluation.
+        check_output_path(args.video, "--video")
     enable_compilation_cache()
     if backend == "torch":
         from reppo.torch.policy import evaluate_run, record_run_video
@@ -288,9 +306,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     report = export_onnx(args.run_dir, args.onnx, checkpoint=args.checkpoint,
                          seed_index=args.seed_index)
+    normalization = (
+        "normalization included" if report["normalize_obs"] else "no observation normalization"
+    )
     print(
         f"wrote {args.onnx}: obs ({report['obs_size']},) -> action ({report['action_size']},), "
-        f"normalization included; onnxruntime matches torch within {report['max_abs_error']:.1e}"
+        f"{normalization}; onnxruntime matches torch within {report['max_abs_error']:.1e}"
     )
     return 0
 

@@ -9,7 +9,9 @@ chunking, evaluating and resuming do not change what is learned.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from reppo.runs import (
     RunDirError,
     atomic_write_json,
     create_run_dir,
+    format_duration,
     format_progress,
     latest_checkpoint,
     open_run_dir,
@@ -31,8 +34,10 @@ from reppo.runs import (
     read_metrics,
     truncate_metrics,
 )
+from reppo.runs.checkpoint import best_record, forget_best_after, mark_best_checkpoint
 from reppo.runs.lock import RunLock
-from reppo.runs.rundir import CONFIG_FILE
+from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
+from reppo.runs.signals import StopSignals
 from reppo.runs.versions import collect_versions
 
 
@@ -103,6 +108,7 @@ class TrainResult:
     compile_seconds: float = 0.0
     sps: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    stop_signal: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM)
 
     @property
     def eval_return_mean(self) -> float:
@@ -143,9 +149,60 @@ def check_finite(metrics: dict[str, np.ndarray], first_iteration: int, config: C
     what = [name for name, ok in flags.items() if not ok[seed, it]]
     raise NonFiniteError(
         f"non-finite {', '.join(what)} at iteration {first_iteration + it + 1} "
-        f"(seed {config.seed + seed}); training stopped and the last checkpoint is kept. "
-        "Try lower learning rates (--actor-lr/--critic-lr) or check the environment."
+        f"(seed {config.seed + seed}); training stopped"
     )
+
+
+# Values a healthy run never reaches: past them training has diverged even while every number
+# is still finite (alpha ~ 5e24 and a critic error ~ 1e27 were seen before an overflow).
+# Temperatures start at 0.01 and settle around 1e-3..1; errors and losses are in units of the
+# (normalized-reward) return.
+DIVERGENCE_LIMITS: dict[str, float] = {
+    "temp/alpha": 1e4,
+    "temp/beta": 1e4,
+    "critic/value_error": 1e8,
+    "loss/critic": 1e8,
+    "loss/aux": 1e8,
+    "loss/actor": 1e8,
+}
+
+
+def divergent_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The entries of `record` beyond `DIVERGENCE_LIMITS` (empty for a healthy record)."""
+    out = {}
+    for name, limit in DIVERGENCE_LIMITS.items():
+        value = record.get(name)
+        if isinstance(value, (int, float)) and math.isfinite(value) and abs(value) > limit:
+            out[name] = float(value)
+    return out
+
+
+def chunk_length(config: Config, iteration: int, chunk_size: int) -> int:
+    """Iterations of the next chunk from `iteration`: at most `chunk_size`, ending at the
+    budget and at the first iteration where an evaluation or a checkpoint falls due, so that
+    both happen at their promised cadence rather than at the next log point."""
+    per_iteration = config.steps_per_iteration
+    n = min(chunk_size, config.num_iterations - iteration)
+    for interval in (config.eval_interval_steps, config.checkpoint_interval_steps):
+        if interval > 0:
+            next_boundary = (iteration * per_iteration // interval + 1) * interval
+            n = min(n, max(1, -(-next_boundary // per_iteration) - iteration))
+    return n
+
+
+def _crossed(interval: int, before: int, after: int) -> bool:
+    return interval > 0 and after // interval > before // interval
+
+
+def _remaining_evals(config: Config, env_steps: int) -> int:
+    """Evaluations still to come after `env_steps` (interval ones and the final one)."""
+    final = config.num_iterations * config.steps_per_iteration
+    interval = config.eval_interval_steps
+    count = final // interval - env_steps // interval if interval > 0 else 0
+    on_boundary = interval > 0 and _crossed(
+        interval, final - config.steps_per_iteration, final
+    )
+    return count + (0 if on_boundary else 1) if env_steps < final else 0
 
 
 def train(
@@ -158,12 +215,21 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a run in `run_dir`; returns when done, interrupted or failed.
 
-    The run directory has one writer: this call holds its lock (`reppo.runs.lock`) from before
-    anything is written until it returns, and refuses a directory another process writes.
-    Resuming with a changed `config` (a longer budget, other logging) rewrites `config.json`
-    only once the checkpoint has been restored.
+    Everything that can be checked without building the trainer (optional logging packages,
+    a fresh run's directory being free and writable, a resumed run's checkpoint) is checked
+    before the slow setup. The run directory has one writer: this call holds its lock
+    (`reppo.runs.lock`) from before anything is written until it returns, and refuses a
+    directory another process writes. Resuming with a changed `config` (a longer budget,
+    other logging) rewrites `config.json` only once the checkpoint has been restored. A fresh
+    run that fails before its first checkpoint removes the directory it created, so that the
+    same command can simply be run again.
+
+    Ctrl-C and SIGTERM stop the run at the next safe point (after the current compilation,
+    chunk or evaluation) with a checkpoint, and the result says `interrupted`; a second
+    signal stops the process at once (`reppo.runs.signals`).
     """
     run_dir = Path(run_dir)
+    MetricsLogger.check_available(tensorboard=config.tensorboard, wandb=config.wandb)
     locks: list[RunLock] = []  # the run directory's lock, once taken
     if resume:
         open_run_dir(run_dir)  # a clear error for a directory that is not a run
@@ -173,8 +239,19 @@ def train(
                 "one); start it again with `reppo train --run-dir NEW_DIR`"
             )
         locks.append(RunLock.acquire(run_dir))
+    else:
+        check_run_dir_free(run_dir, config.to_dict())
+
+    def announce(name: str) -> None:
+        with contextlib.suppress(RuntimeError):  # a print interrupted by the signal itself
+            echo(
+                f"\n{name}: stopping at the next safe point (after the current compilation, "
+                f"chunk or evaluation) with a checkpoint; {name} again stops at once without one"
+            )
+
     try:
-        return _train_locked(config, run_dir, resume, echo, trainer, locks)
+        with StopSignals(on_first=announce) as stop:
+            return _train_locked(config, run_dir, resume, echo, trainer, locks, stop)
     finally:
         for lock in locks:
             lock.release()
@@ -187,6 +264,7 @@ def _train_locked(
     echo: Callable[[str], None],
     trainer: Trainer | None,
     locks: list[RunLock],
+    stop: StopSignals,
 ) -> TrainResult:
     trainer = trainer or make_trainer(config)
     wall_offset = 0.0
@@ -207,12 +285,39 @@ def _train_locked(
             )
         wall_offset = float(metadata.get("wall_time", 0.0))
         truncate_metrics(run_dir, metadata["env_steps"])
+        forget_best_after(run_dir, metadata["env_steps"])
         echo(f"resuming {run_dir} from {path.name} ({metadata['env_steps']:,} env steps)")
-    else:
-        state = trainer.init_state()
-        create_run_dir(run_dir, config.to_dict(), collect_versions(trainer.device_description()))
-        locks.append(RunLock.acquire(run_dir))
+        return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=False)
+    if stop.requested:
+        echo(f"{stop.name} before training started: nothing was written to {run_dir}")
+        return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
+                           interrupted=True, stop_signal=stop.signum)
+    state = trainer.init_state()
+    create_run_dir(run_dir, config.to_dict(), collect_versions(trainer.device_description()))
+    locks.append(RunLock.acquire(run_dir))
+    try:
+        return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=True)
+    except BaseException:
+        if latest_checkpoint(run_dir) is None:
+            # Nothing of value was written (config, versions, the lock): leave no dead
+            # directory that neither a rerun nor --resume could use.
+            for lock in locks:
+                lock.release()
+            locks.clear()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
+
+def _loop(
+    config: Config,
+    run_dir: Path,
+    echo: Callable[[str], None],
+    trainer: Trainer,
+    state: Any,
+    wall_offset: float,
+    stop: StopSignals,
+    created: bool,
+) -> TrainResult:
     logger = MetricsLogger(
         run_dir,
         tensorboard=config.tensorboard,
@@ -221,34 +326,83 @@ def _train_locked(
         config=config.to_dict(),
     )
     per_iteration = config.steps_per_iteration
+    final_steps = config.num_iterations * per_iteration
     chunk_size = max(1, config.log_interval_steps // per_iteration)
     iteration = trainer.iteration_of(state)
     start_time = time.perf_counter()
-    last_eval: float | None = None
     eval_returns = None
     interrupted = False
     history: list[dict[str, Any]] = []
     sps = 0.0
+    eval_seconds: float | None = None
+    best = best_record(run_dir)
+    best_return = best["eval_return_mean"] if best else -math.inf
+    warned_divergence = False
     title = f"REPPO ({config.backend}) on {config.env}"
+    # A resumed run's progress lines show its latest evaluation from the start.
+    last_eval: float | None = next(
+        (r["eval/return_mean"] for r in reversed(read_metrics(run_dir))
+         if "eval/return_mean" in r),
+        None,
+    )
+    saved_at = None if created else iteration  # the iteration of the newest checkpoint
 
     def wall() -> float:
         return wall_offset + time.perf_counter() - start_time
 
+    def save() -> Path:
+        nonlocal saved_at
+        path = trainer.save(run_dir, state, wall())
+        saved_at = iteration
+        return path
+
     def run_eval(record: dict[str, Any]) -> None:
-        nonlocal last_eval, eval_returns
+        nonlocal last_eval, eval_returns, eval_seconds
+        t0 = time.perf_counter()
         report = trainer.evaluate(state)
+        seconds = time.perf_counter() - t0
+        # The first evaluation also compiles: the fastest one so far predicts the rest.
+        eval_seconds = seconds if eval_seconds is None else min(eval_seconds, seconds)
         eval_returns = report.returns
         last_eval = float(report.returns.mean())
         record.update(report.record())
 
+    for name in ("eval_interval_steps", "checkpoint_interval_steps"):
+        interval = getattr(config, name)
+        if 0 < interval < per_iteration or (interval > 0 and interval % per_iteration):
+            # An iteration is the smallest unit: say where the cadence really falls.
+            echo(
+                f"  note: {name}={interval:,} is not a multiple of one iteration "
+                f"({per_iteration:,} env steps); each one happens at the end of the iteration "
+                "that reaches it"
+            )
     try:
-        while iteration < config.num_iterations:
-            n = min(chunk_size, config.num_iterations - iteration)
+        prepare = getattr(trainer, "prepare", None)
+        if prepare is not None and iteration < config.num_iterations and not stop.requested:
+            echo(f"  compiling the training program ({chunk_size} iterations per call)...")
+            before = trainer.compile_seconds
+            prepare(state, chunk_size)
+            echo(f"  compiled in {format_duration(trainer.compile_seconds - before)}")
+        while iteration < config.num_iterations and not stop.requested:
+            n = chunk_length(config, iteration, chunk_size)
             compile_before = trainer.compile_seconds
             t0 = time.perf_counter()
             new_state, metrics = trainer.run_chunk(state, n)
             elapsed = time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
-            check_finite(metrics, iteration, config)
+            try:
+                check_finite(metrics, iteration, config)
+            except NonFiniteError as err:
+                kept = latest_checkpoint(run_dir)
+                tail = (
+                    f"the last checkpoint, {kept.name}, is kept" if kept is not None
+                    else "no checkpoint had been written" + (
+                        f", so {run_dir} is removed" if created else ""
+                    )
+                )
+                raise NonFiniteError(
+                    f"{err}; {tail}. Try lower learning rates (--actor-lr/--critic-lr) or "
+                    "check the environment."
+                ) from None
             state = new_state
             previous_steps = iteration * per_iteration
             iteration += n
@@ -261,25 +415,45 @@ def _train_locked(
                 "sps": sps,
                 **summarize(metrics),
             }
-            interval = config.eval_interval_steps
-            if interval and env_steps // interval > previous_steps // interval:
-                run_eval(record)
-            if iteration >= config.num_iterations and "eval/return_mean" not in record:
+            final = iteration >= config.num_iterations
+            if not stop.requested and (
+                _crossed(config.eval_interval_steps, previous_steps, env_steps) or final
+            ):
                 run_eval(record)
             record["wall_time"] = wall()
             logger.log(record)
             history.append(record)
-            echo(format_progress(record, config.total_steps, last_eval, config.num_seeds))
-            ckpt = config.checkpoint_interval_steps
-            if iteration >= config.num_iterations or (
-                env_steps // ckpt > previous_steps // ckpt
+            evals_left = _remaining_evals(config, env_steps)
+            extra = evals_left * eval_seconds if eval_seconds is not None else None
+            extra = 0.0 if evals_left == 0 else extra
+            echo(format_progress(record, final_steps, last_eval, config.num_seeds,
+                                 extra_seconds=extra))
+            divergent = divergent_metrics(record)
+            if divergent and not warned_divergence:
+                warned_divergence = True
+                echo(_divergence_warning(divergent, env_steps, run_dir))
+            evaluated = "eval/return_mean" in record
+            is_best = evaluated and record["eval/return_mean"] > best_return
+            if (
+                final or stop.requested or is_best
+                or _crossed(config.checkpoint_interval_steps, previous_steps, env_steps)
             ):
-                trainer.save(run_dir, state, wall())
-            if "eval/return_mean" in record:
+                path = save()
+                if is_best:
+                    best_return = record["eval/return_mean"]
+                    mark_best_checkpoint(path, best_return)
+            if evaluated:
                 plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
+        if stop.requested and iteration < config.num_iterations:
+            interrupted = True
+            path = save() if saved_at != iteration else latest_checkpoint(run_dir)
+            echo(f"\n{stop.name}: saved {path.name}; continue with `reppo train --resume "
+                 f"{run_dir}`")
     except KeyboardInterrupt:
+        # Ctrl-C outside the signal handler's reach (training driven from another thread, or
+        # a KeyboardInterrupt raised by other code): the state of the last completed chunk.
         interrupted = True
-        path = trainer.save(run_dir, state, wall())
+        path = save()
         echo(f"\ninterrupted: saved {path.name}; continue with `reppo train --resume {run_dir}`")
     finally:
         logger.close()
@@ -295,4 +469,22 @@ def _train_locked(
         compile_seconds=trainer.compile_seconds,
         sps=sps,
         history=history,
+        stop_signal=stop.signum,
+    )
+
+
+def _divergence_warning(divergent: dict[str, float], env_steps: int, run_dir: Path) -> str:
+    values = ", ".join(
+        f"{name} = {value:.3g} (healthy below {DIVERGENCE_LIMITS[name]:.0e})"
+        for name, value in divergent.items()
+    )
+    best = best_record(run_dir)
+    kept = (
+        f"the best checkpoint so far, {best['checkpoint']} (eval {best['eval_return_mean']:.1f}"
+        f" at {best['env_steps']:,} steps), is kept whatever keep_checkpoints says"
+        if best else "no evaluated checkpoint exists yet"
+    )
+    return (
+        f"  warning: training looks divergent at {env_steps:,} env steps: {values}; {kept}. "
+        "Lower learning rates (--actor-lr/--critic-lr) usually prevent this."
     )

@@ -176,7 +176,11 @@ def measure_in_this_process(config: Any, iterations: int) -> dict[str, Any]:
     start = time.perf_counter()
     trainer = JaxTrainer(config)
     state = trainer.init_state()
-    chunk = trainer.chunk_fn(state, iterations)  # compiled here
+    program = trainer.chunk_fn(state, iterations)  # compiled here
+
+    def chunk(s):
+        return program(s, jax.numpy.asarray(iterations, jax.numpy.int32))
+
     jax.block_until_ready(state)
     device = jax.devices()[0]
 

@@ -298,9 +298,26 @@ class Agent:
         )
         return new_state, metrics
 
-    def chunk(self, state: TrainState, num_iterations: int):
-        """`num_iterations` iterations in one lax.scan; metrics stacked over iterations."""
-        return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=num_iterations)
+    def chunk(self, state: TrainState, num_iterations: int, active: jax.Array | None = None):
+        """`num_iterations` iterations in one lax.scan; metrics stacked over iterations.
+
+        With `active` (a traced count), only the first `active` iterations run and the rest
+        leave the state untouched (their metrics are zeros, to be dropped by the caller): one
+        compiled program serves chunks of every length up to `num_iterations`.
+        """
+        if active is None:
+            return jax.lax.scan(
+                lambda s, _: self.iteration(s), state, None, length=num_iterations
+            )
+        _, metrics_shape = jax.eval_shape(self.iteration, state)
+
+        def skip(s: TrainState):
+            return s, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), metrics_shape)
+
+        def body(s: TrainState, i: jax.Array):
+            return jax.lax.cond(i < active, self.iteration, skip, s)
+
+        return jax.lax.scan(body, state, jnp.arange(num_iterations))
 
     # ---- the policy ------------------------------------------------------------------------------
     def act_deterministic(self, actor: Params, stats: N.RunningStats, obs: jax.Array):

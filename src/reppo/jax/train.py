@@ -69,6 +69,7 @@ class JaxTrainer:
         self.eval_env = make_env(config.env, config.eval_episodes, impl=config.impl)
         self.agent = Agent.create(config, self.env)
         self._chunks: dict[int, Callable] = {}
+        self._capacity = 0  # the longest chunk prepared so far (`prepare`)
         self.compile_seconds = 0.0
         agent = self.agent
 
@@ -90,22 +91,36 @@ class JaxTrainer:
     def init_state(self) -> TrainState:
         return self._init(seed_keys(self.config))
 
-    def chunk_fn(self, state: TrainState, num_iterations: int) -> Callable:
-        """The compiled chunk of `num_iterations` iterations (compiled once per size)."""
-        if num_iterations not in self._chunks:
+    def chunk_fn(self, state: TrainState, capacity: int) -> Callable:
+        """The compiled program `(state, active) -> (state, metrics)` that runs the first
+        `active` of `capacity` iterations (compiled once per capacity, so a chunk of any
+        length up to `capacity` costs no second compilation)."""
+        if capacity not in self._chunks:
             start = time.perf_counter()
-            chunk = over_seeds(
-                lambda s: self.agent.chunk(s, num_iterations),
-                self.config.num_seeds,
-                self.config.seed_batching,
-            )
-            fn = jax.jit(chunk)
-            self._chunks[num_iterations] = fn.lower(state).compile()
+
+            def chunk(s, active):
+                return over_seeds(
+                    lambda s_: self.agent.chunk(s_, capacity, active),
+                    self.config.num_seeds,
+                    self.config.seed_batching,
+                )(s)
+
+            active = jnp.asarray(capacity, jnp.int32)
+            self._chunks[capacity] = jax.jit(chunk).lower(state, active).compile()
             self.compile_seconds += time.perf_counter() - start
-        return self._chunks[num_iterations]
+        return self._chunks[capacity]
+
+    def prepare(self, state: TrainState, capacity: int) -> None:
+        """Compile the chunk program for chunks of up to `capacity` iterations now."""
+        self._capacity = max(capacity, self._capacity)
+        self.chunk_fn(state, self._capacity)
 
     def run_chunk(self, state: TrainState, num_iterations: int):
-        new_state, metrics = self.chunk_fn(state, num_iterations)(state)
+        capacity = max(num_iterations, self._capacity)
+        program = self.chunk_fn(state, capacity)
+        new_state, metrics = program(state, jnp.asarray(num_iterations, jnp.int32))
+        # Iterations beyond `num_iterations` did not run: drop their placeholder metrics.
+        metrics = jax.tree_util.tree_map(lambda x: x[:, :num_iterations], metrics)
         return new_state, jax.device_get(metrics)
 
     def iteration_of(self, state: TrainState) -> int:

@@ -31,10 +31,12 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from reppo.config import ConfigError, coerce_field
 from reppo.runs.rundir import atomic_write_bytes, open_run_dir
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
+BEST_FILE = "best.json"  # in CHECKPOINT_DIR: which checkpoint evaluated best (never pruned)
 
 _NAME_RE = re.compile(r"^ckpt_(\d{12})\.safetensors$")
 _KEY_VERSION = "reppo.format_version"
@@ -137,8 +139,9 @@ def save_checkpoint(
 
 def _prune(run_dir: str | os.PathLike[str], keep: int, protect: Path) -> None:
     checkpoints = list_checkpoints(run_dir)
+    best = best_checkpoint(run_dir)
     for old in checkpoints[: max(0, len(checkpoints) - keep)]:
-        if old != protect:
+        if old != protect and old != best:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
 
@@ -152,33 +155,72 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
+def mark_best_checkpoint(path: str | os.PathLike[str], eval_return: float) -> None:
+    """Record `path` (a checkpoint of its run) as the run's best by evaluation return: pruning
+    keeps it whatever `keep_checkpoints` says, and `best_checkpoint` returns it."""
+    path = Path(path)
+    record = {"checkpoint": path.name, "env_steps": checkpoint_step(path),
+              "eval_return_mean": float(eval_return)}
+    atomic_write_bytes(path.parent / BEST_FILE, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def best_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """`mark_best_checkpoint`'s record for the run, or None (none marked, or unreadable)."""
+    try:
+        record = json.loads((Path(run_dir) / CHECKPOINT_DIR / BEST_FILE).read_text())
+        checkpoint_step(record["checkpoint"])
+        float(record["eval_return_mean"])
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+        return None
+    return record
+
+
+def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the best evaluation return so far, or None if none is marked or
+    its file is gone."""
+    record = best_record(run_dir)
+    if record is None:
+        return None
+    path = Path(run_dir) / CHECKPOINT_DIR / record["checkpoint"]
+    return path if path.is_file() else None
+
+
+def forget_best_after(run_dir: str | os.PathLike[str], env_steps: int) -> None:
+    """Drop the best mark if it lies beyond `env_steps` (a run resumed from an earlier
+    checkpoint no longer has that history)."""
+    record = best_record(run_dir)
+    if record is not None and record["env_steps"] > env_steps:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(run_dir) / CHECKPOINT_DIR / BEST_FILE).unlink()
+
+
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint with the highest step, or None if the run has none yet."""
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None
 
 
-def _read_header(path: Path, data: bytes) -> dict[str, Any]:
+def _read_header(path: Path, data: bytes, fix: str = _DELETE_HINT) -> dict[str, Any]:
     """Parse the safetensors header ourselves, to tell truncation from a foreign file."""
     not_st = f"checkpoint {path} is not a safetensors file"
     if len(data) < 8:
         raise CheckpointError(
             f"checkpoint {path} is truncated ({len(data)} bytes, too short for a header); "
-            f"{_DELETE_HINT}"
+            f"{fix}"
         )
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len == 0 or header_len > _MAX_HEADER_BYTES or data[8:9] != b"{":
-        raise CheckpointError(f"{not_st} (no valid header); {_DELETE_HINT}")
+        raise CheckpointError(f"{not_st} (no valid header); {fix}")
     if len(data) < 8 + header_len:
         raise CheckpointError(
-            f"checkpoint {path} is truncated (its header is cut off); {_DELETE_HINT}"
+            f"checkpoint {path} is truncated (its header is cut off); {fix}"
         )
     try:
         header = json.loads(data[8 : 8 + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{not_st} (its header is not JSON); {_DELETE_HINT}") from None
+        raise CheckpointError(f"{not_st} (its header is not JSON); {fix}") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{not_st} (its header is not a JSON object); {_DELETE_HINT}")
+        raise CheckpointError(f"{not_st} (its header is not a JSON object); {fix}")
     # Anything malformed beyond this is left to safetensors' own validation in load.
     ends = [
         entry["data_offsets"][1]
@@ -193,70 +235,160 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
     if ends and max(ends) > payload:
         raise CheckpointError(
             f"checkpoint {path} is truncated ({payload} of {max(ends)} data bytes present); "
-            f"{_DELETE_HINT}"
+            f"{fix}"
         )
     return header
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, fix: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify a checkpoint: returns (arrays, metadata) exactly as they were saved.
 
     Raises CheckpointError, with a one-line message naming the file, the problem and a fix, if
     the file is missing, truncated, not a safetensors file, not written by reppo, of an
-    unsupported format version, or fails its checksum.
+    unsupported format version, or fails its checksum. The fix defaults to what suits resuming
+    (delete the damaged file to fall back on the previous one); `fix` replaces it, e.g. for
+    evaluation, where a damaged or wrong file must be left alone.
     """
     path = Path(path)
+    missing_fix = fix or "`latest_checkpoint(run_dir)` finds the newest one"
+    foreign_fix = fix or f"{_DELETE_HINT}, or pass a checkpoint from a reppo run"
+    fix = fix or _DELETE_HINT
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; `latest_checkpoint(run_dir)` finds the newest one"
-        ) from None
+        raise CheckpointError(f"checkpoint {path} does not exist; {missing_fix}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file; {fix}") from None
     except OSError as e:
         raise CheckpointError(
             f"cannot read checkpoint {path}: {e.strerror or e}; check its permissions"
         ) from None
 
-    header = _read_header(path, data)
+    header = _read_header(path, data, fix)
     meta = header.get("__metadata__")
     keys = (_KEY_VERSION, _KEY_METADATA, _KEY_CHECKSUM)
     if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in keys):
         raise CheckpointError(
             f"checkpoint {path} is missing reppo metadata (it was not written by reppo's "
-            f"save_checkpoint); {_DELETE_HINT}, or pass a checkpoint from a reppo run"
+            f"save_checkpoint); {foreign_fix}"
         )
     version = meta[_KEY_VERSION]
     if version != str(FORMAT_VERSION):
         raise CheckpointError(
             f"checkpoint {path} has format version {version}, but this reppo reads version "
-            f"{FORMAT_VERSION}; load it with the reppo version that wrote it, or {_DELETE_HINT}"
+            f"{FORMAT_VERSION}; load it with the reppo version that wrote it, or {fix}"
         )
     try:
         arrays = st_load(data)
     except Exception as e:  # safetensors raises its own error types for malformed files
         raise CheckpointError(
-            f"checkpoint {path} is not a valid safetensors file ({e}); {_DELETE_HINT}"
+            f"checkpoint {path} is not a valid safetensors file ({e}); {fix}"
         ) from None
     if _checksum(arrays, meta[_KEY_METADATA]) != meta[_KEY_CHECKSUM]:
         raise CheckpointError(
-            f"checkpoint {path} fails its checksum (the file was corrupted on disk); {_DELETE_HINT}"
+            f"checkpoint {path} fails its checksum (the file was corrupted on disk); {fix}"
         )
     try:
         metadata = json.loads(meta[_KEY_METADATA])
     except json.JSONDecodeError:
         raise CheckpointError(
-            f"checkpoint {path} has unreadable reppo metadata; {_DELETE_HINT}"
+            f"checkpoint {path} has unreadable reppo metadata; {fix}"
         ) from None
     return arrays, metadata
+
+
+# The config fields that fix what a checkpoint's arrays are and mean: the task (and with it the
+# observation and action sizes), the backend that wrote it, the number of seeds (the arrays'
+# leading axis), whether the policy normalizes its observations, the actor's and the critic's
+# architecture and the critic's value support. A policy rebuilt from a config.json that differs
+# from its checkpoint in one of them either fails to load or, worse, loads and acts wrongly (say
+# with `normalize_obs` turned off). The other fields (learning rates, schedule, logging,
+# `device`, `impl`, ...) may differ without changing the saved policy and are not compared.
+POLICY_FIELDS: tuple[str, ...] = (
+    "env", "backend", "num_seeds", "normalize_obs",
+    "actor_hidden_dim", "actor_num_layers", "norm", "min_std",
+    "critic_hidden_dim", "critic_encoder_layers", "critic_head_layers", "critic_pred_layers",
+    "use_hl_gauss", "num_bins", "v_min", "v_max", "gamma", "reward_prediction",
+)
+# Checkpoints listed by name in messages; the newest are shown.
+_LISTED = 8
+
+
+def _run_checkpoints_text(run_dir: Path, exclude: Path | None = None) -> str:
+    """`RUN/checkpoints holds ckpt_....safetensors, ...` (newest last), or that it holds none."""
+    found = [p for p in list_checkpoints(run_dir) if exclude is None or p != exclude]
+    where = run_dir / CHECKPOINT_DIR
+    if not found:
+        other = " other" if exclude is not None else ""
+        return f"{where} holds no{other} checkpoint"
+    names = [p.name for p in found[-_LISTED:]]
+    more = f"{len(found) - _LISTED} older ones and " if len(found) > _LISTED else ""
+    return f"{where} holds {more}{', '.join(names)}"
+
+
+def _evaluation_fix(run_dir: Path, path: Path, given: bool) -> str:
+    """What to do when a checkpoint picked for evaluation cannot be read: never delete it."""
+    if given:
+        return (
+            f"--checkpoint expects a checkpoint file of run {run_dir} "
+            f"({CHECKPOINT_DIR}/ckpt_<step>.safetensors, written by `reppo train`): "
+            f"{_run_checkpoints_text(run_dir)}; pass one of them, or leave --checkpoint out "
+            "for the latest"
+        )
+    return (
+        f"the file was left as it is; evaluate another checkpoint of the run with "
+        f"--checkpoint FILE ({_run_checkpoints_text(run_dir, exclude=path)})"
+    )
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """A config value as its field's type, so that e.g. 16 and 16.0 in JSON compare equal."""
+    try:
+        return coerce_field(name, value)
+    except (ConfigError, KeyError):
+        return value
+
+
+def check_config_matches(
+    config: dict[str, Any], metadata: dict[str, Any], *, run_dir: Path, path: Path
+) -> None:
+    """Refuse a run's config.json whose `POLICY_FIELDS` differ from the checkpoint's config.
+
+    The config a checkpoint was trained with is stored in its metadata (`metadata["config"]`,
+    also `metadata["backend"]`); fields a checkpoint does not store are not compared.
+    """
+    stored = dict(metadata.get("config") or {})
+    if "backend" in metadata:
+        stored.setdefault("backend", metadata["backend"])
+    differ = []
+    for name in POLICY_FIELDS:
+        if name not in stored:
+            continue
+        if name in config and _comparable(name, config[name]) == _comparable(name, stored[name]):
+            continue
+        shown = json.dumps(config[name]) if name in config else "missing"
+        differ.append(f"{name} (config.json: {shown}, checkpoint: {json.dumps(stored[name])})")
+    if differ:
+        raise CheckpointError(
+            f"{run_dir / 'config.json'} does not match the config stored in checkpoint "
+            f"{path} in {', '.join(differ)}; if config.json was edited, restore these values "
+            "(the checkpoint's are the ones it was trained with); if the checkpoint is from "
+            "another run, evaluate it with that run's directory"
+        )
 
 
 def load_run_checkpoint(
     run_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None
 ) -> tuple[dict[str, Any], Path, dict[str, np.ndarray], dict[str, Any]]:
-    """A run's saved config, and the arrays and metadata of `checkpoint` (default: the latest).
+    """A run's saved config, and the arrays and metadata of `checkpoint` (default: the latest),
+    for evaluating or exporting its policy.
 
-    Returns `(config_dict, checkpoint_path, arrays, metadata)`; a run with no checkpoint yet is a
-    CheckpointError that says how to get one.
+    Returns `(config_dict, checkpoint_path, arrays, metadata)`. A run with no checkpoint yet, a
+    file that is not a readable checkpoint (the message lists the run's checkpoints and never
+    suggests deleting anything), and a config.json whose `POLICY_FIELDS` differ from the config
+    stored in the checkpoint are CheckpointErrors that say what to do.
     """
     run_dir = Path(run_dir)
     config = open_run_dir(run_dir)
@@ -266,5 +398,7 @@ def load_run_checkpoint(
             f"{run_dir}: no checkpoint yet; train longer or resume with "
             f"`reppo train --resume {run_dir}`"
         )
-    arrays, metadata = load_checkpoint(path)
+    fix = _evaluation_fix(run_dir, path, given=checkpoint is not None)
+    arrays, metadata = load_checkpoint(path, fix=fix)
+    check_config_matches(config, metadata, run_dir=run_dir, path=path)
     return config, path, arrays, metadata

@@ -8,6 +8,7 @@ optional mirrors of the numeric scalars, imported only when asked for.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -18,6 +19,15 @@ from typing import Any
 import numpy as np
 
 from reppo.runs.rundir import atomic_write_bytes
+
+_MISSING_TENSORBOARD = (
+    "--tensorboard needs the tensorboardX package: pip install tensorboardX "
+    "(or pip install 'reppo[tensorboard]'), or run without --tensorboard"
+)
+_MISSING_WANDB = (
+    "--wandb needs the wandb package: pip install wandb (or pip install 'reppo[wandb]'), "
+    "or run without --wandb"
+)
 
 METRICS_FILE = "metrics.jsonl"
 # Records are summaries; a bigger array is almost certainly a mistake that would bloat the file.
@@ -117,24 +127,27 @@ class MetricsLogger:
             self.close()
             raise
 
+    @staticmethod
+    def check_available(*, tensorboard: bool = False, wandb: bool = False) -> None:
+        """Raise the MetricsError that opening these sinks would raise for a missing package,
+        without importing it (so that a run can refuse before it writes anything)."""
+        if tensorboard and importlib.util.find_spec("tensorboardX") is None:
+            raise MetricsError(_MISSING_TENSORBOARD)
+        if wandb and importlib.util.find_spec("wandb") is None:
+            raise MetricsError(_MISSING_WANDB)
+
     def _open_tensorboard(self) -> Any:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            raise MetricsError(
-                "--tensorboard needs the tensorboardX package: pip install tensorboardX "
-                "(or pip install 'reppo[tensorboard]'), or run without --tensorboard"
-            ) from None
+            raise MetricsError(_MISSING_TENSORBOARD) from None
         return SummaryWriter(logdir=str(self.run_dir / "tensorboard"))
 
     def _open_wandb(self, project: str, config: dict[str, Any] | None) -> Any:
         try:
             import wandb
         except ImportError:
-            raise MetricsError(
-                "--wandb needs the wandb package: pip install wandb (or pip install "
-                "'reppo[wandb]'), or run without --wandb"
-            ) from None
+            raise MetricsError(_MISSING_WANDB) from None
         # Offline by default so that no account or network is needed; `wandb sync` uploads later.
         mode = os.environ.get("WANDB_MODE", "offline")
         return wandb.init(

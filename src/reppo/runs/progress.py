@@ -57,12 +57,19 @@ def format_duration(seconds: float) -> str:
 
 
 def format_progress(
-    record: dict[str, Any], total_steps: int, last_eval: float | None, num_seeds: int = 1
+    record: dict[str, Any],
+    total_steps: int,
+    last_eval: float | None,
+    num_seeds: int = 1,
+    *,
+    extra_seconds: float | None = 0.0,
 ) -> str:
     """Summarize a metrics record as one line: progress, speed, ETA, eval, temperatures, ...
 
     `env_steps` and `total_steps` count one seed's steps while `sps` counts all `num_seeds`
-    seeds' steps, so the ETA divides by the per-seed rate.
+    seeds' steps, so the ETA divides by the per-seed rate. `extra_seconds` is the time still
+    to be spent outside training steps (the evaluations to come); None when it is not known
+    yet, which the ETA says ("+ evals").
 
     Reads `env_steps`, `sps` (or derives it from `wall_time`), `temp/alpha`, `temp/beta`,
     `kl`, `entropy` and `critic/value_error`; `last_eval` is the latest evaluation return
@@ -92,8 +99,12 @@ def format_progress(
     if sps is not None:
         parts.append(f"{format_count(sps, 1)} sps")
         if steps is not None and sps > 0:
-            remaining = max(0.0, total_steps - steps) * num_seeds
-            parts.append(f"ETA {format_duration(remaining / sps)}")
+            remaining = max(0.0, total_steps - steps) * num_seeds / sps
+            if extra_seconds is None:
+                eta = f"ETA {format_duration(remaining)}"
+                parts.append(eta + (" + evals" if remaining > 0 else ""))
+            else:
+                parts.append(f"ETA {format_duration(remaining + extra_seconds)}")
 
     evaluation = _number(last_eval)
     if evaluation is None:

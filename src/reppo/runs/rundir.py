@@ -144,15 +144,10 @@ def _describe_existing_run(path: Path, config: dict[str, Any]) -> str:
     return f"{path} already holds a run with a different config (differs in {named})"
 
 
-def create_run_dir(
-    path: str | os.PathLike[str], config: dict[str, Any], versions: dict[str, Any]
-) -> Path:
-    """Create a fresh run directory at `path` holding `config.json` and `versions.json`.
-
-    `path` may be missing or an empty directory. Anything else is refused with RunDirError and
-    left exactly as it was: a directory that already holds a run (resume it instead), a
-    non-empty directory of other files, or a file.
-    """
+def check_run_dir_free(path: str | os.PathLike[str], config: dict[str, Any]) -> None:
+    """Refuse (RunDirError) a `path` where `create_run_dir` could not start a fresh run: a
+    file, a directory that holds a run (resume it instead) or other files. Called before a
+    run's slow setup as well, so that a conflict is reported in seconds, not after it."""
     path = Path(path)
     unchanged = "nothing was changed"
     if path.exists() and not path.is_dir():
@@ -169,6 +164,25 @@ def create_run_dir(
             f"{path} is not empty and is not a reppo run directory (no {CONFIG_FILE}); "
             f"{unchanged}; pick another --run-dir (or an empty or new directory)"
         )
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(
+            f"cannot create run directory {path}: {existing} is not a writable directory; "
+            "pick another --run-dir"
+        )
+
+
+def create_run_dir(
+    path: str | os.PathLike[str], config: dict[str, Any], versions: dict[str, Any]
+) -> Path:
+    """Create a fresh run directory at `path` holding `config.json` and `versions.json`.
+
+    `path` may be missing or an empty directory. Anything else is refused with RunDirError and
+    left exactly as it was: a directory that already holds a run (resume it instead), a
+    non-empty directory of other files, or a file.
+    """
+    path = Path(path)
+    check_run_dir_free(path, config)
     try:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path / CONFIG_FILE, config, overwrite=False)

@@ -1,0 +1,73 @@
+"""Stop requests from Ctrl-C (SIGINT) and SIGTERM, turned into a flag the training loop polls.
+
+Python's default Ctrl-C raises KeyboardInterrupt wherever the main thread happens to be. Inside
+JAX that can be a garbage-collection callback, where the exception is printed ("Exception
+ignored in _xla_gc_callback") and dropped, so training went on to the end; and SIGTERM (a
+cluster's preemption, `docker stop`) killed the process with no checkpoint. While a
+`StopSignals` is active, the first SIGINT or SIGTERM only sets `requested`: the loop saves a
+checkpoint at the next point where it can (after the current compilation, chunk or
+evaluation) and returns. A second signal stops the process at once, by the signal's default
+action, without saving (the checkpoints already on disk are complete files).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+# Exit statuses a shell reports for a process stopped by these signals (128 + number).
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """Context manager: catch SIGINT/SIGTERM as a stop request while training runs.
+
+    `on_first(name)` is called (from the signal handler) when the first signal arrives, e.g.
+    to print that the run is stopping. Outside the main thread (training started from a
+    worker thread), signal handlers cannot be installed; the context then does nothing and
+    `requested` stays False.
+    """
+
+    def __init__(self, on_first: Callable[[str], None] | None = None) -> None:
+        self.on_first = on_first
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_STATUS.get(self.signum, 1) if self.signum is not None else 0
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            # Second signal: stop now. Restore the default action and deliver it again.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        if self.on_first is not None:
+            self.on_first(signal.Signals(signum).name)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            # None: the handler was not installed from Python; the default is the safe choice.
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()

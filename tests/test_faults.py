@@ -1,0 +1,354 @@
+"""The training loop under faults: signals in every phase, failures before the first
+checkpoint, missing packages and occupied directories refused before any setup, divergence,
+and chunks that end where evaluations and checkpoints fall due."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reppo import training
+from reppo.jax.train import JaxTrainer
+from reppo.runs import (
+    MetricsError,
+    RunDirError,
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+)
+from reppo.runs.checkpoint import best_checkpoint, best_record, checkpoint_step
+from reppo.runs.progress import format_progress
+from reppo.training import EvalReport, NonFiniteError, chunk_length, train
+
+
+def _quiet(_line):
+    pass
+
+
+def _steps(run: Path) -> list[int]:
+    return [checkpoint_step(p) for p in list_checkpoints(run)]
+
+
+# ---- signals ----------------------------------------------------------------------------------
+
+
+def _signalling(method, signum):
+    """`method` that first sends `signum` to this process (as a user's Ctrl-C or a
+    scheduler's SIGTERM arriving while it runs)."""
+
+    def wrapper(self, *args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def test_ctrl_c_during_compilation_stops_after_it_with_a_checkpoint(
+    tmp_path, tiny_config, monkeypatch
+):
+    monkeypatch.setattr(JaxTrainer, "prepare", _signalling(JaxTrainer.prepare, signal.SIGINT))
+    lines: list[str] = []
+    result = train(tiny_config, tmp_path / "run", echo=lines.append)
+    assert result.interrupted and result.stop_signal == signal.SIGINT
+    assert result.env_steps == 0
+    # No chunk ran after the stop request; the initial state is saved, so --resume works.
+    assert _steps(tmp_path / "run") == [0]
+    assert read_metrics(tmp_path / "run") == []
+    assert any("SIGINT: stopping at the next safe point" in line for line in lines)
+    assert any(f"continue with `reppo train --resume {tmp_path / 'run'}`" in line
+               for line in lines)
+    # The handler is gone once train returns.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    resumed = train(tiny_config, tmp_path / "run", resume=True, echo=_quiet)
+    assert not resumed.interrupted and resumed.env_steps == tiny_config.total_steps
+
+
+def test_sigterm_during_a_chunk_saves_that_chunk_and_skips_the_evaluation(
+    tmp_path, tiny_config, monkeypatch
+):
+    config = tiny_config.replace(eval_interval_steps=256)
+    monkeypatch.setattr(
+        JaxTrainer, "run_chunk", _signalling(JaxTrainer.run_chunk, signal.SIGTERM)
+    )
+    evaluated: list[int] = []
+    original = JaxTrainer.evaluate
+    monkeypatch.setattr(
+        JaxTrainer, "evaluate", lambda self, s: evaluated.append(1) or original(self, s)
+    )
+    result = train(config, tmp_path / "run", echo=_quiet)
+    assert result.interrupted and result.stop_signal == signal.SIGTERM
+    assert result.env_steps == 256  # the chunk under way when the signal came completed
+    assert _steps(tmp_path / "run") == [256]
+    assert evaluated == []  # stopping does not wait for an evaluation
+    assert [r["env_steps"] for r in read_metrics(tmp_path / "run")] == [256]
+
+
+def test_ctrl_c_during_an_evaluation_stops_when_it_ends(tmp_path, tiny_config, monkeypatch):
+    config = tiny_config.replace(eval_interval_steps=256)
+    monkeypatch.setattr(
+        JaxTrainer, "evaluate", _signalling(JaxTrainer.evaluate, signal.SIGINT)
+    )
+    result = train(config, tmp_path / "run", echo=_quiet)
+    assert result.interrupted
+    assert result.env_steps == 256
+    assert _steps(tmp_path / "run") == [256]
+    (record,) = read_metrics(tmp_path / "run")
+    assert math.isfinite(record["eval/return_mean"])  # the evaluation under way is kept
+
+
+def test_cli_exit_status_says_which_signal_stopped_the_run(tmp_path, monkeypatch, capsys):
+    from reppo import cli
+    from tests.conftest import tiny_flags
+
+    monkeypatch.setattr(
+        JaxTrainer, "run_chunk", _signalling(JaxTrainer.run_chunk, signal.SIGTERM)
+    )
+    code = cli.main(["train", "--preset", "cpu", *tiny_flags(), "--run-dir",
+                     str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 143
+    assert "final evaluation" not in out
+    assert "SIGTERM: saved ckpt_000000000256.safetensors" in out
+
+
+_TWICE = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from reppo.runs.signals import StopSignals
+
+    with StopSignals(on_first=lambda name: print("first", name, flush=True)) as stop:
+        os.kill(os.getpid(), signal.{sig})
+        assert stop.requested
+        print("still running", flush=True)
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(5)
+        print("not stopped", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_stops_the_process_at_once(sig):
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWICE.format(sig=sig)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.stdout.split("\n")[:2] == [f"first {sig}", "still running"], proc.stderr
+    assert "not stopped" not in proc.stdout
+    assert proc.returncode == -getattr(signal, sig)
+
+
+# ---- nothing written before what can be checked is checked ------------------------------------
+
+
+def _no_trainer(*_args, **_kwargs):
+    raise AssertionError("the trainer was built before the check")
+
+
+def test_missing_wandb_is_refused_before_setup_and_writes_nothing(
+    tmp_path, tiny_config, monkeypatch
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    monkeypatch.setattr(training, "make_trainer", _no_trainer)
+    with pytest.raises(MetricsError, match="--wandb needs the wandb package"):
+        train(tiny_config.replace(wandb=True), tmp_path / "run", echo=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_occupied_run_dir_is_refused_before_setup(tmp_path, tiny_config, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    monkeypatch.setattr(training, "make_trainer", _no_trainer)
+    with pytest.raises(RunDirError, match="is not empty"):
+        train(tiny_config, run, echo=_quiet)
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+
+
+def test_an_unwritable_parent_is_refused_before_setup(tmp_path, tiny_config, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(training, "make_trainer", _no_trainer)
+    with pytest.raises(RunDirError, match="not a writable directory"):
+        train(tiny_config, blocker / "run", echo=_quiet)
+
+
+def test_non_finite_first_iteration_leaves_no_dead_directory(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    exploding = tiny_config.replace(critic_lr=1e30, actor_lr=1e30)
+    with pytest.raises(NonFiniteError) as err:
+        train(exploding, run, echo=_quiet)
+    message = str(err.value)
+    assert "last checkpoint" not in message
+    assert f"no checkpoint had been written, so {run} is removed" in message
+    assert not run.exists()
+    # The same command can run again (here with sane settings).
+    assert train(tiny_config, run, echo=_quiet).env_steps == tiny_config.total_steps
+
+
+def test_non_finite_after_a_checkpoint_names_the_checkpoint_kept(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    train(tiny_config.replace(total_steps=256), run, echo=_quiet)
+    exploding = tiny_config.replace(critic_lr=1e30, actor_lr=1e30)
+    with pytest.raises(NonFiniteError, match=r"the last checkpoint, ckpt_000000000256"):
+        train(exploding, run, resume=True, echo=_quiet)
+    assert run.is_dir() and _steps(run) == [256]
+
+
+# ---- chunks, compilation and progress -----------------------------------------------------------
+
+
+def test_chunks_end_where_evaluations_and_checkpoints_fall_due(tiny_config):
+    # 128 env steps per iteration; logs every 4 iterations.
+    config = tiny_config.replace(
+        total_steps=128 * 10, log_interval_steps=512, eval_interval_steps=300,
+        checkpoint_interval_steps=1000,
+    )
+    lengths, it = [], 0
+    while it < config.num_iterations:
+        n = chunk_length(config, it, 4)
+        lengths.append(n)
+        it += n
+    ends = np.cumsum(lengths) * 128
+    # Evaluations are due at 300, 600, 900, 1200 -> the first iteration ends past each.
+    for due in (300, 600, 900, 1200, 1000):
+        assert min(e for e in ends if e >= due) - due < 128
+    assert ends[-1] == 1280 and max(lengths) <= 4
+
+
+def test_evaluations_happen_at_the_promised_cadence(tmp_path, tiny_config):
+    # Chunks of two iterations (256 env steps), evaluations every three (384): each
+    # evaluation comes at the iteration that reaches it, not at the next log point.
+    config = tiny_config.replace(total_steps=128 * 9, eval_interval_steps=384)
+    lines: list[str] = []
+    train(config, tmp_path / "run", echo=lines.append)
+    evals = [r["env_steps"] for r in read_metrics(tmp_path / "run") if "eval/return_mean" in r]
+    assert evals == [384, 768, 1152]
+    assert not any("note: eval_interval_steps" in line for line in lines)
+    # A cadence that is not a whole number of iterations is said to be rounded.
+    lines.clear()
+    train(config.replace(eval_interval_steps=300, total_steps=384), tmp_path / "b",
+          echo=lines.append)
+    assert any("note: eval_interval_steps=300 is not a multiple of one iteration (128 env "
+               "steps)" in line for line in lines)
+    evals = [r["env_steps"] for r in read_metrics(tmp_path / "b") if "eval/return_mean" in r]
+    assert evals == [384]
+
+
+def test_a_short_last_chunk_reuses_the_compiled_program(tmp_path, tiny_config):
+    # Three iterations in chunks of two: the last chunk runs one iteration of the same
+    # program, and learns exactly what one-iteration chunks learn.
+    config = tiny_config.replace(total_steps=384, checkpoint_interval_steps=10_000)
+    trainer = JaxTrainer(config)
+    lines: list[str] = []
+    train(config, tmp_path / "a", trainer=trainer, echo=lines.append)
+    assert list(trainer._chunks) == [2]
+    assert sum("compiled in" in line for line in lines) == 1
+    one_by_one = config.replace(log_interval_steps=128)
+    train(one_by_one, tmp_path / "b", echo=_quiet)
+    a, _ = load_checkpoint(list_checkpoints(tmp_path / "a")[-1])
+    b, _ = load_checkpoint(list_checkpoints(tmp_path / "b")[-1])
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_eta_counts_the_evaluations_to_come():
+    record = {"env_steps": 100, "sps": 10.0}
+    assert "ETA 10s + evals" in format_progress(record, 200, None, extra_seconds=None)
+    assert "ETA 40s" in format_progress(record, 200, None, extra_seconds=30.0)
+    assert "+ evals" not in format_progress({"env_steps": 200, "sps": 10.0}, 200, None,
+                                            extra_seconds=None)
+
+
+def test_progress_shows_the_rounded_budget(tmp_path, tiny_config):
+    # 300 steps round up to 3 iterations of 128: the last line says 384/384 (100%), not 128%.
+    lines: list[str] = []
+    train(tiny_config.replace(total_steps=300), tmp_path / "run", echo=lines.append)
+    assert any("384/384 (100%)" in line for line in lines), lines
+
+
+# ---- divergence and the best checkpoint ---------------------------------------------------------
+
+
+class _ScriptedTrainer:
+    """A trainer whose evaluation return rises then falls, and whose temperature blows up
+    (finite) after iteration 4: the loop's bookkeeping without an algorithm."""
+
+    compile_seconds = 0.0
+
+    def __init__(self, config):
+        self.config = config
+
+    def init_state(self):
+        return 0
+
+    def iteration_of(self, state):
+        return state
+
+    def run_chunk(self, state, n):
+        its = np.arange(state + 1, state + n + 1)[None]
+        alpha = np.where(its > 4, 5e24, 0.01)
+        return state + n, {"temp/alpha": alpha, "finite/all": np.ones_like(its, bool)}
+
+    def evaluate(self, state):
+        return EvalReport(returns=np.full((1, 2), 100.0 - (state - 3) ** 2))
+
+    def save(self, run_dir, state, wall_time):
+        metadata = {"iteration": state, "env_steps": state * self.config.steps_per_iteration,
+                    "wall_time": wall_time}
+        return save_checkpoint(run_dir, metadata["env_steps"],
+                               {"iteration": np.array(state)}, metadata,
+                               keep=self.config.keep_checkpoints)
+
+    def restore(self, path):
+        arrays, metadata = load_checkpoint(path)
+        return int(arrays["iteration"]), metadata
+
+    def device_description(self):
+        return {}
+
+
+def test_divergence_is_warned_and_the_best_checkpoint_survives_pruning(tmp_path, tiny_config):
+    config = tiny_config.replace(
+        total_steps=128 * 8, log_interval_steps=128, eval_interval_steps=128,
+        checkpoint_interval_steps=128, keep_checkpoints=1,
+    )
+    lines: list[str] = []
+    train(config, tmp_path / "run", trainer=_ScriptedTrainer(config), echo=lines.append)
+    warnings = [line for line in lines if "warning: training looks divergent" in line]
+    assert len(warnings) == 1  # once, not at every chunk
+    assert "temp/alpha = 5e+24" in warnings[0] and "at 640 env steps" in warnings[0]
+    assert "ckpt_000000000384.safetensors (eval 100.0 at 384 steps)" in warnings[0]
+    # keep_checkpoints=1 keeps the latest, and the best (iteration 3) besides it.
+    assert _steps(tmp_path / "run") == [384, 1024]
+    assert best_checkpoint(tmp_path / "run").name == "ckpt_000000000384.safetensors"
+    assert best_record(tmp_path / "run")["eval_return_mean"] == 100.0
+
+
+def test_resuming_before_the_best_forgets_it(tmp_path, tiny_config):
+    config = tiny_config.replace(
+        total_steps=128 * 8, log_interval_steps=128, eval_interval_steps=128,
+        checkpoint_interval_steps=128, keep_checkpoints=10,
+    )
+    run = tmp_path / "run"
+    train(config, run, trainer=_ScriptedTrainer(config), echo=_quiet)
+    for path in list_checkpoints(run):
+        if checkpoint_step(path) > 256:
+            path.unlink()
+    train(config, run, resume=True, trainer=_ScriptedTrainer(config), echo=_quiet)
+    assert best_record(run)["env_steps"] == 384  # found again by the resumed run
+    assert best_checkpoint(run) is not None
