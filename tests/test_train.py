@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from reppo.jax.train import NonFiniteError, train
 from reppo.runs import latest_checkpoint, list_checkpoints, load_checkpoint, read_metrics
+from reppo.training import NonFiniteError, train
 
 
 def _final_arrays(run_dir):

@@ -6,8 +6,7 @@ inside the jitted call); several run one after another with `lax.map` or batched
 its reset branch with `lax.cond` when no episode ended, and a batched predicate turns that
 cond into a select that computes the reset at every step.
 
-`reppo.training.train` drives it (logging, evaluation, checkpoints, faults); `train` is
-re-exported here for convenience.
+`reppo.training.train` drives it (logging, evaluation, checkpoints, faults).
 """
 
 from __future__ import annotations
@@ -27,9 +26,9 @@ from reppo.envs.evaluation import evaluate, evaluate_stochastic
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
 from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
-from reppo.training import EvalReport, NonFiniteError, TrainResult, train
+from reppo.trainer import EvalReport
 
-__all__ = ["JaxTrainer", "NonFiniteError", "TrainResult", "train"]
+__all__ = ["JaxTrainer"]
 
 # Evaluation keys come from their own stream so evaluating never perturbs training.
 _EVAL_STREAM = 0x5EED

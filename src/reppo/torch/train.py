@@ -30,9 +30,9 @@ from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
 from reppo.torch import normalizer as N
 from reppo.torch.agent import TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
-from reppo.training import EvalReport, NonFiniteError, TrainResult, train
+from reppo.trainer import EvalReport
 
-__all__ = ["NonFiniteError", "TorchTrainer", "TrainResult", "train"]
+__all__ = ["TorchTrainer"]
 
 # Evaluation episodes are seeded apart from training so evaluating never perturbs it.
 _EVAL_STREAM = 0x5EED

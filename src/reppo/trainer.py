@@ -1,0 +1,93 @@
+"""The seam between the training loop and the backends: what a backend provides (`Trainer`),
+what it reports (`EvalReport`), what a run returns (`TrainResult`), and the error that stops a
+run whose numbers are no longer finite.
+
+`reppo.training` (the loop) and the backends (`reppo.jax.train`, `reppo.torch.train`) both
+import this module and not each other, except that the loop builds a backend's trainer by
+name (`reppo.training.make_trainer`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from reppo.config import Config
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss, parameter or observation."""
+
+
+@dataclass
+class EvalReport:
+    """Evaluation of every seed: arrays of shape (num_seeds, episodes).
+
+    `returns` are the deterministic policy's (action tanh(mean)); `stochastic_returns`, where
+    given, the sampling policy's on the same episodes (the same initial states).
+    """
+
+    returns: np.ndarray
+    success_once: np.ndarray | None = None  # tasks with a success condition (ManiSkill)
+    success_at_end: np.ndarray | None = None
+    stochastic_returns: np.ndarray | None = None
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "eval/return_mean": float(self.returns.mean()),
+            "eval/return_std": float(self.returns.std()),
+            "eval/return_per_seed": [float(x) for x in self.returns.mean(axis=1)],
+            "eval/episodes": int(self.returns.size),
+        }
+        if self.stochastic_returns is not None:
+            out["eval/stochastic_return_mean"] = float(self.stochastic_returns.mean())
+            out["eval/stochastic_return_std"] = float(self.stochastic_returns.std())
+        if self.success_once is not None:
+            out["eval/success_once"] = float(self.success_once.mean())
+        if self.success_at_end is not None:
+            out["eval/success_at_end"] = float(self.success_at_end.mean())
+        return out
+
+
+class Trainer(Protocol):
+    """What a backend provides to the loop. Metrics arrays have shape (num_seeds, iterations);
+    names starting with `finite/` are booleans checked and not logged."""
+
+    config: Config
+    compile_seconds: float
+
+    def init_state(self) -> Any: ...
+
+    def iteration_of(self, state: Any) -> int: ...
+
+    def run_chunk(self, state: Any, num_iterations: int) -> tuple[Any, dict[str, np.ndarray]]: ...
+
+    def evaluate(self, state: Any) -> EvalReport: ...
+
+    def save(self, run_dir: Path, state: Any, wall_time: float) -> Path: ...
+
+    def restore(self, path: Path) -> tuple[Any, dict[str, Any]]: ...
+
+    def device_description(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    env_steps: int
+    iterations: int
+    wall_time: float
+    interrupted: bool = False
+    eval_returns: np.ndarray | None = None  # (num_seeds, episodes)
+    compile_seconds: float = 0.0
+    sps: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop_signal: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM)
+
+    @property
+    def eval_return_mean(self) -> float:
+        return float(np.mean(self.eval_returns)) if self.eval_returns is not None else math.nan

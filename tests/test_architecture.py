@@ -1,0 +1,129 @@
+"""The package's layers, checked from the source: imports go one way.
+
+Module-level imports form no cycle; the backends reach the loop only through the seam
+(`reppo.trainer`); the shared run bookkeeping imports no framework; nothing imports the
+command line.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "reppo"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, node: ast.ImportFrom, is_package: bool) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+    )
+
+
+def _imports(path: Path, *, top_level_only: bool) -> set[str]:
+    """The modules `path` imports (names of reppo modules and of outside packages)."""
+    module = _module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _is_main_guard(child):
+                continue  # `python -m` entry points run the module as a script
+            nested = in_function or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+            )
+            if isinstance(child, ast.Import) and not (top_level_only and in_function):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and not (top_level_only and in_function):
+                target = _resolve(module, child, path.name == "__init__.py")
+                found.add(target)
+                # `from reppo.runs import checkpoint` imports a module too.
+                found.update(f"{target}.{alias.name}" for alias in child.names)
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _graph(*, top_level_only: bool) -> dict[str, set[str]]:
+    return {
+        name: {m for m in _imports(path, top_level_only=top_level_only) if m in MODULES}
+        for name, path in MODULES.items()
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_graph_builder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_module_level_imports_form_no_cycle():
+    graph = _graph(top_level_only=True)
+    # A package's __init__ importing its own submodules is not a cycle of layers.
+    for name in graph:
+        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+@pytest.mark.parametrize("backend", ["reppo.jax", "reppo.torch"])
+def test_backends_reach_the_loop_only_through_the_seam(backend):
+    for name, path in MODULES.items():
+        if name.startswith(backend + "."):
+            imported = _imports(path, top_level_only=False)
+            assert "reppo.training" not in imported, f"{name} imports the training loop"
+
+
+def test_run_bookkeeping_imports_no_framework():
+    frameworks = {"jax", "torch", "brax", "mujoco", "mujoco_playground", "mani_skill"}
+    for name, path in MODULES.items():
+        if name.startswith("reppo.runs"):
+            top = {m.split(".")[0] for m in _imports(path, top_level_only=True)}
+            assert not top & frameworks, f"{name} imports {sorted(top & frameworks)}"
