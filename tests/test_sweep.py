@@ -23,7 +23,7 @@ from reppo.cli import main
 from reppo.config import Config
 from reppo.envs.maniskill import MANISKILL_TASKS
 from reppo.envs.registry import DMC_TASKS
-from reppo.experiments import suites, sweep
+from reppo.experiments import suites, sweep, sweep_execute
 from reppo.presets import ABLATION_BASES, ABLATIONS, PRESETS, get_preset
 from reppo.runs import read_metrics
 
@@ -319,7 +319,7 @@ class FakeLaunch:
 @pytest.fixture
 def fake(monkeypatch) -> FakeLaunch:
     launcher = FakeLaunch()
-    monkeypatch.setattr(sweep, "launch", launcher)
+    monkeypatch.setattr(sweep_execute, "launch", launcher)
     return launcher
 
 
@@ -574,6 +574,6 @@ def test_real_sweep_end_to_end_then_rerun_launches_nothing(tmp_path, capsys, mon
     def no_launch(*args, **kwargs):
         raise AssertionError("a finished run was launched again")
 
-    monkeypatch.setattr(sweep, "launch", no_launch)
+    monkeypatch.setattr(sweep_execute, "launch", no_launch)
     assert main(argv) == 0
     assert capsys.readouterr().out.count("finished before, skipped") == 2

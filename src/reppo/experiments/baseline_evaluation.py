@@ -1,0 +1,134 @@
+"""The evaluation of Brax baselines with this project's protocol.
+
+`ProtocolEvaluator` runs `reppo.envs.evaluation.evaluate` on Brax's deterministic policy, with
+the keys of `eval_key`; `_Recorder` captures the params Brax hands over at each evaluation point
+(through `brax_compat.capture_evaluations`), evaluates them when Brax reports progress, and logs
+the result as a REPPO-format metrics record. JAX is imported inside the functions, so that
+`reppo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from reppo.experiments.baseline_hyperparameters import IMPL
+from reppo.runs import MetricsLogger, format_progress
+
+_EVAL_STREAM = 0xE7A1  # folded into the seed for evaluation keys, apart from Brax's own streams
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+
+
+def eval_key(seed: int, env_steps: int) -> Any:
+    """The key of the evaluation at `env_steps` of a run with `seed` (fresh episodes at every
+    evaluation point, the same ones for every algorithm run with that seed)."""
+    import jax
+
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), _EVAL_STREAM)
+    return jax.random.fold_in(key, env_steps % 2**32)
+
+
+class ProtocolEvaluator:
+    """The project's evaluation protocol applied to Brax policies.
+
+    `evaluate(policy_factory, params, key)` runs one episode in each of `eval_episodes` envs of
+    `make_env(env, eval_episodes)` with the deterministic policy `policy_factory(params)`
+    (Brax's `make_policy(params, deterministic=True)`: the tanh of the Gaussian's mean, after
+    Brax's observation normalization) and returns the (eval_episodes,) undiscounted returns.
+    The rollout is compiled once per policy factory.
+    """
+
+    def __init__(self, env: str, eval_episodes: int) -> None:
+        from reppo.envs.registry import make_env
+
+        self.env = make_env(env, eval_episodes, impl=IMPL)
+        self._compiled: dict[int, tuple[Callable, Callable]] = {}
+
+    def _rollout(self, policy_factory: Callable) -> Callable:
+        import jax
+
+        from reppo.envs.evaluation import evaluate
+
+        entry = self._compiled.get(id(policy_factory))
+        if entry is None or entry[0] is not policy_factory:
+            env = self.env
+
+            def run(params: Any, key: jax.Array) -> jax.Array:
+                policy = policy_factory(params)
+                unused = jax.random.PRNGKey(0)  # deterministic policies draw no noise
+                return evaluate(env, lambda obs: policy(obs, unused)[0], key).returns
+
+            entry = (policy_factory, jax.jit(run))
+            self._compiled[id(policy_factory)] = entry
+        return entry[1]
+
+    def evaluate(self, policy_factory: Callable, params: Any, key: Any) -> Any:
+        import numpy as np
+
+        return np.asarray(self._rollout(policy_factory)(params, key), dtype=np.float64)
+
+
+# ---- recording Brax's evaluation points ------------------------------------------------------
+
+
+class _Recorder:
+    """Turns Brax's callbacks into REPPO-format records: the capture hook stores the params of
+    the coming evaluation point, `progress` (Brax's progress_fn) evaluates them and logs."""
+
+    def __init__(
+        self,
+        *,
+        evaluator: ProtocolEvaluator,
+        logger: MetricsLogger,
+        seed: int,
+        total_steps: int,
+        echo: Callable[[str], None] | None,
+        start: float,
+    ) -> None:
+        self.evaluator = evaluator
+        self.logger = logger
+        self.seed = seed
+        self.total_steps = total_steps
+        self.echo = echo
+        self.start = start
+        self.factory: Callable | None = None
+        self.params: Any = None
+        self.records: list[dict[str, Any]] = []
+        self._last_steps = 0
+        self._last_time = start
+        self._eval_seconds = 0.0
+
+    def capture(self, policy_factory: Callable, params: Any) -> None:
+        self.factory, self.params = policy_factory, params
+
+    def progress(self, step: int, metrics: Mapping[str, Any]) -> None:
+        step = int(step)
+        if step <= 0:  # Brax's initial evaluation, before any training: REPPO has none
+            return
+        if self.factory is None:
+            raise RuntimeError("Brax reported progress without handing over its params")
+        now = time.perf_counter()
+        train_seconds = now - self._last_time - self._eval_seconds
+        t0 = time.perf_counter()
+        returns = self.evaluator.evaluate(self.factory, self.params, eval_key(self.seed, step))
+        self._eval_seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {
+            "env_steps": step,
+            "wall_time": time.perf_counter() - self.start,
+            "sps": (step - self._last_steps) / max(train_seconds, 1e-9),
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/return_per_seed": [float(returns.mean())],
+            "eval/episodes": int(returns.size),
+            **{f"brax/{k}": v for k, v in metrics.items()},
+        }
+        if step >= self.total_steps:
+            record["final"] = True
+        self._last_steps, self._last_time = step, now
+        clean = self.logger.log(record)
+        self.records.append(clean)
+        if self.echo is not None:
+            self.echo(format_progress(clean, self.total_steps, clean["eval/return_mean"]))

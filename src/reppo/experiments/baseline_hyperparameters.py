@@ -1,0 +1,193 @@
+"""Which Brax baseline, on which task, with which hyperparameters.
+
+The baselines (`BASELINES`) and their presets (`PRESETS`), the checks of their inputs, and
+`preset_hyperparameters` / `resolve_hyperparameters`: the keyword arguments of Brax's `train`
+under a preset, with overrides checked against Brax's own signatures. Brax and Playground are
+imported inside the functions, so that `reppo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from reppo.cli import UserError
+
+BASELINES = ("brax-ppo", "brax-sac")
+PRESETS = ("playground", "cpu")
+IMPL = "jax"  # MJX physics, as REPPO runs use on CPU (reppo.envs.registry: impl "auto")
+
+# The "cpu" presets keep every algorithmic setting of the Playground preset and resize only
+# what sets the parallelism and memory (documented in docs/baselines.md):
+# - PPO: 32 envs instead of 2048, each still collecting 16 unrolls of 30 steps (480 steps)
+#   per update, in 16 minibatches of 32 sequences instead of 32 of 1024; every transition is
+#   still used num_updates_per_batch=16 times. One update is 15,360 env steps (Playground:
+#   983,040), small enough for budgets of 100k steps.
+# - SAC: 32 envs instead of 128 with grad_updates_per_step 2 instead of 8, which keeps the
+#   gradient updates per env step (1/16) and the batch size; the replay buffer holds at most
+#   total_steps transitions (never more than the run collects; Playground: 4,194,304).
+_CPU_CHANGES: dict[str, dict[str, Any]] = {
+    "brax-ppo": {"num_envs": 32, "batch_size": 32, "num_minibatches": 16},
+    "brax-sac": {"num_envs": 32, "grad_updates_per_step": 2},
+}
+
+# Arguments of Brax's train() that the baseline run sets itself; a hyperparameter override of one
+# of them would break the run's contract (budget, evaluation protocol, env settings).
+_RESERVED = frozenset({
+    "environment", "num_timesteps", "num_evals", "episode_length", "action_repeat", "seed",
+    "wrap_env", "wrap_env_fn", "eval_env", "num_eval_envs", "deterministic_eval", "run_evals",
+    "progress_fn", "policy_params_fn", "randomization_fn", "max_devices_per_host", "vision",
+    "augment_pixels", "log_training_metrics", "training_metrics_steps", "save_checkpoint_path",
+    "restore_checkpoint_path", "restore_params", "restore_value_fn", "checkpoint_logdir",
+    "use_pmap_on_reset",
+})
+
+
+def _brax_train(algo: str) -> Callable[..., Any]:
+    if algo == "brax-ppo":
+        from brax.training.agents.ppo import train as ppo
+
+        return ppo.train
+    from brax.training.agents.sac import train as sac
+
+    return sac.train
+
+
+def _network_factory(algo: str) -> Callable[..., Any]:
+    if algo == "brax-ppo":
+        from brax.training.agents.ppo import networks
+
+        return networks.make_ppo_networks
+    from brax.training.agents.sac import networks
+
+    return networks.make_sac_networks
+
+
+# ---- input checks ----------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown {name} {value!r}{hint}; choose one of {', '.join(choices)}")
+    return value
+
+
+def _check_env(env: str) -> None:
+    """Brax's trainers run the Playground DM Control tasks (JAX envs), not ManiSkill's."""
+    from reppo.envs.registry import DMC_TASKS, UnknownEnvError, list_envs
+
+    if env in DMC_TASKS:
+        return
+    if env in list_envs("maniskill"):
+        raise UserError(
+            f"{env} is a ManiSkill3 task; the Brax baselines run the MuJoCo Playground DM "
+            f"Control tasks only (`reppo envs --family dm_control` lists them)"
+        )
+    raise UserError(str(UnknownEnvError(env)))
+
+
+# ---- hyperparameters -------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy: tuples to lists, nested dicts copied."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def preset_hyperparameters(algo: str, env: str, preset: str = "playground") -> dict[str, Any]:
+    """The keyword arguments of Brax's `train` for `algo` on `env` under `preset`.
+
+    "playground" is `mujoco_playground.config.dm_control_suite_params.brax_ppo_config(env)` /
+    `brax_sac_config(env)` as it resolves for `env`, less what the caller decides
+    (`num_timesteps`: the budget; `num_evals`: the evaluation cadence) and, for SAC,
+    `num_resets_per_eval` (Brax 0.14.2's SAC has no such argument). `episode_length` and
+    `action_repeat` are those of REPPO runs (the task's own episode length, no repeat).
+    "cpu" is the same with the changes of `_CPU_CHANGES` (SAC's replay size is set by
+    `resolve_hyperparameters`, which knows the budget). `network_factory` is a dict of
+    keyword arguments for Brax's `make_ppo_networks` / `make_sac_networks`.
+    """
+    _check_choice("baseline", algo, BASELINES)
+    _check_choice("preset", preset, PRESETS)
+    _check_env(env)
+    from mujoco_playground.config import dm_control_suite_params
+
+    from reppo.envs.registry import env_spec
+
+    make = (
+        dm_control_suite_params.brax_ppo_config
+        if algo == "brax-ppo"
+        else dm_control_suite_params.brax_sac_config
+    )
+    hp = _plain(make(env).to_dict())
+    for key in ("num_timesteps", "num_evals"):
+        hp.pop(key, None)
+    if algo == "brax-sac":
+        hp.pop("num_resets_per_eval", None)
+    hp["episode_length"] = env_spec(env, impl=IMPL).episode_length
+    hp["action_repeat"] = 1
+    hp.setdefault("network_factory", {})
+    if preset == "cpu":
+        hp.update(_CPU_CHANGES[algo])
+    return hp
+
+
+def _allowed_keys(algo: str) -> tuple[set[str], set[str]]:
+    train_keys = set(inspect.signature(_brax_train(algo)).parameters) - _RESERVED
+    factory = inspect.signature(_network_factory(algo)).parameters
+    net_keys = set(factory) - {"observation_size", "action_size", "preprocess_observations_fn"}
+    return train_keys, net_keys
+
+
+def resolve_hyperparameters(
+    algo: str,
+    env: str,
+    preset: str,
+    total_steps: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The preset's hyperparameters with `overrides` applied (checked against Brax's `train`
+    and network-factory signatures; `network_factory` entries are merged key by key)."""
+    hp = preset_hyperparameters(algo, env, preset)
+    if algo == "brax-sac" and preset == "cpu":
+        hp["max_replay_size"] = min(int(hp["max_replay_size"]), total_steps)
+    if not overrides:
+        return hp
+    train_keys, net_keys = _allowed_keys(algo)
+    for key, value in overrides.items():
+        if key in _RESERVED:
+            raise UserError(
+                f"hyperparameter {key!r} is set by the baseline runner itself (budget, "
+                f"evaluation or env settings) and cannot be overridden"
+            )
+        if key not in train_keys:
+            raise UserError(
+                f"unknown {algo} hyperparameter {key!r}; valid: {', '.join(sorted(train_keys))}"
+            )
+        if key == "network_factory":
+            if not isinstance(value, Mapping):
+                raise UserError("network_factory must be a mapping of network keyword arguments")
+            unknown = sorted(set(value) - net_keys)
+            if unknown:
+                raise UserError(
+                    f"unknown network_factory argument(s) {', '.join(unknown)}; valid: "
+                    f"{', '.join(sorted(net_keys))}"
+                )
+            hp["network_factory"] = {**hp["network_factory"], **_plain(value)}
+        else:
+            hp[key] = _plain(value)
+    return hp

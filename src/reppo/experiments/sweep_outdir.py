@@ -1,0 +1,138 @@
+"""The sweep directory itself: OUT/sweep.json and OUT/sweep.lock.
+
+`check_out_dir` refuses an OUT that is not a sweep or holds a sweep with other settings,
+`record_invocation` creates sweep.json or adds this invocation to it, and `sweep_lock` keeps
+two sweeps from running in the same OUT at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from reppo.experiments.sweep_plan import _read_json
+from reppo.experiments.sweep_settings import Settings, _user_error
+
+SWEEP_FILE = "sweep.json"
+
+
+LOCK_FILE = "sweep.lock"
+_UNSET = object()
+
+
+# ---- the sweep file and lock -----------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _differences(existing: dict[str, Any], settings: Settings) -> list[str]:
+    """What differs between a sweep.json and these settings, one phrase per difference."""
+    diffs = []
+    for key, new in (("suite", settings.suite.name), ("seeds", settings.seeds),
+                     ("steps", settings.steps)):
+        if existing.get(key) != new:
+            diffs.append(f"{key} {existing.get(key)!r} there, {new!r} now")
+    old_algo = existing.get("algos", {}).get(settings.algo)
+    if old_algo is None:
+        return diffs
+    if old_algo.get("preset") != settings.preset:
+        diffs.append(f"{settings.algo} preset {old_algo.get('preset')!r} there, "
+                     f"{settings.preset!r} now")
+    old_set, new_set = old_algo.get("overrides", {}), settings.overrides
+    for name in sorted(set(old_set) | set(new_set)):
+        if old_set.get(name, _UNSET) != new_set.get(name, _UNSET):
+            there = f"{name}={old_set[name]}" if name in old_set else f"no {name}"
+            now = f"{name}={new_set[name]}" if name in new_set else f"no {name}"
+            diffs.append(f"--set {there} there, {now} now")
+    return diffs
+
+
+def check_out_dir(settings: Settings) -> dict[str, Any] | None:
+    """The existing sweep.json of OUT (None for a new sweep); refuses conflicting settings."""
+    out = settings.out
+    if out.exists() and not out.is_dir():
+        raise _user_error(f"--out {out} is a file; pick a directory")
+    path = out / SWEEP_FILE
+    if not path.exists():
+        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise _user_error(
+                f"--out {out} holds files but no {SWEEP_FILE}, so it is not a sweep; nothing "
+                "was changed; pick a new or empty directory"
+            )
+        return None
+    existing = _read_json(path)
+    if not isinstance(existing, dict):
+        raise _user_error(f"{path} is unreadable or not a JSON object; repair it or pick "
+                          "another --out")
+    # Compare in JSON form: overrides were stored as JSON.
+    diffs = _differences(json.loads(json.dumps(existing)), settings)
+    if diffs:
+        raise _user_error(
+            f"{out} holds a sweep with other settings ({'; '.join(diffs)}); nothing was "
+            "changed; rerun with its settings to resume it, or pick another --out"
+        )
+    return existing
+
+
+def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> None:
+    """Create OUT/sweep.json, or add this invocation (and algo) to it."""
+    from reppo.runs import atomic_write_json
+
+    invocation = {
+        "command": settings.command(), "date": _now(), "algo": settings.algo,
+        "tasks": list(settings.tasks), "methods": [m.label for m in settings.methods],
+    }
+    if existing is None:
+        settings.out.mkdir(parents=True, exist_ok=True)
+        record = {
+            "suite": settings.suite.name, "backend": settings.suite.backend,
+            "seeds": settings.seeds, "steps": settings.steps,
+            "algos": {settings.algo: settings.algo_record()},
+            "command": invocation["command"], "date": invocation["date"],
+            "invocations": [invocation],
+        }
+        try:
+            atomic_write_json(settings.out / SWEEP_FILE, record, overwrite=False)
+        except FileExistsError:
+            raise _user_error(f"{settings.out} was claimed by another sweep just now; "
+                              "pick another --out") from None
+        return
+    record = dict(existing)
+    record.setdefault("algos", {})[settings.algo] = settings.algo_record()
+    record["invocations"] = [*record.get("invocations", []), invocation]
+    atomic_write_json(settings.out / SWEEP_FILE, record)
+
+
+@contextlib.contextmanager
+def sweep_lock(out: Path) -> Iterator[None]:
+    """Hold OUT/sweep.lock, so two sweeps never run the same runs at once (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the run dirs still refuse reuse
+        yield
+        return
+    with open(out / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise _user_error(
+                f"another reppo sweep (pid {holder}) is running in {out}; wait for it to end "
+                "or stop it first"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,207 @@
+"""The validated settings of a `reppo sweep` invocation, and the helpers every part of the sweep
+shares.
+
+`resolve` checks the arguments of `reppo sweep` (suite, seeds, tasks, variants, preset and
+`--set` overrides) and fills in the suite's defaults, giving a `Settings`: what to run and
+where. Nothing here starts a process or touches the sweep directory. This module imports
+nothing heavy at the top, so that `reppo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reppo.experiments.suites import (
+    BASELINE_PRESETS,
+    REPPO,
+    Suite,
+    Variant,
+    get_suite,
+)
+
+# Config fields that the sweep sets for every run, and the flag that sets them instead.
+_MANAGED = {
+    "env": "--tasks", "seed": "--seeds", "num_seeds": "--seeds", "total_steps": "--steps",
+    "backend": "--suite",
+}
+# The only config fields a Brax baseline run accepts (as its own flags of the same name).
+_BASELINE_FIELDS = ("eval_interval_steps", "eval_episodes")
+
+
+Echo = Callable[[str], None]
+
+
+def _user_error(message: str) -> Exception:
+    from reppo.cli import UserError
+
+    return UserError(message)
+
+
+# ---- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A sweep invocation, validated: what to run and where."""
+
+    suite: Suite
+    algo: str
+    seeds: int
+    steps: int
+    preset: str | None  # None: each variant's own preset (ablation suites)
+    overrides: dict[str, Any]
+    tasks: tuple[str, ...]
+    methods: tuple[Variant, ...]
+    out: Path
+
+    @property
+    def batched_seeds(self) -> bool:
+        """REPPO on JAX trains all K seeds in one process (and one run dir); the torch backend
+        and the Brax baselines train one seed per process."""
+        return self.algo == REPPO and self.suite.backend == "jax"
+
+    @property
+    def seeds_per_process(self) -> int:
+        return self.seeds if self.batched_seeds else 1
+
+    def algo_record(self) -> dict[str, Any]:
+        """What must match when this algo is run again in the same OUT."""
+        return {"preset": self.preset, "overrides": self.overrides}
+
+    def command(self) -> str:
+        """The canonical `reppo sweep` command of these settings."""
+        parts = ["reppo", "sweep", "--suite", self.suite.name, "--seeds", str(self.seeds),
+                 "--algo", self.algo, "--steps", str(self.steps), "--out", str(self.out)]
+        if self.tasks != self.suite.tasks:
+            parts += ["--tasks", ",".join(self.tasks)]
+        if self.suite.variants and self.algo == REPPO and self.methods != self.suite.variants:
+            parts += ["--variants", ",".join(m.label for m in self.methods)]
+        if self.preset is not None:
+            parts += ["--preset", self.preset]
+        for name, value in self.overrides.items():
+            parts += ["--set", f"{name}={value}"]
+        return shlex.join(parts)
+
+
+def _pick(kind: str, text: str, valid: tuple[str, ...], suite: str) -> tuple[str, ...]:
+    """The comma-separated names of `text`, each checked against `valid`, in `valid`'s order."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise _user_error(f"--{kind}s is empty; give comma-separated names, e.g. {valid[0]}")
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _user_error(
+                f"unknown {kind} {name!r} in --{kind}s{hint}; the {suite} suite has: "
+                f"{', '.join(valid)}"
+            )
+    return tuple(v for v in valid if v in names)
+
+
+def parse_overrides(pairs: list[str], algo: str) -> dict[str, Any]:
+    """`--set field=value` pairs as typed config values, in the order given."""
+    import dataclasses
+
+    from reppo.config import Config, coerce_field
+
+    fields = [f.name for f in dataclasses.fields(Config)]
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise _user_error(f"--set {pair!r} is not FIELD=VALUE, e.g. --set eval_episodes=32")
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _user_error(
+                f"--set {name}: no such config field{hint}; `reppo train --help` lists them"
+            )
+        if name in _MANAGED:
+            raise _user_error(
+                f"--set {name}: the sweep sets {name} for each run; use {_MANAGED[name]} instead"
+            )
+        if algo != REPPO and name not in _BASELINE_FIELDS:
+            raise _user_error(
+                f"--set {name} applies to REPPO runs only; the Brax baselines take "
+                f"{' and '.join(_BASELINE_FIELDS)}"
+            )
+        if name in overrides:
+            raise _user_error(f"--set {name} is given twice; keep one")
+        overrides[name] = coerce_field(name, value.strip())
+    return overrides
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    """Check the arguments of `reppo sweep` and fill in the suite's defaults."""
+    from reppo.presets import PRESETS, get_preset
+
+    suite = get_suite(args.suite)
+    if args.seeds < 1:
+        raise _user_error(f"--seeds must be >= 1, got {args.seeds}")
+    algo = args.algo
+    if algo != REPPO and suite.baseline_preset is None:
+        raise _user_error(
+            f"--algo {algo}: the {suite.name} suite has no Brax baseline (they train "
+            "Playground tasks, and ablation suites compare REPPO variants); use --algo reppo"
+        )
+    tasks = suite.tasks if args.tasks is None else _pick("task", args.tasks, suite.tasks,
+                                                         suite.name)
+    methods = suite.methods(algo)
+    if args.variants is not None:
+        if algo != REPPO or not suite.variants:
+            raise _user_error(
+                f"--variants picks among the methods of an ablation suite; {suite.name} with "
+                f"--algo {algo} has one method, so leave --variants out"
+            )
+        labels = _pick("variant", args.variants, tuple(m.label for m in methods), suite.name)
+        methods = tuple(m for m in methods if m.label in labels)
+
+    preset: str | None = args.preset
+    if algo != REPPO:
+        preset = preset or suite.baseline_preset
+        if preset not in BASELINE_PRESETS:
+            raise _user_error(
+                f"--preset {preset}: the Brax baselines have the presets "
+                f"{', '.join(BASELINE_PRESETS)}"
+            )
+        methods = (Variant(algo, preset, None),)
+    elif suite.variants:
+        if preset is not None:
+            raise _user_error(
+                f"the {suite.name} suite trains each variant with its own preset "
+                f"({', '.join(m.preset for m in suite.variants)}); leave out --preset, and "
+                "pick variants with --variants"
+            )
+    else:
+        preset = preset or suite.preset
+        if preset == "auto":
+            from reppo.presets import default_preset_name
+
+            preset = default_preset_name(suite.backend)
+        if preset not in PRESETS:
+            get_preset(preset)  # raises ConfigError naming the valid presets
+        methods = (Variant(REPPO, preset, None),)
+
+    settings = Settings(
+        suite=suite, algo=algo, seeds=args.seeds, steps=args.steps or suite.steps,
+        preset=preset, overrides=parse_overrides(args.overrides, algo), tasks=tasks,
+        methods=methods, out=args.out,
+    )
+    if algo == REPPO:
+        # One complete config per method, so that a bad combination (say --set num_minibatches
+        # that does not divide the batch) fails now rather than in every child process.
+        for method in methods:
+            get_preset(method.preset).replace(
+                env=tasks[0], backend=suite.backend, seed=0,
+                num_seeds=settings.seeds_per_process, total_steps=settings.steps,
+                **settings.overrides,
+            )
+    return settings
