@@ -127,3 +127,27 @@ def test_run_bookkeeping_imports_no_framework():
         if name.startswith("reppo.runs"):
             top = {m.split(".")[0] for m in _imports(path, top_level_only=True)}
             assert not top & frameworks, f"{name} imports {sorted(top & frameworks)}"
+
+
+def test_nothing_imports_the_command_line():
+    # The command line is the top layer: commands and library code get their errors
+    # (`reppo.errors`), the compile cache (`reppo.compile_cache`) and the resume rule
+    # (`reppo.config.RESUMABLE_FIELDS`) from below it.
+    for name, path in MODULES.items():
+        if name != "reppo.cli":
+            imported = _imports(path, top_level_only=False)
+            assert "reppo.cli" not in imported, f"{name} imports reppo.cli"
+
+
+def test_exit_statuses_come_from_one_mapping():
+    from reppo.config import ConfigError
+    from reppo.errors import UserError, exit_status
+    from reppo.runs import RunDirError
+    from reppo.trainer import NonFiniteError
+
+    assert exit_status(UserError("x")) == 2
+    assert exit_status(ConfigError("x")) == 2
+    assert exit_status(RunDirError("x")) == 2
+    assert exit_status(NonFiniteError("x")) == 1
+    assert exit_status(KeyboardInterrupt()) == 130
+    assert exit_status(ValueError("a bug")) is None

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reppo.cli import UserError
+from reppo.errors import UserError
 from reppo.experiments import baselines, brax_compat
 from reppo.runs import read_metrics
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from reppo.analysis.runs import RunSkippedWarning, find_run_dirs, load_run_dir, load_runs
-from reppo.cli import UserError, main
+from reppo.cli import main
+from reppo.errors import UserError
 
 REPS, GRID = "200", "3"
 

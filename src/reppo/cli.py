@@ -17,7 +17,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from reppo.config import Config, ConfigError, coerce_field, field_help, field_type
+from reppo.compile_cache import enable_compilation_cache
+from reppo.config import RESUMABLE_FIELDS, Config, ConfigError, coerce_field, field_help, field_type
+from reppo.errors import UserError, exit_status
+
+# Kept importable from here for callers written before their modules existed.
+__all__ = ["UserError", "enable_compilation_cache", "main"]
 
 # Experiment commands, each in its own module with `configure_parser(parser)` and
 # `run(args) -> int`; their modules import nothing heavy at the top, so `reppo --help` stays fast.
@@ -30,17 +35,9 @@ _EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UserError(RuntimeError):
-    """Bad input to an experiment command; printed as one line with exit status 2."""
-
-
 # Flags with a dedicated meaning in `train` rather than a config field of the same name.
 _TRAIN_OWN = {"run_dir", "resume", "preset"}
-# Fields that may change when a run is resumed: extending it, or how it is logged.
-_RESUMABLE = {
-    "total_steps", "log_interval_steps", "eval_interval_steps", "eval_episodes",
-    "checkpoint_interval_steps", "keep_checkpoints", "tensorboard", "wandb", "wandb_project",
-}
+_RESUMABLE = RESUMABLE_FIELDS
 
 
 def _flag(name: str) -> str:
@@ -143,19 +140,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache: repeated runs skip most of the compile time."""
-    import jax
-
-    cache = os.environ.get("REPPO_JAX_CACHE", str(Path.home() / ".cache" / "reppo" / "jax"))
-    if cache.lower() in ("", "0", "off", "none"):
-        return
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from reppo.presets import get_preset
+    from reppo.presets import get_preset, resolve_preset_name, task_settings
     from reppo.runs import default_run_dir, open_run_dir
 
     overrides = _overrides(args)
@@ -166,7 +152,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         saved = Config.from_dict(open_run_dir(args.resume))
         if args.preset is not None:
             # A preset given with --resume must be the run's own: it is not applied silently.
-            named = get_preset(args.preset, backend=saved.backend).replace(**overrides)
+            named = get_preset(args.preset, backend=saved.backend, env=saved.env).replace(
+                **overrides
+            )
             differ = sorted(
                 f.name for f in dataclasses.fields(Config)
                 if f.name not in _RESUMABLE and getattr(named, f.name) != getattr(saved, f.name)
@@ -190,8 +178,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if backend == "torch":
             _check_torch_installed()
-        config = get_preset(args.preset or "auto", backend=backend).replace(**overrides)
+        preset = resolve_preset_name(args.preset or "auto", backend=backend)
+        env = overrides.get("env", get_preset(preset, backend=backend).env)
+        config = get_preset(preset, backend=backend, env=env).replace(**overrides)
         run_dir = args.run_dir or default_run_dir(config.env)
+        own = {k: v for k, v in task_settings(preset, env).items() if k not in overrides}
+        if own:
+            settings = ", ".join(f"{k}={v}" for k, v in own.items())
+            print(f"preset {preset} with its {env} settings: {settings}", flush=True)
 
     if config.backend == "torch":
         _check_torch_installed()
@@ -334,34 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         command = {
             "train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "envs": _cmd_envs,
         }[args.command]
-    from reppo.envs.registry import UnknownEnvError, WrongBackendError
-    from reppo.runs import CheckpointError, MetricsError, RunDirError
-
-    user_errors: tuple[type[Exception], ...] = (
-        UserError, ConfigError, UnknownEnvError, WrongBackendError, RunDirError, CheckpointError,
-        MetricsError,
-    )
-    try:
-        from reppo.envs.maniskill import ManiSkillError
-
-        user_errors += (ManiSkillError,)
-    except ImportError:
-        pass
     try:
         return command(args)
-    except user_errors as err:
-        print(f"reppo: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("reppo: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:
-        from reppo.training import NonFiniteError
-
-        if isinstance(err, NonFiniteError):
-            print(f"reppo: error: {err}", file=sys.stderr)
-            return 1
-        raise
+    except BaseException as err:
+        status = exit_status(err)
+        if status is None or isinstance(err, SystemExit):
+            raise
+        print("reppo: interrupted" if status == 130 else f"reppo: error: {err}",
+              file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

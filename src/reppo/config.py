@@ -19,6 +19,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Fields that may change when a run is resumed: extending it, or how it is logged. Any other
+# change would make it a different run, which config.json would no longer describe.
+RESUMABLE_FIELDS = frozenset({
+    "total_steps", "log_interval_steps", "eval_interval_steps", "eval_episodes",
+    "checkpoint_interval_steps", "keep_checkpoints", "tensorboard", "wandb", "wandb_project",
+})
+
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and how to fix it."""

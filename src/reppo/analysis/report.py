@@ -56,7 +56,7 @@ from reppo.analysis.report_model import (
 )
 from reppo.analysis.report_summary import write_summary
 from reppo.analysis.report_tables import write_tables
-from reppo.cli import UserError
+from reppo.errors import UserError
 
 if TYPE_CHECKING:
     from reppo.analysis.runs import Skipped

@@ -24,7 +24,7 @@ from reppo.analysis.report_model import (
     TaskResult,
     _tpi_label,
 )
-from reppo.cli import UserError
+from reppo.errors import UserError
 
 if TYPE_CHECKING:
     from reppo.analysis.runs import Run, RunSet

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from reppo.cli import UserError
+from reppo.errors import UserError
 from reppo.runs.metrics import METRICS_FILE, read_metrics
 from reppo.runs.rundir import CONFIG_FILE
 

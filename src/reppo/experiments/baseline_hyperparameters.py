@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from reppo.cli import UserError
+from reppo.errors import UserError
 
 BASELINES = ("brax-ppo", "brax-sac")
 PRESETS = ("playground", "cpu")

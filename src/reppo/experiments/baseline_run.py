@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reppo.cli import UserError
+from reppo.errors import UserError
 from reppo.experiments.baseline_evaluation import ProtocolEvaluator, _Recorder
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from reppo.cli import UserError
+from reppo.errors import UserError
 from reppo.experiments.baseline_hyperparameters import _check_int
 
 # Brax trains in whole evaluation periods; a plan longer than this times the budget is refused.

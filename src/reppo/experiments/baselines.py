@@ -33,8 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from reppo.cli import UserError
-from reppo.config import ConfigError
+from reppo.errors import UserError, exit_status
 from reppo.experiments.baseline_evaluation import ProtocolEvaluator, eval_key
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
@@ -47,7 +46,6 @@ from reppo.experiments.baseline_hyperparameters import (
 from reppo.experiments.baseline_run import BaselineResult, run_baseline, train_baseline
 from reppo.experiments.baseline_schedule import MAX_OVERSHOOT, Schedule, plan_schedule
 from reppo.experiments.suites import EVALS_PER_RUN
-from reppo.runs import RunDirError
 
 # The parts live in baseline_hyperparameters (baselines, presets, input checks) <-
 # baseline_schedule (evaluation periods) and baseline_evaluation (the protocol, the recorder)
@@ -118,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     seed = _parse_count("--seed", args.seed, 0)
     interval = _parse_count("--eval-interval-steps", args.eval_interval_steps, 0)
     episodes = _parse_count("--eval-episodes", args.eval_episodes, 1)
-    from reppo.cli import enable_compilation_cache
+    from reppo.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()
 
@@ -144,13 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (UserError, ConfigError, RunDirError) as err:
-        print(f"reppo: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"reppo: interrupted; {args.run_dir} is incomplete and cannot be resumed (Brax "
               "keeps no checkpoint here): run it again in a new directory", file=sys.stderr)
         return 130
+    except Exception as err:
+        status = exit_status(err)
+        if status is None:
+            raise
+        print(f"reppo: error: {err}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

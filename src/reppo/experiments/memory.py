@@ -46,7 +46,7 @@ _FIXED = {"env": "--env", "num_seeds": "(the figures are per seed)",
 
 
 def _user_error(message: str) -> Exception:
-    from reppo.cli import UserError
+    from reppo.errors import UserError
 
     return UserError(message)
 
@@ -280,7 +280,7 @@ def _config(args: argparse.Namespace) -> Any:
         if name in _FIXED:
             raise _user_error(f"--set {name} cannot be changed here {_FIXED[name]}")
         overrides[name] = coerce_field(name, value.strip())
-    return get_preset(args.preset).replace(env=args.env, backend="jax", num_seeds=1, **overrides)
+    return get_preset(args.preset, env=args.env).replace(backend="jax", num_seeds=1, **overrides)
 
 
 def _mib(n: int | None) -> str:

@@ -38,7 +38,7 @@ Echo = Callable[[str], None]
 
 
 def _user_error(message: str) -> Exception:
-    from reppo.cli import UserError
+    from reppo.errors import UserError
 
     return UserError(message)
 

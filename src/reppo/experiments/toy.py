@@ -124,7 +124,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_out_dir(out: Path) -> None:
-    from reppo.cli import UserError
+    from reppo.errors import UserError
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pick a new or empty directory")
@@ -136,7 +136,7 @@ def _check_out_dir(out: Path) -> None:
 
 def write_outputs(out: Path, files: dict[str, bytes]) -> None:
     """Write each file into `out`, never replacing an existing one."""
-    from reppo.cli import UserError
+    from reppo.errors import UserError
     from reppo.runs.rundir import atomic_write_bytes
 
     try:
@@ -154,7 +154,7 @@ def write_outputs(out: Path, files: dict[str, bytes]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reppo.cli import UserError
+    from reppo.errors import UserError
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
