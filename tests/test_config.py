@@ -76,6 +76,50 @@ def test_cpu_preset_is_small_and_runs_the_default_task():
     assert c.log_interval_steps % c.steps_per_iteration == 0
 
 
+def test_per_task_settings_apply_to_their_task_only():
+    from reppo.presets import TASK_SETTINGS, task_settings
+
+    reacher = get_preset("cpu", env="ReacherEasy")
+    assert reacher.env == "ReacherEasy" and reacher.kl_target == 0.2
+    # Nothing else differs from the preset.
+    base, tuned = PRESETS["cpu"].to_dict(), reacher.to_dict()
+    assert {k for k in base if base[k] != tuned[k]} == {"env", "kl_target"}
+    assert get_preset("cpu", env="CartpoleBalance") == PRESETS["cpu"]
+    assert get_preset("cpu", env="PendulumSwingup").kl_target == PRESETS["cpu"].kl_target
+    # Ablations of a base inherit its per-task settings; other presets have none.
+    assert get_preset("cpu-no-aux", env="ReacherEasy").kl_target == 0.2
+    assert get_preset("paper", env="ReacherEasy").kl_target == PAPER.kl_target
+    assert task_settings("auto", "ReacherEasy") == {}
+    # Every entry names a real task and real, valid config fields.
+    from reppo.envs.registry import list_envs
+
+    for preset, tasks in TASK_SETTINGS.items():
+        for task, fields in tasks.items():
+            assert task in list_envs()
+            get_preset(preset, env=task).validated()
+            assert set(fields) <= {f.name for f in dataclasses.fields(Config)}
+
+
+def test_cli_applies_per_task_settings_unless_a_flag_overrides_them(monkeypatch, tmp_path,
+                                                                     capsys):
+    import reppo.training as training
+    from reppo import cli
+
+    seen = []
+
+    def fake_train(config, run_dir, **kwargs):
+        seen.append(config)
+        return training.TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    base = ["train", "--preset", "cpu", "--env", "ReacherEasy"]
+    assert cli.main([*base, "--run-dir", str(tmp_path / "a")]) == 0
+    assert "preset cpu with its ReacherEasy settings: kl_target=0.2" in capsys.readouterr().out
+    assert cli.main([*base, "--kl-target", "0.05", "--run-dir", str(tmp_path / "b")]) == 0
+    assert "settings" not in capsys.readouterr().out.split("REPPO")[0]
+    assert [c.kl_target for c in seen] == [0.2, 0.05]
+
+
 def test_auto_preset_is_cpu_without_a_gpu():
     import jax
 
