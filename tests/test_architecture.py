@@ -151,3 +151,31 @@ def test_exit_statuses_come_from_one_mapping():
     assert exit_status(NonFiniteError("x")) == 1
     assert exit_status(KeyboardInterrupt()) == 130
     assert exit_status(ValueError("a bug")) is None
+
+
+def test_the_catalog_imports_nothing():
+    imported = _imports(PACKAGE / "catalog.py", top_level_only=False)
+    assert imported <= {"__future__", "__future__.annotations"}, sorted(imported)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["envs"], ["report", "docs/results/cpu-smoke-reppo/runs", "--out", "{tmp}/report"],
+     ["sweep", "--suite", "cpu-smoke", "--seeds", "2", "--out", "{tmp}/sweep", "--dry-run"]],
+    ids=["envs", "report", "sweep-dry-run"],
+)
+def test_commands_that_need_no_framework_do_not_import_one(argv, tmp_path):
+    import subprocess
+    import sys
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = (
+        "import sys\n"
+        "from reppo.cli import main\n"
+        f"status = main({argv!r})\n"
+        "loaded = sorted(m for m in ('jax', 'torch', 'brax', 'mujoco') if m in sys.modules)\n"
+        "print('LOADED', status, loaded)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=SRC.parent, timeout=300)
+    assert "LOADED 0 []" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -311,7 +311,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
-    from reppo.envs.registry import list_envs
+    from reppo.catalog import list_envs
 
     for name in list_envs(args.family):
         print(name)

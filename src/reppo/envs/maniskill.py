@@ -32,26 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reppo.catalog import ASSET_TASKS, MANISKILL_TASKS  # noqa: F401 (re-exported)
 from reppo.envs.contract import EnvSpec, TorchStep
 
 if TYPE_CHECKING:
     import torch
-
-MANISKILL_TASKS: tuple[str, ...] = (
-    "PickSingleYCB-v1",
-    "PokeCube-v1",
-    "PullCube-v1",
-    "RollBall-v1",
-    "LiftPegUpright-v1",
-    "PegInsertionSide-v1",
-    "UnitreeG1PlaceAppleInBowl-v1",
-    "UnitreeG1TransportBox-v1",
-    "OpenCabinetDrawer-v1",
-    "PickCube-v1",
-    "PushCube-v1",
-)
-# Tasks whose assets ManiSkill downloads on first use (YCB objects, PartNet-Mobility cabinets).
-ASSET_TASKS: tuple[str, ...] = ("PickSingleYCB-v1", "OpenCabinetDrawer-v1")
 
 REWARD_MODE = "normalized_dense"
 _REWARD_RANGE = (0.0, 1.0)

@@ -13,38 +13,11 @@ from typing import Any
 
 import jax
 
+from reppo.catalog import DMC_TASKS, list_envs
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 from reppo.envs.contract import EnvSpec
 
-# Mirrors mujoco_playground.registry.dm_control_suite.ALL_ENVS (checked by the tests), written
-# out so that listing names needs no Playground import.
-DMC_TASKS: tuple[str, ...] = (
-    "AcrobotSwingup",
-    "AcrobotSwingupSparse",
-    "BallInCup",
-    "CartpoleBalance",
-    "CartpoleBalanceSparse",
-    "CartpoleSwingup",
-    "CartpoleSwingupSparse",
-    "CheetahRun",
-    "FingerSpin",
-    "FingerTurnEasy",
-    "FingerTurnHard",
-    "FishSwim",
-    "HopperHop",
-    "HopperStand",
-    "HumanoidStand",
-    "HumanoidWalk",
-    "HumanoidRun",
-    "PendulumSwingup",
-    "PointMass",
-    "ReacherEasy",
-    "ReacherHard",
-    "SwimmerSwimmer6",
-    "WalkerRun",
-    "WalkerStand",
-    "WalkerWalk",
-)
+__all__ = ["DMC_TASKS", "UnknownEnvError", "WrongBackendError", "env_spec", "list_envs", "make_env"]
 
 _DMC_REWARD_RANGE = (0.0, 1.0)  # DM Control rewards are in [0, 1] per step.
 IMPLS = ("auto", "jax", "warp")
@@ -63,17 +36,6 @@ class UnknownEnvError(ValueError):
 
 class WrongBackendError(ValueError):
     """An environment that the chosen backend cannot train (ManiSkill3 needs torch)."""
-
-
-def list_envs(family: str | None = None) -> list[str]:
-    """Environment names: Playground's DM Control tasks (either backend) and, for the torch
-    backend, the ManiSkill3 tasks; `family` ('dm_control' or 'maniskill') picks one group."""
-    from reppo.envs.maniskill import MANISKILL_TASKS
-
-    groups = {"dm_control": list(DMC_TASKS), "maniskill": list(MANISKILL_TASKS)}
-    if family is not None:
-        return groups[family]
-    return groups["dm_control"] + groups["maniskill"]
 
 
 def _check_name(name: str) -> None:
