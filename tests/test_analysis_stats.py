@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
+from reppo.analysis import curves as learning_curves
+from reppo.analysis import profiles as score_profiles
 from reppo.analysis import stats
 
 # ---- point estimates --------------------------------------------------------------------------
@@ -121,17 +123,17 @@ def test_bootstrap_rejects_bad_arguments():
 
 
 def test_step_interpolate_takes_last_point_at_or_before():
-    out = stats.step_interpolate([10, 20, 30], [1.0, 2.0, 3.0], [5, 10, 15, 30, 40])
+    out = learning_curves.step_interpolate([10, 20, 30], [1.0, 2.0, 3.0], [5, 10, 15, 30, 40])
     np.testing.assert_array_equal(out, [np.nan, 1.0, 1.0, 3.0, 3.0])
     with pytest.raises(ValueError, match="increasing"):
-        stats.step_interpolate([10, 10], [1.0, 2.0], [10])
+        learning_curves.step_interpolate([10, 10], [1.0, 2.0], [10])
 
 
 def test_common_grid_spans_where_every_run_has_a_value():
     curves = [[([10, 20, 40], [0, 0, 0])], [([20, 30], [0, 0]), ([5, 30, 50], [0, 0, 0])]]
-    np.testing.assert_array_equal(stats.common_grid(curves, 3), [20.0, 25.0, 30.0])
+    np.testing.assert_array_equal(learning_curves.common_grid(curves, 3), [20.0, 25.0, 30.0])
     with pytest.raises(ValueError, match="do not overlap"):
-        stats.common_grid([[([1, 2], [0, 0])], [([5, 6], [0, 0])]], 3)
+        learning_curves.common_grid([[([1, 2], [0, 0])], [([5, 6], [0, 0])]], 3)
 
 
 def test_curve_statistic_by_hand():
@@ -140,7 +142,7 @@ def test_curve_statistic_by_hand():
         [([10, 20], [0.0, 1.0])],
         [([10, 20], [0.5, 0.5]), ([5, 15], [0.1, 0.3])],
     ]
-    c = stats.curve_statistic(curves, [10, 20], "mean", reps=300, seed=0)
+    c = learning_curves.curve_statistic(curves, [10, 20], "mean", reps=300, seed=0)
     # At 10: (0 + (0.5 + 0.1)/2) / 2 = 0.15; at 20: (1 + (0.5 + 0.3)/2) / 2 = 0.7.
     np.testing.assert_allclose(c.value, [0.15, 0.7])
     assert np.all(c.low <= c.value) and np.all(c.value <= c.high)
@@ -152,14 +154,14 @@ def test_curve_statistic_by_hand():
 
 def test_reliable_flags_need_the_rest_of_the_run_above_tau():
     # Crosses at index 1, falls back at 2, crosses again at 3 and stays: reliable from 3 on.
-    flags = stats.reliable_flags([0.5, 0.95, 0.8, 0.92, 0.97], tau=0.9)
+    flags = learning_curves.reliable_flags([0.5, 0.95, 0.8, 0.92, 0.97], tau=0.9)
     np.testing.assert_array_equal(flags, [False, False, False, True, True])
     # Ends below tau: never reliable, though it was above tau most of the time.
     np.testing.assert_array_equal(
-        stats.reliable_flags([0.95, 0.99, 0.85], tau=0.9), [False, False, False]
+        learning_curves.reliable_flags([0.95, 0.99, 0.85], tau=0.9), [False, False, False]
     )
     # Exactly tau counts as reached.
-    np.testing.assert_array_equal(stats.reliable_flags([0.9, 1.0], tau=0.9), [True, True])
+    np.testing.assert_array_equal(learning_curves.reliable_flags([0.9, 1.0], tau=0.9), [True, True])
 
 
 def test_reliable_performance_fraction_of_runs_on_a_grid():
@@ -170,7 +172,7 @@ def test_reliable_performance_fraction_of_runs_on_a_grid():
         (steps, [0.95, 0.2, 0.3, 0.4]),  # never
         (steps, [0.1, 0.91, 0.93, 0.95]),  # reliable from step 2
     ]
-    c = stats.reliable_performance([runs], [1, 2, 3, 4], tau=0.9, reps=500, seed=0)
+    c = learning_curves.reliable_performance([runs], [1, 2, 3, 4], tau=0.9, reps=500, seed=0)
     np.testing.assert_allclose(c.value, [1 / 4, 2 / 4, 2 / 4, 3 / 4])
     # Monotone: once reliable, a run stays reliable.
     assert np.all(np.diff(c.value) >= 0)
@@ -271,7 +273,7 @@ def test_performance_profile_equals_rliable(shape, task_means):
     profiles, intervals = library.create_performance_profile(
         {"a": m}, taus, use_score_distribution=not task_means, reps=2000
     )
-    c = stats.performance_profile(m, taus, reps=2000, seed=1, mode="rliable",
+    c = score_profiles.performance_profile(m, taus, reps=2000, seed=1, mode="rliable",
                                   task_means=task_means)
     np.testing.assert_array_equal(c.grid, taus)
     np.testing.assert_allclose(c.value, profiles["a"], rtol=0, atol=1e-12)
@@ -284,7 +286,7 @@ def test_performance_profile_equals_rliable(shape, task_means):
     tol = 0.25 * (high - low) + step + 1e-12
     assert np.all(np.abs(c.low - low) <= tol) and np.all(np.abs(c.high - high) <= tol)
     # The weighted mode is the same profile when every task has equally many runs.
-    weighted = stats.performance_profile(m, taus, reps=200, task_means=task_means)
+    weighted = score_profiles.performance_profile(m, taus, reps=200, task_means=task_means)
     np.testing.assert_allclose(weighted.value, profiles["a"], rtol=0, atol=1e-12)
 
 
@@ -304,7 +306,7 @@ def test_probability_of_improvement_equals_rliable(shapes):
         {"xy": [x, y]}, metrics.probability_of_improvement,
         reps=300 if x.shape[1] > 5 else 2000,
     )
-    e = stats.probability_of_improvement(x, y, reps=2000, seed=1)
+    e = score_profiles.probability_of_improvement(x, y, reps=2000, seed=1)
     assert e.value == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert e.value == pytest.approx(points["xy"], rel=1e-12)
     assert 0.0 <= e.low <= e.value <= e.high <= 1.0
@@ -312,7 +314,7 @@ def test_probability_of_improvement_equals_rliable(shapes):
     tol = 0.25 * (high - low) + 1e-12
     assert abs(e.low - low) <= tol and abs(e.high - high) <= tol, (e, low, high)
     # P(Y > X) = 1 - P(X > Y): ties count one half either way.
-    reverse = stats.probability_of_improvement(y, x, reps=100)
+    reverse = score_profiles.probability_of_improvement(y, x, reps=100)
     assert reverse.value == pytest.approx(1.0 - e.value, rel=1e-12)
 
 
@@ -321,13 +323,13 @@ def test_probability_of_improvement_by_hand():
     # Task B: X [.5] vs Y [.5]: a tie, 1/2. Mean over tasks (5/6 + 1/2) / 2 = 2/3.
     x = [np.array([0.9, 0.6, 0.3]), np.array([0.5])]
     y = [np.array([0.4, 0.2]), np.array([0.5])]
-    e = stats.probability_of_improvement(x, y, reps=500, seed=0)
+    e = score_profiles.probability_of_improvement(x, y, reps=500, seed=0)
     assert e.value == pytest.approx(2 / 3)
     assert e.low <= e.value <= e.high
     # Task B never moves (one run each); task A resamples to between 0 (all .3 vs all .4)...
     assert e.low >= 0.25 and e.high <= 0.75 + 1e-12
     with pytest.raises(ValueError, match="X has 2 tasks and Y 1"):
-        stats.probability_of_improvement(x, y[:1])
+        score_profiles.probability_of_improvement(x, y[:1])
 
 
 def test_probability_of_improvement_resamples_both_methods():
@@ -335,22 +337,22 @@ def test_probability_of_improvement_resamples_both_methods():
     # P(X > Y) 1, 1/2 or 0 (probability 1/4, 1/2, 1/4): the interval spans [0, 1]. It would
     # collapse to 1/2 if Y's runs were not resampled; the same with the roles swapped.
     fixed, varying = [np.array([0.5])], [np.array([0.2, 0.8])]
-    e = stats.probability_of_improvement(fixed, varying, reps=1000, seed=0)
+    e = score_profiles.probability_of_improvement(fixed, varying, reps=1000, seed=0)
     assert (e.value, e.low, e.high) == (0.5, 0.0, 1.0)
-    e = stats.probability_of_improvement(varying, fixed, reps=1000, seed=0)
+    e = score_profiles.probability_of_improvement(varying, fixed, reps=1000, seed=0)
     assert (e.value, e.low, e.high) == (0.5, 0.0, 1.0)
 
 
 def test_performance_profile_by_hand():
     # Task A [0, .4] (weight 1/4 each), task B [.8] (1/2); strictly above tau.
     scores = [np.array([0.0, 0.4]), np.array([0.8])]
-    c = stats.performance_profile(scores, [0.0, 0.4, 0.8], reps=200)
+    c = score_profiles.performance_profile(scores, [0.0, 0.4, 0.8], reps=200)
     np.testing.assert_allclose(c.value, [0.25 + 0.5, 0.5, 0.0])
     # Task means .2 and .8: above 0 both, above .4 only B, above .8 none.
-    c = stats.performance_profile(scores, [0.0, 0.4, 0.8], reps=200, task_means=True)
+    c = score_profiles.performance_profile(scores, [0.0, 0.4, 0.8], reps=200, task_means=True)
     np.testing.assert_allclose(c.value, [1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="taus"):
-        stats.performance_profile(scores, [])
+        score_profiles.performance_profile(scores, [])
 
 
 def test_modes_differ_unless_the_score_count_is_a_multiple_of_four():
@@ -388,12 +390,12 @@ def test_rliable_curve_statistic_is_trim_mean_at_every_grid_point():
     rng = np.random.default_rng(9)
     steps = [10, 20, 30]
     curves = [[(steps, rng.uniform(size=3)) for _ in range(7)] for _ in range(3)]
-    c = stats.curve_statistic(curves, steps, "iqm", reps=200, seed=0, mode="rliable")
+    c = learning_curves.curve_statistic(curves, steps, "iqm", reps=200, seed=0, mode="rliable")
     for g in range(3):
         column = [y[g] for task in curves for _, y in task]
         assert c.value[g] == pytest.approx(trim_mean(column, 0.25), rel=1e-12)
     assert np.all(c.low <= c.value) and np.all(c.value <= c.high)
-    weighted = stats.curve_statistic(curves, steps, "iqm", reps=200, seed=0)
+    weighted = learning_curves.curve_statistic(curves, steps, "iqm", reps=200, seed=0)
     assert np.all(np.abs(weighted.value - c.value) > 1e-9)  # 21 runs: not a multiple of 4
 
 
@@ -403,9 +405,10 @@ def test_rliable_mode_refuses_unequal_run_counts():
     for call in (
         lambda: stats.iqm(scores, mode="rliable"),
         lambda: stats.bootstrap_statistics(scores, reps=10, mode="rliable"),
-        lambda: stats.performance_profile(scores, [0.5], reps=10, mode="rliable"),
-        lambda: stats.curve_statistic([[([1], [v]) for v in task] for task in scores], [1],
-                                      "iqm", reps=10, mode="rliable"),
+        lambda: score_profiles.performance_profile(scores, [0.5], reps=10, mode="rliable"),
+        lambda: learning_curves.curve_statistic(
+            [[([1], [v]) for v in task] for task in scores], [1], "iqm", reps=10, mode="rliable"
+        ),
     ):
         with pytest.raises(stats.UnequalRunCounts, match=message) as info:
             call()

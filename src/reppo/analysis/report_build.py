@@ -88,7 +88,7 @@ def _profiles(runs: Sequence[Run], opts: Options, mode: str) -> dict[str, dict[s
     PROFILE_POINTS thresholds from 0 to max(1, the family's best score)."""
     import numpy as np
 
-    from reppo.analysis.stats import performance_profile
+    from reppo.analysis.profiles import performance_profile
 
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     for (family,), family_runs in _group(runs, "family").items():
@@ -105,7 +105,8 @@ def _profiles(runs: Sequence[Run], opts: Options, mode: str) -> dict[str, dict[s
 def _improvements(runs: Sequence[Run], opts: Options) -> list[Improvement]:
     """P(X > Y) for every ordered pair of methods of a family, on the tasks both cover. The
     pair (Y, X) is 1 - (X, Y), from the same resamples."""
-    from reppo.analysis.stats import Estimate, probability_of_improvement
+    from reppo.analysis.profiles import probability_of_improvement
+    from reppo.analysis.stats import Estimate
 
     out = []
     for (family,), family_runs in _group(runs, "family").items():
@@ -135,7 +136,7 @@ def _aggregate_curves(
     runs: Sequence[Run], opts: Options, notes: list[str], mode: str
 ) -> tuple[dict[str, dict[str, CurveEstimate]], dict[str, dict[str, CurveEstimate]]]:
     """Per family and method: the IQM curve and the reliable-performance curve."""
-    from reppo.analysis.stats import common_grid, curve_statistic, reliable_performance
+    from reppo.analysis.curves import common_grid, curve_statistic, reliable_performance
 
     iqm: dict[str, dict[str, CurveEstimate]] = defaultdict(dict)
     reliable: dict[str, dict[str, CurveEstimate]] = defaultdict(dict)
@@ -164,7 +165,7 @@ def _task_curves(
     runs: Sequence[Run], opts: Options, notes: list[str]
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """Per task: {method: mean curve or None} vs env steps and vs wall time (seconds)."""
-    from reppo.analysis.stats import common_grid, curve_statistic
+    from reppo.analysis.curves import common_grid, curve_statistic
 
     kw = dict(reps=opts.reps, confidence=CONFIDENCE, seed=opts.seed)
     out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
