@@ -1,3 +1,62 @@
-"""REPPO: Relative Entropy Pathwise Policy Optimization."""
+"""REPPO: Relative Entropy Pathwise Policy Optimization.
+
+The library API (docs/api.md)::
+
+    import reppo
+
+    config = reppo.preset("cpu", env="CartpoleBalance", total_steps=200_000)
+    result = reppo.train(config)              # in memory: no files are left behind
+    action = result.policy(obs)               # NumPy in, NumPy out
+    policy = reppo.load_policy("runs/cheetah")  # a run saved by `reppo train`
+
+`import reppo` imports neither JAX nor torch: the names below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Policy",
+    "StopTraining",
+    "TrainResult",
+    "load_policy",
+    "preset",
+    "train",
+]
+
+# Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "Config": "reppo.config",
+    "ConfigError": "reppo.config",
+    "Policy": "reppo.policy",
+    "StopTraining": "reppo.callbacks",
+    "TrainResult": "reppo.api",
+    "load_policy": "reppo.api",
+    "preset": "reppo.api",
+    "train": "reppo.api",
+}
+
+if TYPE_CHECKING:
+    from reppo.api import TrainResult, load_policy, preset, train
+    from reppo.callbacks import StopTraining
+    from reppo.config import Config, ConfigError
+    from reppo.policy import Policy
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reppo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

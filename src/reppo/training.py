@@ -13,12 +13,13 @@ import contextlib
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from reppo.callbacks import Callback, StopTraining
 from reppo.config import Config
 from reppo.runs import (
     MetricsLogger,
@@ -39,7 +40,10 @@ from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
 from reppo.trainer import EvalReport, NonFiniteError, Trainer, TrainResult
 
-__all__ = ["EvalReport", "NonFiniteError", "TrainResult", "Trainer", "make_trainer", "train"]
+__all__ = [
+    "Callback", "EvalReport", "NonFiniteError", "StopTraining", "TrainResult", "Trainer",
+    "make_trainer", "train",
+]
 from reppo.runs.versions import collect_versions
 
 
@@ -140,6 +144,7 @@ def train(
     resume: bool = False,
     echo: Callable[[str], None] = print,
     trainer: Trainer | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train (or resume) a run in `run_dir`; returns when done, interrupted or failed.
 
@@ -155,6 +160,12 @@ def train(
     Ctrl-C and SIGTERM stop the run at the next safe point (after the current compilation,
     chunk or evaluation) with a checkpoint, and the result says `interrupted`; a second
     signal stops the process at once (`reppo.runs.signals`).
+
+    Each of `callbacks` is called with a copy of every metrics record, right after it is
+    logged. A callback that returns True (a bool; None or any other value goes on) or raises
+    `StopTraining` stops the run there like a stop request: a checkpoint is saved and the
+    result says `interrupted` (unless that record was the run's last). Every callback sees
+    every record; any other exception from a callback propagates as an error of the run would.
     """
     run_dir = Path(run_dir)
     MetricsLogger.check_available(tensorboard=config.tensorboard, wandb=config.wandb)
@@ -179,7 +190,8 @@ def train(
 
     try:
         with StopSignals(on_first=announce) as stop:
-            return _train_locked(config, run_dir, resume, echo, trainer, locks, stop)
+            return _train_locked(config, run_dir, resume, echo, trainer, locks, stop,
+                                 tuple(callbacks))
     finally:
         for lock in locks:
             lock.release()
@@ -193,6 +205,7 @@ def _train_locked(
     trainer: Trainer | None,
     locks: list[RunLock],
     stop: StopSignals,
+    callbacks: tuple[Callback, ...] = (),
 ) -> TrainResult:
     trainer = trainer or make_trainer(config)
     wall_offset = 0.0
@@ -215,7 +228,8 @@ def _train_locked(
         truncate_metrics(run_dir, metadata["env_steps"])
         forget_best_after(run_dir, metadata["env_steps"])
         echo(f"resuming {run_dir} from {path.name} ({metadata['env_steps']:,} env steps)")
-        return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=False)
+        return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=False,
+                     callbacks=callbacks)
     if stop.requested:
         echo(f"{stop.name} before training started: nothing was written to {run_dir}")
         return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
@@ -224,7 +238,8 @@ def _train_locked(
     create_run_dir(run_dir, config.to_dict(), collect_versions(trainer.device_description()))
     locks.append(RunLock.acquire(run_dir))
     try:
-        return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=True)
+        return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=True,
+                     callbacks=callbacks)
     except BaseException:
         if latest_checkpoint(run_dir) is None:
             # Nothing of value was written (config, versions, the lock): leave no dead
@@ -245,6 +260,7 @@ def _loop(
     wall_offset: float,
     stop: StopSignals,
     created: bool,
+    callbacks: tuple[Callback, ...] = (),
 ) -> TrainResult:
     logger = MetricsLogger(
         run_dir,
@@ -274,6 +290,20 @@ def _loop(
         None,
     )
     saved_at = None if created else iteration  # the iteration of the newest checkpoint
+    stopped_by_callback = False
+
+    def stopping() -> bool:
+        return stop.requested or stopped_by_callback
+
+    def call_back(record: dict[str, Any]) -> None:
+        nonlocal stopped_by_callback
+        for callback in callbacks:
+            try:
+                answer = callback(dict(record))
+                wants_stop = isinstance(answer, (bool, np.bool_)) and bool(answer)
+            except StopTraining:
+                wants_stop = True
+            stopped_by_callback = stopped_by_callback or wants_stop
 
     def wall() -> float:
         return wall_offset + time.perf_counter() - start_time
@@ -306,12 +336,12 @@ def _loop(
             )
     try:
         prepare = getattr(trainer, "prepare", None)
-        if prepare is not None and iteration < config.num_iterations and not stop.requested:
+        if prepare is not None and iteration < config.num_iterations and not stopping():
             echo(f"  compiling the training program ({chunk_size} iterations per call)...")
             before = trainer.compile_seconds
             prepare(state, chunk_size)
             echo(f"  compiled in {format_duration(trainer.compile_seconds - before)}")
-        while iteration < config.num_iterations and not stop.requested:
+        while iteration < config.num_iterations and not stopping():
             n = chunk_length(config, iteration, chunk_size)
             compile_before = trainer.compile_seconds
             t0 = time.perf_counter()
@@ -344,7 +374,7 @@ def _loop(
                 **summarize(metrics),
             }
             final = iteration >= config.num_iterations
-            if not stop.requested and (
+            if not stopping() and (
                 _crossed(config.eval_interval_steps, previous_steps, env_steps) or final
             ):
                 run_eval(record)
@@ -360,10 +390,11 @@ def _loop(
             if divergent and not warned_divergence:
                 warned_divergence = True
                 echo(_divergence_warning(divergent, env_steps, run_dir))
+            call_back(record)
             evaluated = "eval/return_mean" in record
             is_best = evaluated and record["eval/return_mean"] > best_return
             if (
-                final or stop.requested or is_best
+                final or stopping() or is_best
                 or _crossed(config.checkpoint_interval_steps, previous_steps, env_steps)
             ):
                 path = save()
@@ -372,10 +403,11 @@ def _loop(
                     mark_best_checkpoint(path, best_return)
             if evaluated:
                 plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
-        if stop.requested and iteration < config.num_iterations:
+        if stopping() and iteration < config.num_iterations:
             interrupted = True
             path = save() if saved_at != iteration else latest_checkpoint(run_dir)
-            echo(f"\n{stop.name}: saved {path.name}; continue with `reppo train --resume "
+            name = stop.name if stop.requested else "stopped by a callback"
+            echo(f"\n{name}: saved {path.name}; continue with `reppo train --resume "
                  f"{run_dir}`")
     except KeyboardInterrupt:
         # Ctrl-C outside the signal handler's reach (training driven from another thread, or

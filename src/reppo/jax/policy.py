@@ -59,9 +59,27 @@ def act_deterministic(nets: Networks, config: Config, actor: Params, stats, obs:
     return D.deterministic_action(nets.policy(actor, obs))
 
 
+def act_stochastic(
+    nets: Networks, config: Config, actor: Params, stats, obs: jax.Array, key: jax.Array
+) -> jax.Array:
+    """An action sampled from the tanh-Gaussian policy (what training acts with)."""
+    if config.normalize_obs:
+        obs = N.normalize(stats, obs)
+    return D.sample(nets.policy(actor, obs), key)[0]
+
+
 def load_policy(run_dir: Path, checkpoint: Path | None = None) -> SavedPolicy:
     saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
-    config = Config.from_dict(saved_config)
+    return policy_from_arrays(
+        Config.from_dict(saved_config), arrays, path, int(metadata.get("env_steps", 0))
+    )
+
+
+def policy_from_arrays(
+    config: Config, arrays: dict[str, np.ndarray], path: Path, env_steps: int = 0
+) -> SavedPolicy:
+    """The policy in the `actor/...` and `obs_stats/...` arrays of a checkpoint of either
+    backend (`path` names the checkpoint in errors)."""
     spec = env_spec(config.env, impl=config.impl)
     nets = Networks.from_config(config, spec.obs_size, spec.action_size)
     seeds = config.num_seeds
@@ -80,7 +98,7 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None) -> SavedPolicy:
         raise CheckpointError(
             f"{path}: does not match the run's config.json ({err})"
         ) from None
-    return SavedPolicy(config, nets, actor, stats, int(metadata.get("env_steps", 0)), path)
+    return SavedPolicy(config, nets, actor, stats, env_steps, path)
 
 
 def evaluate_run(

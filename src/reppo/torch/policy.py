@@ -57,11 +57,34 @@ class SavedPolicy:
     backend: str  # the backend that wrote the checkpoint
 
 
+@torch.no_grad()
+def sample_action(
+    policy: DeterministicPolicy, obs: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """An action sampled from `policy`'s tanh-Gaussian (what training acts with); the
+    generator, if given, must live on the policy's device."""
+    if policy.normalize_obs:
+        obs = N.normalize(N.RunningStats(policy.obs_mean, policy.obs_var, None), obs)
+    return D.sample(policy.actor(obs), generator)[0]
+
+
 def load_policy(
     run_dir: Path, checkpoint: Path | None = None, device: str | torch.device = "cpu"
 ) -> SavedPolicy:
     saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
-    config = Config.from_dict(saved_config)
+    return policy_from_arrays(Config.from_dict(saved_config), arrays, path, metadata, device)
+
+
+def policy_from_arrays(
+    config: Config,
+    arrays: dict[str, np.ndarray],
+    path: Path,
+    metadata: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> SavedPolicy:
+    """The policies (one per seed) in the `actor/...` and `obs_stats/...` arrays of a
+    checkpoint of either backend; `metadata` is the checkpoint's (`path` names it in errors)."""
+    metadata = metadata or {}
     spec = torch_env_spec(config.env, impl=config.impl)
     policies = []
     for seed_index in range(config.num_seeds):

@@ -1,0 +1,198 @@
+"""reppo as a library: `preset`, `train`, `load_policy` (docs/api.md).
+
+The same runs as the `reppo` command line, driven from Python: `train` is the CLI's training
+loop (`reppo.training.train`) with callbacks on every metrics record and an in-memory mode
+that leaves no files behind, and every run it returns carries its trained `Policy`.
+
+Nothing here imports JAX or torch at import time; they are imported when a run starts or a
+policy is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reppo.callbacks import Callback, StopTraining
+from reppo.config import Config, ConfigError
+from reppo.policy import Policy, check_backend
+from reppo.trainer import TrainResult as _LoopResult
+
+__all__ = ["StopTraining", "TrainResult", "load_policy", "preset", "train"]
+
+
+@dataclass
+class TrainResult(_LoopResult):
+    """What `reppo.train` returns: the loop's result (`reppo.trainer.TrainResult`) and the
+    trained policy.
+
+    - `eval_return_mean` (property), `eval_returns` (num_seeds, episodes): the last
+      evaluation, which a finished run makes at its end (None / nan if none was made).
+    - `history`: every metrics record of this call, as logged to metrics.jsonl.
+    - `env_steps`, `iterations`, `wall_time`, `sps`, `compile_seconds`.
+    - `interrupted`: stopped early (a callback, Ctrl-C or SIGTERM) with a checkpoint;
+      `stop_signal` names the signal (None for a callback).
+    - `run_dir`: the run directory, None for a run trained without one.
+    - `policy`: the policy of the run's last checkpoint (seed 0), None when the run stopped
+      before it wrote one.
+    """
+
+    policy: Policy | None = None
+
+
+def preset(
+    name: str = "auto", *, env: str | None = None, backend: str = "jax", **overrides: Any
+) -> Config:
+    """A validated `Config`: the named preset (`reppo train --preset`), with its per-task
+    settings for `env`, for `backend`, with `overrides` (config fields) applied on top.
+
+    `name` "auto" is `cpu` when the backend sees no GPU, else `paper`. `env` None keeps the
+    preset's task. An unknown preset, an unknown field or a bad value raises ConfigError with
+    the command line's message.
+    """
+    from reppo.presets import get_preset, resolve_preset_name
+
+    check_backend(backend)
+    resolved = resolve_preset_name(name, backend=backend)
+    if env is None:
+        env = get_preset(resolved, backend=backend).env
+    config = get_preset(resolved, backend=backend, env=env)
+    return config.replace(backend=backend, **overrides).validated()
+
+
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache, as the CLI uses it (`REPPO_JAX_CACHE`), unless the
+    program has chosen its own cache directory."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    from reppo.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
+def _resume_config(config: Config | None, run_dir: Path) -> Config:
+    """The config a resumed run continues with: its own, or `config` where that changes only
+    the fields a resumed run may change (the CLI's rule)."""
+    from reppo.config import RESUMABLE_FIELDS as _RESUMABLE
+    from reppo.runs import open_run_dir
+
+    saved = Config.from_dict(open_run_dir(run_dir))
+    if config is None:
+        return saved
+    frozen = sorted(
+        f.name for f in dataclasses.fields(Config)
+        if f.name not in _RESUMABLE and getattr(config, f.name) != getattr(saved, f.name)
+    )
+    if frozen:
+        raise ConfigError(
+            f"cannot change {', '.join(frozen)} when resuming {run_dir} (it would not be the "
+            f"same run); start a new run instead. Changeable: {', '.join(sorted(_RESUMABLE))}"
+        )
+    return config
+
+
+def _policy_of_run(run_dir: Path, backend: str, keep_path: bool) -> Policy | None:
+    from reppo.runs import latest_checkpoint, load_run_checkpoint
+
+    if latest_checkpoint(run_dir) is None:
+        return None
+    saved_config, path, arrays, metadata = load_run_checkpoint(run_dir)
+    return Policy(
+        Config.from_dict(saved_config), arrays, backend=backend,
+        env_steps=int(metadata.get("env_steps", 0)), checkpoint=path if keep_path else None,
+    )
+
+
+def train(
+    config: Config | None,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] | Callback = (),
+    echo: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a run (or, with `resume=True`, continue the run in `run_dir`) and return its
+    result, with the trained policy as `result.policy`.
+
+    `run_dir` None trains in a temporary directory that is removed before `train` returns:
+    its checkpoints exist only during the call and nothing is left on disk (nor can the run be
+    resumed). A `run_dir` is a run directory exactly as `reppo train --run-dir` writes it.
+    With `resume=True`, `config` None continues with the run's own config; a config may
+    change only what `reppo train --resume` may (the budget, logging, cadences).
+
+    Each callback is called with every metrics record (the dict logged to metrics.jsonl: see
+    docs/algorithm.md). Returning True or raising `reppo.StopTraining` stops the run at that
+    record: a checkpoint is saved and `result.interrupted` is True. `echo` None prints
+    nothing; a callable receives each progress line. Ctrl-C stops the run as with the CLI.
+    """
+    from reppo import training
+
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    callbacks = tuple(callbacks)
+    if resume:
+        if run_dir is None:
+            raise ConfigError("resume=True needs the run_dir of the run to continue")
+        config = _resume_config(config, Path(run_dir))
+    elif not isinstance(config, Config):
+        raise TypeError(
+            f"config must be a reppo.Config (reppo.preset(...)), got {type(config).__name__}"
+        )
+    config = config.validated()
+    check_backend(config.backend, "config.backend")
+    if config.backend == "torch":
+        # JAX (which runs Playground for torch runs) would otherwise take most of the GPU.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _enable_compilation_cache()
+    say = echo if echo is not None else (lambda line: None)
+    steps = config.num_iterations * config.steps_per_iteration
+    where = run_dir if run_dir is not None else "a temporary directory"
+    say(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps x {config.num_seeds} "
+        f"seed(s), {config.num_envs} envs x {config.num_steps} steps per iteration -> {where}")
+
+    def run(path: Path, keep: bool) -> TrainResult:
+        result = training.train(config, path, resume=resume, echo=say, callbacks=callbacks)
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(_LoopResult)}
+        policy = _policy_of_run(path, config.backend, keep) if path.is_dir() else None
+        if not keep:
+            fields["run_dir"] = None
+        return TrainResult(**fields, policy=policy)
+
+    if run_dir is not None:
+        return run(Path(run_dir), keep=True)
+    with tempfile.TemporaryDirectory(prefix="reppo-") as tmp:
+        return run(Path(tmp) / "run", keep=False)
+
+
+def load_policy(
+    run_dir: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    seed_index: int = 0,
+) -> Policy:
+    """The policy saved in a run directory: its latest checkpoint, or `checkpoint` (a file of
+    the run, RUN_DIR/checkpoints/ckpt_<step>.safetensors), as `reppo eval` loads it.
+
+    `backend` None runs it in the backend that trained it; "jax" or "torch" runs it in that
+    one (both read either's checkpoints; a ManiSkill3 run loads in torch only). `seed_index`
+    picks the seed of a `num_seeds` run. Errors are those of `reppo eval`: a missing run or
+    checkpoint, or a config.json that does not match the checkpoint, is a CheckpointError or
+    RunDirError naming the fix.
+    """
+    from reppo.runs import load_run_checkpoint
+
+    saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
+    config = Config.from_dict(saved_config)
+    backend = check_backend(backend if backend is not None else config.backend)
+    return Policy(
+        config, arrays, backend=backend, seed_index=seed_index,
+        env_steps=int(metadata.get("env_steps", 0)), checkpoint=path,
+    )
