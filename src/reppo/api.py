@@ -81,15 +81,13 @@ def _resume_config(config: Config | None, run_dir: Path) -> Config:
     """The config a resumed run continues with: its own, or `config` where that changes only
     the fields a resumed run may change (the CLI's rule)."""
     from reppo.config import RESUMABLE_FIELDS as _RESUMABLE
+    from reppo.config import frozen_changes
     from reppo.runs import open_run_dir
 
     saved = Config.from_dict(open_run_dir(run_dir))
     if config is None:
         return saved
-    frozen = sorted(
-        f.name for f in dataclasses.fields(Config)
-        if f.name not in _RESUMABLE and getattr(config, f.name) != getattr(saved, f.name)
-    )
+    frozen = frozen_changes(saved, config)
     if frozen:
         raise ConfigError(
             f"cannot change {', '.join(frozen)} when resuming {run_dir} (it would not be the "

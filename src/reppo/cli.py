@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from reppo.compile_cache import enable_compilation_cache
-from reppo.config import RESUMABLE_FIELDS, Config, ConfigError, coerce_field, field_help, field_type
+from reppo.config import (
+    RESUMABLE_FIELDS,
+    Config,
+    ConfigError,
+    coerce_field,
+    field_help,
+    field_type,
+    frozen_changes,
+)
 from reppo.errors import UserError, exit_status
 
 # Kept importable from here for callers written before their modules existed.
@@ -155,10 +163,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             named = get_preset(args.preset, backend=saved.backend, env=saved.env).replace(
                 **overrides
             )
-            differ = sorted(
-                f.name for f in dataclasses.fields(Config)
-                if f.name not in _RESUMABLE and getattr(named, f.name) != getattr(saved, f.name)
-            )
+            differ = frozen_changes(saved, named)
             if differ:
                 raise ConfigError(
                     f"--preset {args.preset} differs from the run in {args.resume} in "

@@ -27,6 +27,15 @@ RESUMABLE_FIELDS = frozenset({
 })
 
 
+def frozen_changes(saved: Config, new: Config) -> list[str]:
+    """The fields, outside `RESUMABLE_FIELDS`, in which `new` differs from a run's `saved`
+    config: what resuming that run with `new` would refuse."""
+    return sorted(
+        f.name for f in dataclasses.fields(Config)
+        if f.name not in RESUMABLE_FIELDS and getattr(new, f.name) != getattr(saved, f.name)
+    )
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and how to fix it."""
 
