@@ -19,7 +19,7 @@ from reppo.runs import RunDirError, latest_checkpoint, list_checkpoints, read_me
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {
     "Config", "ConfigError", "Policy", "StopTraining", "TrainResult", "load_policy", "preset",
-    "train",
+    "register_env", "train", "unregister_env",
 }
 
 

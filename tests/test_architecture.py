@@ -153,6 +153,13 @@ def test_exit_statuses_come_from_one_mapping():
     assert exit_status(ValueError("a bug")) is None
 
 
+def test_registering_an_env_imports_no_framework():
+    # reppo.register_env is called at import time of users' env modules: it must stay cheap.
+    frameworks = {"jax", "torch", "gymnasium", "mujoco", "mujoco_playground", "numpy"}
+    top = {m.split(".")[0] for m in _imports(PACKAGE / "user_envs.py", top_level_only=True)}
+    assert not top & frameworks, sorted(top & frameworks)
+
+
 def test_the_catalog_imports_nothing():
     imported = _imports(PACKAGE / "catalog.py", top_level_only=False)
     assert imported <= {"__future__", "__future__.annotations"}, sorted(imported)

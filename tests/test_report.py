@@ -478,12 +478,19 @@ def test_pooled_success_of_several_seeds_is_skipped_with_reason(tmp_path):
         load_runs([tmp_path])
 
 
-def test_unknown_task_is_skipped_with_reason(tmp_path):
-    _write_run(tmp_path / "r", "MyOwnTask", [(100, [1.0])])
-    skipped = []
-    with pytest.raises(UserError):
-        load_runs([tmp_path], on_skip=skipped.append)
-    assert "no score normalization is known for task 'MyOwnTask'" in skipped[0].reason
+def test_a_task_without_known_normalization_scores_its_raw_return_in_its_own_family(tmp_path):
+    from reppo.analysis.runs import family_title, is_raw, raw_family, score_name
+
+    _write_run(tmp_path / "a", "MyOwnTask", [(100, [-150.0])])
+    _write_run(tmp_path / "b", "my_pkg.envs:Other", [(100, [7.0])])
+    runs = load_runs([tmp_path]).runs
+    by_task = {r.task: r for r in runs}
+    assert by_task["MyOwnTask"].family == raw_family("MyOwnTask")
+    assert by_task["MyOwnTask"].final_score == -150.0  # not divided by anything
+    assert by_task["my_pkg.envs:Other"].family != by_task["MyOwnTask"].family  # never pooled
+    assert is_raw(raw_family("X")) and not is_raw("dm_control")
+    assert "raw return" in family_title(raw_family("X")) and "not normalized" in score_name(
+        raw_family("X"))
 
 
 def test_find_run_dirs_reports_dirs_without_metrics(tmp_path):

@@ -8,6 +8,7 @@ The library API (docs/api.md)::
     result = reppo.train(config)              # in memory: no files are left behind
     action = result.policy(obs)               # NumPy in, NumPy out
     policy = reppo.load_policy("runs/cheetah")  # a run saved by `reppo train`
+    reppo.register_env("Maze", make_maze, episode_length=200, reward_range=(0, 1))
 
 `import reppo` imports neither JAX nor torch: the names below are loaded on first use.
 """
@@ -27,7 +28,9 @@ __all__ = [
     "TrainResult",
     "load_policy",
     "preset",
+    "register_env",
     "train",
+    "unregister_env",
 ]
 
 # Public name -> the module that defines it (imported on first access).
@@ -39,7 +42,9 @@ _LAZY = {
     "TrainResult": "reppo.api",
     "load_policy": "reppo.api",
     "preset": "reppo.api",
+    "register_env": "reppo.user_envs",
     "train": "reppo.api",
+    "unregister_env": "reppo.user_envs",
 }
 
 if TYPE_CHECKING:
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from reppo.callbacks import StopTraining
     from reppo.config import Config, ConfigError
     from reppo.policy import Policy
+    from reppo.user_envs import register_env, unregister_env
 
 
 def __getattr__(name: str) -> Any:

@@ -97,7 +97,7 @@ def _resume_config(config: Config | None, run_dir: Path) -> Config:
 
 
 def _policy_of_run(run_dir: Path, backend: str, keep_path: bool) -> Policy | None:
-    from reppo.runs import latest_checkpoint, load_run_checkpoint
+    from reppo.runs import latest_checkpoint, load_run_checkpoint, policy_sizes
 
     if latest_checkpoint(run_dir) is None:
         return None
@@ -105,6 +105,7 @@ def _policy_of_run(run_dir: Path, backend: str, keep_path: bool) -> Policy | Non
     return Policy(
         Config.from_dict(saved_config), arrays, backend=backend,
         env_steps=int(metadata.get("env_steps", 0)), checkpoint=path if keep_path else None,
+        sizes=policy_sizes(metadata),
     )
 
 
@@ -185,7 +186,7 @@ def load_policy(
     checkpoint, or a config.json that does not match the checkpoint, is a CheckpointError or
     RunDirError naming the fix.
     """
-    from reppo.runs import load_run_checkpoint
+    from reppo.runs import load_run_checkpoint, policy_sizes
 
     saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
     config = Config.from_dict(saved_config)
@@ -193,4 +194,5 @@ def load_policy(
     return Policy(
         config, arrays, backend=backend, seed_index=seed_index,
         env_steps=int(metadata.get("env_steps", 0)), checkpoint=path,
+        sizes=policy_sizes(metadata),
     )

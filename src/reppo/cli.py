@@ -127,7 +127,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed-index", type=int, default=0,
                     help="which seed of a --num-seeds run to export (default 0)")
 
-    envs = sub.add_parser("envs", help="list the available environments", allow_abbrev=False)
+    envs = sub.add_parser(
+        "envs", help="list the available environments", allow_abbrev=False,
+        description="List the built-in environments. Your own train as well: a JAX or "
+        "Gymnasium env registered with reppo.register_env (named 'module:Name' on the command "
+        "line), or any Gymnasium id such as HalfCheetah-v5 with --backend torch (docs/envs.md).",
+    )
     envs.add_argument("--family", choices=("dm_control", "maniskill"), default=None,
                       help="only this family (dm_control: either backend; maniskill: torch)")
 

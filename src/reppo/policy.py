@@ -67,6 +67,7 @@ class Policy:
         seed_index: int = 0,
         env_steps: int = 0,
         checkpoint: Path | None = None,
+        sizes: tuple[int, int] | None = None,
     ) -> None:
         check_backend(backend)
         if not 0 <= seed_index < config.num_seeds:
@@ -79,6 +80,7 @@ class Policy:
         self.seed_index = seed_index
         self.env_steps = env_steps
         self.checkpoint = checkpoint  # None for a policy whose run was not kept
+        self._sizes = sizes  # (obs_size, action_size) from the checkpoint; None: ask the env
         self._arrays = {
             name: np.asarray(value)
             for name, value in arrays.items()
@@ -180,7 +182,10 @@ class Policy:
         check_torch_installed()
         from reppo.torch.policy import policy_from_arrays
 
-        saved = policy_from_arrays(self.config, self._arrays, self._where())
+        metadata = {} if self._sizes is None else dict(
+            zip(("obs_size", "action_size"), self._sizes, strict=True)
+        )
+        saved = policy_from_arrays(self.config, self._arrays, self._where(), metadata)
         return saved.policies[self.seed_index]
 
     # ---- building ------------------------------------------------------------------------------
@@ -196,7 +201,9 @@ class Policy:
             from reppo.jax.policy import policy_from_arrays
 
             try:
-                saved = policy_from_arrays(self.config, self._arrays, self._where())
+                saved = policy_from_arrays(
+                    self.config, self._arrays, self._where(), sizes=self._sizes
+                )
             except WrongBackendError:
                 raise ConfigError(
                     f"{self.config.env} is a ManiSkill3 task: its policy runs in torch only "

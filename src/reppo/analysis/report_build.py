@@ -89,9 +89,12 @@ def _profiles(runs: Sequence[Run], opts: Options, mode: str) -> dict[str, dict[s
     import numpy as np
 
     from reppo.analysis.profiles import performance_profile
+    from reppo.analysis.runs import is_raw
 
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     for (family,), family_runs in _group(runs, "family").items():
+        if is_raw(family):  # thresholds on raw returns of an unknown scale mean nothing
+            continue
         top = max(1.0, max(r.final_score for r in family_runs))
         taus = np.linspace(0.0, top, PROFILE_POINTS)
         for (method,), group in _group(family_runs, "method").items():
@@ -137,6 +140,7 @@ def _aggregate_curves(
 ) -> tuple[dict[str, dict[str, CurveEstimate]], dict[str, dict[str, CurveEstimate]]]:
     """Per family and method: the IQM curve and the reliable-performance curve."""
     from reppo.analysis.curves import common_grid, curve_statistic, reliable_performance
+    from reppo.analysis.runs import is_raw
 
     iqm: dict[str, dict[str, CurveEstimate]] = defaultdict(dict)
     reliable: dict[str, dict[str, CurveEstimate]] = defaultdict(dict)
@@ -149,8 +153,9 @@ def _aggregate_curves(
             notes.append(f"No aggregate curves for {method} ({family}): {e}.")
             continue
         iqm[family][method] = curve_statistic(curves, grid, "iqm", mode=mode, **kw)
-        reliable[family][method] = reliable_performance(curves, grid, opts.tau, mode=mode,
-                                                        **kw)
+        if not is_raw(family):  # tau is a normalized score
+            reliable[family][method] = reliable_performance(curves, grid, opts.tau, mode=mode,
+                                                            **kw)
     return dict(iqm), dict(reliable)
 
 

@@ -20,7 +20,7 @@ def _safe_name(name: str) -> str:
 def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
     from reppo.analysis import plots
     from reppo.analysis.reference import REPPO, published_return
-    from reppo.analysis.runs import DM_CONTROL, FAMILY_TITLES, MANISKILL
+    from reppo.analysis.runs import DM_CONTROL, MANISKILL, family_title, is_raw, score_name
 
     colors = plots.method_colors(report.methods)
     family_of = {r.task: r.family for r in report.runs}
@@ -36,29 +36,31 @@ def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
             reference=reference,
         ))
     for family in report.families:
-        title = FAMILY_TITLES[family]
+        title = family_title(family)
+        score = score_name(family) if is_raw(family) else "normalized score"
+        stem = _safe_name(family)
         estimates = {a.method: a.estimates for a in report.aggregates if a.family == family}
         written.append(plots.plot_aggregates(
-            f"{title}: final normalized score (95% stratified bootstrap CIs)", estimates, colors,
-            out / f"aggregates_{family}.png",
+            f"{title}: final {score} (95% stratified bootstrap CIs)", estimates, colors,
+            out / f"aggregates_{stem}.png",
         ))
         if report.sample_efficiency.get(family):
             written.append(plots.plot_curves(
-                f"{title}: sample efficiency", "IQM of normalized score",
+                f"{title}: sample efficiency", f"IQM of {score}",
                 report.sample_efficiency[family], colors,
-                out / f"sample_efficiency_{family}.png",
+                out / f"sample_efficiency_{stem}.png",
             ))
         if report.reliable.get(family):
             written.append(plots.plot_curves(
                 f"{title}: reliable performance (tau = {opts.tau:g})",
                 "fraction of runs reliably >= tau", report.reliable[family], colors,
-                out / f"reliable_performance_{family}.png", ylim=(-0.02, 1.02),
+                out / f"reliable_performance_{stem}.png", ylim=(-0.02, 1.02),
             ))
         if report.profiles.get(family):
             written.append(plots.plot_profiles(
                 f"{title}: performance profile\nfinal normalized scores ({report.stats_mode} "
                 "statistics, 95% stratified bootstrap CIs)", report.profiles[family], colors,
-                out / f"performance_profile_{family}.png",
+                out / f"performance_profile_{stem}.png",
             ))
         bars = [b for b in report.ablations if b.family == family]
         if bars:
@@ -70,6 +72,6 @@ def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
             ]
             written.append(plots.plot_ablations(
                 f"{title}\nablations (95% stratified bootstrap CIs)", groups,
-                out / f"ablations_{family}.png",
+                out / f"ablations_{stem}.png",
             ))
     return written

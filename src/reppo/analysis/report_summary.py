@@ -88,7 +88,7 @@ _MODE_TEXT = {
 
 
 def _improvement_section(report: Report, family: str) -> list[str]:
-    from reppo.analysis.runs import FAMILY_TITLES
+    from reppo.analysis.runs import family_title
 
     pairs = {(i.method_x, i.method_y): i for i in report.improvements if i.family == family}
     if not pairs:
@@ -97,7 +97,7 @@ def _improvement_section(report: Report, family: str) -> list[str]:
     rows = [[x, *("—" if (x, y) not in pairs else _fmt(pairs[x, y].probability, 3)
                   for y in methods)] for x in methods]
     partial = any(i.n_tasks < len(report.tasks[family]) for i in pairs.values())
-    lines = [f"## {FAMILY_TITLES[family]}: probability of improvement", "",
+    lines = [f"## {family_title(family)}: probability of improvement", "",
              "P(row > column): the mean over tasks of the probability that a run of the row's "
              "method ends with a higher normalized score than a run of the column's, ties "
              f"counting 1/2 [{CONFIDENCE:.0%} stratified bootstrap interval]."
@@ -110,7 +110,7 @@ def write_summary(
     report: Report, out: Path, opts: Options, command: str, figures: Sequence[Path]
 ) -> Path:
     from reppo.analysis.reference import REPPO, format_published, published_return
-    from reppo.analysis.runs import DM_CONTROL, FAMILY_TITLES, MANISKILL, SCORE_NAMES
+    from reppo.analysis.runs import DM_CONTROL, MANISKILL, family_title, score_name
     from reppo.analysis.stats import STATISTIC_LABELS, STATISTICS
 
     date = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -120,7 +120,8 @@ def write_summary(
         f"{len(report.runs)} runs of {len(report.methods)} methods on "
         f"{sum(len(t) for t in report.tasks.values())} tasks; {len(report.skipped)} run "
         "directories skipped (listed at the end). Scores: DM Control return / 1000, ManiSkill3 "
-        f"success rate (success_once). Intervals: {CONFIDENCE:.0%} percentile intervals of a "
+        "success rate (success_once), any other task its raw return (a family of its own). "
+        f"Intervals: {CONFIDENCE:.0%} percentile intervals of a "
         f"stratified bootstrap over runs ({opts.reps} resamples, seed {opts.seed}). A run's "
         "final result is its last evaluation. Definitions: docs/report.md.", "",
         f"Statistics mode: {report.stats_mode} ({report.stats_reason}). "
@@ -129,9 +130,9 @@ def write_summary(
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     for family in report.families:
-        title = FAMILY_TITLES[family]
+        title = family_title(family)
         lines += [f"## {title}: aggregate metrics", "",
-                  f"Final normalized score ({SCORE_NAMES[family]}); optimality gap: lower is "
+                  f"Final score ({score_name(family)}); optimality gap: lower is "
                   "better.", ""]
         lines += _table(
             ["method", "tasks", "runs", *(STATISTIC_LABELS[s] for s in STATISTICS)],

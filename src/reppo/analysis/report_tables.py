@@ -48,12 +48,12 @@ def _curve_rows(family: str, curves: dict[str, CurveEstimate], *extra: Any) -> l
 
 def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
     from reppo.analysis.reference import AUTHORS_CODE_RUNS, REPPO, REPPO_FINAL_RETURNS
-    from reppo.analysis.runs import DM_CONTROL, SCORE_NAMES
+    from reppo.analysis.runs import DM_CONTROL, SCORE_NAMES, score_name
 
     rows: list[list[Any]] = [
         ["measured", t.family, t.task, t.method, t.n_runs, t.final_steps,
          _g(t.final_return.value), _g(t.final_return.low), _g(t.final_return.high),
-         SCORE_NAMES[t.family], _g(t.final_score.value), _g(t.final_score.low),
+         score_name(t.family), _g(t.final_score.value), _g(t.final_score.low),
          _g(t.final_score.high)]
         for t in report.task_results
     ]

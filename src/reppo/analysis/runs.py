@@ -14,6 +14,10 @@ Scores. Aggregating over tasks needs scores on a common scale:
   other runs happen to be in the report.
 * ManiSkill3 tasks: the evaluation success rate `eval/success_once` (the fraction of evaluation
   episodes that succeeded at some step), as the paper reports success rates for ManiSkill.
+* Any other task (a user's registered env, a Gymnasium id): no normalization is known, so the
+  score is the raw return, and each such task is a family of its own (`raw_family`): raw
+  returns of different tasks are never pooled, and thresholds on normalized scores (reliable
+  performance, performance profiles) are not computed for them.
 
 Only finished runs are used: a run is finished when its last evaluation is at or past its
 config's `total_steps`. Unfinished and unreadable runs are skipped with a reason, never
@@ -43,6 +47,27 @@ DMC_MAX_RETURN = 1000.0
 DM_CONTROL, MANISKILL = "dm_control", "maniskill"
 FAMILY_TITLES = {DM_CONTROL: "DM Control (MuJoCo Playground)", MANISKILL: "ManiSkill3"}
 SCORE_NAMES = {DM_CONTROL: "return / 1000", MANISKILL: "success rate (success_once)"}
+_RAW = "raw:"
+RAW_SCORE_NAME = "raw return, not normalized"
+
+
+def raw_family(task: str) -> str:
+    """The family of a task whose scores are raw returns (one family per task)."""
+    return _RAW + task
+
+
+def is_raw(family: str) -> bool:
+    return family.startswith(_RAW)
+
+
+def family_title(family: str) -> str:
+    if is_raw(family):
+        return f"{family[len(_RAW):]} (raw return: no normalization is known)"
+    return FAMILY_TITLES[family]
+
+
+def score_name(family: str) -> str:
+    return RAW_SCORE_NAME if is_raw(family) else SCORE_NAMES[family]
 
 _RETURN = "eval/return_mean"
 _RETURN_PER_SEED = "eval/return_per_seed"
@@ -106,6 +131,8 @@ class Run:
     @property
     def scores(self) -> np.ndarray:
         """Normalized score at every evaluation (see the module docstring)."""
+        if is_raw(self.family):
+            return self.returns
         return self.raw if self.family == MANISKILL else self.returns / DMC_MAX_RETURN
 
     @property
@@ -238,10 +265,7 @@ def _family(task: str, has_success: bool) -> str:
         return MANISKILL
     if task in dmc:
         return DM_CONTROL
-    raise RunSkipped(
-        f"no score normalization is known for task {task!r} (DM Control returns are divided by "
-        "1000; ManiSkill tasks use eval/success_once)"
-    )
+    return raw_family(task)
 
 
 def load_run_dir(path: str | os.PathLike[str]) -> list[Run]:

@@ -16,6 +16,7 @@ import jax
 from reppo.catalog import DMC_TASKS, list_envs
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 from reppo.envs.contract import EnvSpec
+from reppo.user_envs import RegisteredEnv, gymnasium_id, lookup, not_found_hint
 
 __all__ = ["DMC_TASKS", "UnknownEnvError", "WrongBackendError", "env_spec", "list_envs", "make_env"]
 
@@ -31,19 +32,35 @@ class UnknownEnvError(ValueError):
         valid = list_envs()
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        super().__init__(f"Unknown environment {name!r}.{hint} Valid names: {', '.join(valid)}")
+        super().__init__(
+            f"Unknown environment {name!r}.{hint} Valid names: {', '.join(valid)}."
+            + not_found_hint(name)
+        )
 
 
 class WrongBackendError(ValueError):
     """An environment that the chosen backend cannot train (ManiSkill3 needs torch)."""
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str) -> RegisteredEnv | None:
+    """None for a Playground task, the registration of a user's JAX env; else an error."""
     if name in DMC_TASKS:
-        return
+        return None
     if name in list_envs("maniskill"):
         raise WrongBackendError(
             f"{name} is a ManiSkill3 task, which the torch backend trains: add --backend torch"
+        )
+    entry = lookup(name)
+    if entry is not None:
+        if entry.backend != "jax":
+            raise WrongBackendError(
+                f"{name} was registered for the {entry.backend} backend (a Gymnasium env): add "
+                f"--backend {entry.backend}, or register a functional JAX env for backend 'jax'"
+            )
+        return entry
+    if gymnasium_id(name):
+        raise WrongBackendError(
+            f"{name} is a Gymnasium env, which the torch backend trains: add --backend torch"
         )
     raise UnknownEnvError(name)
 
@@ -97,7 +114,11 @@ def _spec(name: str, inner: Any, episode_length: int | None) -> EnvSpec:
 
 def env_spec(name: str, impl: str = "auto", episode_length: int | None = None) -> EnvSpec:
     """The static facts of env `name`, without building a batch."""
-    _check_name(name)
+    entry = _check_name(name)
+    if entry is not None:
+        from reppo.envs.custom import build
+
+        return build(entry, episode_length)[1]
     return _spec(name, _load(name, _resolve_impl(impl)), episode_length)
 
 
@@ -108,10 +129,17 @@ def make_env(
 
     `impl` picks Playground's physics: 'jax' (MJX), 'warp' (MuJoCo Warp) or 'auto' (MJX).
     `episode_length` None keeps the task's own time limit (1000 steps for DM Control).
+    A name registered with `reppo.register_env(..., backend="jax")` batches the user's env
+    (`impl` does not apply to it).
     """
-    _check_name(name)
+    entry = _check_name(name)
     impl = _resolve_impl(impl)
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if entry is not None:
+        from reppo.envs.custom import build
+
+        inner, spec = build(entry, episode_length)
+        return AutoResetVecEnv(inner, num_envs, spec)
     inner = _load(name, impl)
     return AutoResetVecEnv(inner, num_envs, _spec(name, inner, episode_length))

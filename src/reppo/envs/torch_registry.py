@@ -1,4 +1,5 @@
-"""Environments for the torch backend: ManiSkill3 tasks natively, Playground via DLPack."""
+"""Environments for the torch backend: ManiSkill3 and Gymnasium natively, Playground and
+registered JAX envs via DLPack."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import torch
 
+from reppo.catalog import DMC_TASKS
 from reppo.config import ConfigError
 from reppo.envs.contract import EnvSpec, TorchVecEnv
+from reppo.user_envs import RegisteredEnv, gymnasium_id, lookup
 
 
 def resolve_device(device: str) -> torch.device:
@@ -25,6 +28,18 @@ def is_maniskill(name: str) -> bool:
     return name in MANISKILL_TASKS
 
 
+def _gymnasium_source(name: str) -> tuple[bool, RegisteredEnv | None]:
+    """(True, its registration) for a Gymnasium env: registered for the torch backend, or an
+    id of Gymnasium's registry (registration None). (False, None) for Playground and
+    ManiSkill tasks and registered JAX envs (Playground's bridge runs those)."""
+    if name in DMC_TASKS or is_maniskill(name):
+        return False, None
+    entry = lookup(name)
+    if entry is not None:
+        return entry.backend == "torch", entry if entry.backend == "torch" else None
+    return gymnasium_id(name) is not None, None
+
+
 def make_torch_env(
     name: str,
     num_envs: int,
@@ -34,7 +49,16 @@ def make_torch_env(
     evaluation: bool = False,
     impl: str = "auto",
 ) -> Any:
-    """A `TorchVecEnv` of `num_envs` envs `name` on `device`."""
+    """A `TorchVecEnv` of `num_envs` envs `name` on `device`: a ManiSkill3 task, a Gymnasium
+    env (registered for the torch backend, or a Gymnasium id), or, through the DLPack bridge,
+    a Playground task or a registered JAX env."""
+    gymnasium, entry = _gymnasium_source(name)
+    if gymnasium:
+        from reppo.envs.gymnasium_env import GymnasiumTorchEnv
+
+        return GymnasiumTorchEnv(
+            name, entry, num_envs, device=device, seed=seed, evaluation=evaluation
+        )
     if is_maniskill(name):
         from reppo.envs.maniskill import make_maniskill_env
 
@@ -47,6 +71,11 @@ def make_torch_env(
 
 
 def torch_env_spec(name: str, impl: str = "auto") -> EnvSpec:
+    gymnasium, entry = _gymnasium_source(name)
+    if gymnasium:
+        from reppo.envs.gymnasium_env import gymnasium_spec
+
+        return gymnasium_spec(name, entry)
     if is_maniskill(name):
         from reppo.envs.maniskill import maniskill_spec
 

@@ -23,7 +23,7 @@ from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
 from reppo.jax import tree_io
 from reppo.jax.networks import Networks, Params
-from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint
+from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint, policy_sizes
 from reppo.runs.outputs import (
     WRITE_ERRNOS,
     check_output_path,
@@ -71,17 +71,23 @@ def act_stochastic(
 def load_policy(run_dir: Path, checkpoint: Path | None = None) -> SavedPolicy:
     saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
     return policy_from_arrays(
-        Config.from_dict(saved_config), arrays, path, int(metadata.get("env_steps", 0))
+        Config.from_dict(saved_config), arrays, path, int(metadata.get("env_steps", 0)),
+        sizes=policy_sizes(metadata),
     )
 
 
 def policy_from_arrays(
-    config: Config, arrays: dict[str, np.ndarray], path: Path, env_steps: int = 0
+    config: Config, arrays: dict[str, np.ndarray], path: Path, env_steps: int = 0,
+    sizes: tuple[int, int] | None = None,
 ) -> SavedPolicy:
     """The policy in the `actor/...` and `obs_stats/...` arrays of a checkpoint of either
-    backend (`path` names the checkpoint in errors)."""
-    spec = env_spec(config.env, impl=config.impl)
-    nets = Networks.from_config(config, spec.obs_size, spec.action_size)
+    backend (`path` names the checkpoint in errors). `sizes` (obs_size, action_size), from
+    the checkpoint's metadata, spare building the env; None asks the env."""
+    if sizes is None:
+        spec = env_spec(config.env, impl=config.impl)
+        sizes = spec.obs_size, spec.action_size
+    obs_size, action_size = sizes
+    nets = Networks.from_config(config, obs_size, action_size)
     seeds = config.num_seeds
 
     def stacked(tree: Any) -> Any:
@@ -90,7 +96,7 @@ def policy_from_arrays(
         )
 
     actor_template = stacked(jax.eval_shape(nets.init_actor, jax.random.PRNGKey(0)))
-    stats_template = stacked(jax.eval_shape(lambda: N.init_stats(spec.obs_size)))
+    stats_template = stacked(jax.eval_shape(lambda: N.init_stats(obs_size)))
     try:
         actor = tree_io.unflatten(actor_template, arrays, prefix="actor/")
         stats = tree_io.unflatten(stats_template, arrays, prefix="obs_stats/")

@@ -150,6 +150,9 @@ class JaxTrainer:
             "iteration": iteration,
             "wall_time": wall_time,
             "num_seeds": self.config.num_seeds,
+            # A policy loads from these without building (or even knowing) the env.
+            "obs_size": self.env.spec.obs_size,
+            "action_size": self.env.spec.action_size,
             "config": self.config.to_dict(),
         }
         return save_checkpoint(

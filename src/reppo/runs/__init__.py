@@ -11,6 +11,7 @@ from reppo.runs.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_run_checkpoint,
+    policy_sizes,
     save_checkpoint,
 )
 from reppo.runs.metrics import (
@@ -54,6 +55,7 @@ __all__ = [
     "load_run_checkpoint",
     "open_run_dir",
     "plot_learning_curve",
+    "policy_sizes",
     "read_metrics",
     "save_checkpoint",
     "truncate_metrics",

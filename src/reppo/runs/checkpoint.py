@@ -194,6 +194,15 @@ def forget_best_after(run_dir: str | os.PathLike[str], env_steps: int) -> None:
             (Path(run_dir) / CHECKPOINT_DIR / BEST_FILE).unlink()
 
 
+def policy_sizes(metadata: dict[str, Any]) -> tuple[int, int] | None:
+    """(obs_size, action_size) recorded in a checkpoint's metadata, so that its policy loads
+    without building the env; None for checkpoints written before they were recorded."""
+    sizes = metadata.get("obs_size"), metadata.get("action_size")
+    if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        return int(sizes[0]), int(sizes[1])
+    return None
+
+
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint with the highest step, or None if the run has none yet."""
     checkpoints = list_checkpoints(run_dir)

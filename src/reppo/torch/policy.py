@@ -22,7 +22,13 @@ from reppo.envs.torch_registry import (
     resolve_device,
     torch_env_spec,
 )
-from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint, open_run_dir
+from reppo.runs import (
+    CheckpointError,
+    evaluation_report,
+    load_run_checkpoint,
+    open_run_dir,
+    policy_sizes,
+)
 from reppo.torch import distributions as D
 from reppo.torch import normalizer as N
 from reppo.torch.networks import Actor as ActorNet
@@ -83,12 +89,17 @@ def policy_from_arrays(
     device: str | torch.device = "cpu",
 ) -> SavedPolicy:
     """The policies (one per seed) in the `actor/...` and `obs_stats/...` arrays of a
-    checkpoint of either backend; `metadata` is the checkpoint's (`path` names it in errors)."""
+    checkpoint of either backend; `metadata` is the checkpoint's (`path` names it in errors).
+    The sizes recorded in `metadata` spare building the env; without them the env is asked."""
     metadata = metadata or {}
-    spec = torch_env_spec(config.env, impl=config.impl)
+    sizes = policy_sizes(metadata)
+    if sizes is None:
+        spec = torch_env_spec(config.env, impl=config.impl)
+        sizes = spec.obs_size, spec.action_size
+    obs_size, action_size = sizes
     policies = []
     for seed_index in range(config.num_seeds):
-        actor = ActorNet(config, spec.obs_size, spec.action_size)
+        actor = ActorNet(config, obs_size, action_size)
         try:
             load_flat(actor, arrays, "actor/", index=seed_index)
             stats = N.RunningStats(*(
@@ -100,7 +111,7 @@ def policy_from_arrays(
         policy = DeterministicPolicy(actor, stats if config.normalize_obs else None)
         policies.append(policy.to(device).eval())
     return SavedPolicy(
-        config, policies, spec.obs_size, spec.action_size, int(metadata.get("env_steps", 0)),
+        config, policies, obs_size, action_size, int(metadata.get("env_steps", 0)),
         path, metadata.get("backend", "jax"),
     )
 
