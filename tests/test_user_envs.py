@@ -339,6 +339,39 @@ def test_gymnasium_ids_need_no_registration():
     assert spec.family == "gymnasium"
 
 
+# ---- sweeps ----------------------------------------------------------------------------------
+def _sweep(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "reppo.cli", "sweep", *args], capture_output=True, text=True,
+        cwd=cwd, timeout=300,
+    )
+
+
+def test_custom_suites_sweep_module_qualified_envs_and_gymnasium_ids(tmp_path):
+    out = _sweep("--suite", "custom", "--tasks", "point_mass_env:PointMass2D", "--seeds", "2",
+                 "--steps", "20000", "--out", str(tmp_path / "a"), "--dry-run", cwd=EXAMPLES)
+    assert out.returncode == 0, out.stderr
+    assert "--env point_mass_env:PointMass2D --seed 0 --num-seeds 2" in out.stdout
+    assert str(tmp_path / "a" / "reppo" / "point_mass_env__PointMass2D") in out.stdout
+    out = _sweep("--suite", "custom-torch", "--tasks", "Pendulum-v1,point_mass_env:PointMass2D",
+                 "--seeds", "2", "--out", str(tmp_path / "b"), "--dry-run", cwd=EXAMPLES)
+    assert out.returncode == 0, out.stderr
+    assert "--backend torch --env Pendulum-v1 --seed 1" in out.stdout
+
+
+@pytest.mark.parametrize("tasks, message", [
+    (None, "add --tasks my_envs:Maze"),
+    ("PointMass2D", "module-qualified name 'module:PointMass2D'"),
+    ("point_mass_env:Nope", "did not register 'Nope'"),
+    ("no_such_module_x:Env", "no module named 'no_such_module_x'"),
+])
+def test_custom_suites_refuse_names_a_child_process_cannot_find(tmp_path, tasks, message):
+    args = ["--suite", "custom", "--seeds", "1", "--out", str(tmp_path / "s"), "--dry-run"]
+    out = _sweep(*args, *(["--tasks", tasks] if tasks else []), cwd=EXAMPLES)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "s").exists()
+
+
 # ---- whole runs --------------------------------------------------------------------------------
 def _reppo(*args, cwd, timeout=900):
     out = subprocess.run(

@@ -82,7 +82,7 @@ class Variant:
 class Suite:
     name: str
     description: str
-    tasks: tuple[str, ...]
+    tasks: tuple[str, ...]  # () for the custom suites: --tasks names them
     backend: Backend
     preset: str  # REPPO preset of a suite without variants
     steps: int  # default env steps per run (per seed)
@@ -144,6 +144,23 @@ SUITES: dict[str, Suite] = {
             preset="paper",
             steps=PAPER_STEPS,
             variants=ablation_variants(("paper", "small")),
+        ),
+        Suite(
+            name="custom",
+            description="your own JAX envs, named in --tasks as module:Name (docs/envs.md)",
+            tasks=(),
+            backend="jax",
+            preset="cpu",
+            steps=CPU_STEPS,
+        ),
+        Suite(
+            name="custom-torch",
+            description="your own Gymnasium envs (module:Name) or Gymnasium ids in --tasks, "
+                        "torch backend",
+            tasks=(),
+            backend="torch",
+            preset="cpu",
+            steps=CPU_STEPS,
         ),
         Suite(
             name="cpu-ablations",

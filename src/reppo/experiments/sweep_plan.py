@@ -39,7 +39,7 @@ class PlannedRun:
     @property
     def name(self) -> str:
         parts = [self.method.label, self.task]
-        if self.run_dir.name != self.task:
+        if self.run_dir.name != task_dir_name(self.task):
             parts.append(self.run_dir.name)
         return "/".join(parts)
 
@@ -69,12 +69,18 @@ class PlannedRun:
         }
 
 
+def task_dir_name(task: str) -> str:
+    """The directory of a task's runs: the name itself, with the ':' of a module-qualified
+    name (my_envs:Maze) written as '__' so that it is a portable directory name."""
+    return task.replace(":", "__")
+
+
 def plan(settings: Settings) -> list[PlannedRun]:
     """Every run of the sweep, in order: methods, then tasks, then seeds."""
     runs = []
     for method in settings.methods:
         for task in settings.tasks:
-            base = settings.out / method.label / task
+            base = settings.out / method.label / task_dir_name(task)
             if settings.batched_seeds:
                 runs.append(PlannedRun(method, settings.algo, task,
                                        tuple(range(settings.seeds)), base))

@@ -105,6 +105,34 @@ def _pick(kind: str, text: str, valid: tuple[str, ...], suite: str) -> tuple[str
     return tuple(v for v in valid if v in names)
 
 
+def _custom_tasks(text: str | None, suite: Suite) -> tuple[str, ...]:
+    """The user's envs of a custom suite, checked now (importing their modules) so that a typo
+    fails once here rather than in every child process."""
+    from reppo.user_envs import gymnasium_id, lookup
+
+    example = "my_envs:Maze" if suite.backend == "jax" else "my_envs:Maze,HalfCheetah-v5"
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise _user_error(f"the {suite.name} suite trains the envs you name: add --tasks "
+                          f"{example} (docs/envs.md)")
+    for name in names:
+        if suite.backend == "torch" and gymnasium_id(name):
+            continue
+        if ":" not in name:
+            raise _user_error(
+                f"--tasks {name}: each run of a sweep is a new process, which finds your env by "
+                f"its module-qualified name 'module:{name}' (the module registers it when "
+                "imported; docs/envs.md)"
+                + (", or give a Gymnasium id" if suite.backend == "torch" else "")
+            )
+        entry = lookup(name)  # imports the module; errors name the problem
+        # The torch backend trains registered JAX envs too (through the DLPack bridge).
+        if entry is not None and entry.backend == "torch" and suite.backend == "jax":
+            raise _user_error(f"--tasks {name} is a Gymnasium env, registered for the torch "
+                              "backend: use --suite custom-torch")
+    return tuple(dict.fromkeys(names))
+
+
 def parse_overrides(pairs: list[str], algo: str) -> dict[str, Any]:
     """`--set field=value` pairs as typed config values, in the order given."""
     import dataclasses
@@ -152,8 +180,12 @@ def resolve(args: argparse.Namespace) -> Settings:
             f"--algo {algo}: the {suite.name} suite has no Brax baseline (they train "
             "Playground tasks, and ablation suites compare REPPO variants); use --algo reppo"
         )
-    tasks = suite.tasks if args.tasks is None else _pick("task", args.tasks, suite.tasks,
-                                                         suite.name)
+    if not suite.tasks:
+        tasks = _custom_tasks(args.tasks, suite)
+    elif args.tasks is None:
+        tasks = suite.tasks
+    else:
+        tasks = _pick("task", args.tasks, suite.tasks, suite.name)
     methods = suite.methods(algo)
     if args.variants is not None:
         if algo != REPPO or not suite.variants:
