@@ -23,7 +23,7 @@ from reppo.config import Config, ConfigError
 from reppo.policy import Policy, check_backend
 from reppo.trainer import TrainResult as _LoopResult
 
-__all__ = ["StopTraining", "TrainResult", "load_policy", "preset", "train"]
+__all__ = ["StopTraining", "TrainResult", "load_policy", "preset", "run_training", "train"]
 
 
 @dataclass
@@ -109,6 +109,55 @@ def _policy_of_run(run_dir: Path, backend: str, keep_path: bool) -> Policy | Non
     )
 
 
+def _check_env(config: Config) -> None:
+    """Unknown or broken envs fail here, before a run directory is made or anything compiles."""
+    if config.backend == "torch":
+        from reppo.envs.torch_registry import torch_env_spec
+
+        torch_env_spec(config.env, impl=config.impl)
+    else:
+        from reppo.envs import env_spec
+
+        env_spec(config.env, impl=config.impl)
+
+
+def run_training(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    echo: Callable[[str], None] = lambda line: None,
+    shown_as: str | None = None,
+) -> _LoopResult:
+    """The training run behind both `reppo.train` and `reppo train`: checks `config` (and, with
+    `resume`, that it changes only what a resumed run may), checks the env, prepares the
+    backend and the compilation cache, prints the run's header line through `echo`, and runs
+    the loop (`reppo.training.train`) in `run_dir` (`shown_as` names it in the header line).
+    Returns the loop's result, without a policy."""
+    from reppo import training
+
+    if resume:
+        config = _resume_config(config, Path(run_dir))
+    config = config.validated()
+    check_backend(config.backend, "config.backend")
+    if config.backend == "torch":
+        # JAX (which runs Playground for torch runs) would otherwise take most of the GPU.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _check_env(config)
+    _enable_compilation_cache()
+    steps = config.num_iterations * config.steps_per_iteration
+    rounded = (
+        f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
+        if steps != config.total_steps else ""
+    )
+    echo(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
+         f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps per "
+         f"iteration -> {shown_as or run_dir}")
+    return training.train(config, Path(run_dir), resume=resume, echo=echo,
+                          callbacks=tuple(callbacks))
+
+
 def train(
     config: Config | None,
     run_dir: str | os.PathLike[str] | None = None,
@@ -131,33 +180,25 @@ def train(
     record: a checkpoint is saved and `result.interrupted` is True. `echo` None prints
     nothing; a callable receives each progress line. Ctrl-C stops the run as with the CLI.
     """
-    from reppo import training
-
     if callable(callbacks):
         callbacks = (callbacks,)
     callbacks = tuple(callbacks)
     if resume:
         if run_dir is None:
             raise ConfigError("resume=True needs the run_dir of the run to continue")
-        config = _resume_config(config, Path(run_dir))
+        if config is None:
+            config = _resume_config(None, Path(run_dir))
     elif not isinstance(config, Config):
         raise TypeError(
             f"config must be a reppo.Config (reppo.preset(...)), got {type(config).__name__}"
         )
-    config = config.validated()
-    check_backend(config.backend, "config.backend")
-    if config.backend == "torch":
-        # JAX (which runs Playground for torch runs) would otherwise take most of the GPU.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    _enable_compilation_cache()
     say = echo if echo is not None else (lambda line: None)
-    steps = config.num_iterations * config.steps_per_iteration
-    where = run_dir if run_dir is not None else "a temporary directory"
-    say(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps x {config.num_seeds} "
-        f"seed(s), {config.num_envs} envs x {config.num_steps} steps per iteration -> {where}")
 
     def run(path: Path, keep: bool) -> TrainResult:
-        result = training.train(config, path, resume=resume, echo=say, callbacks=callbacks)
+        result = run_training(
+            config, path, resume=resume, callbacks=callbacks, echo=say,
+            shown_as=None if keep else "a temporary directory",
+        )
         fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(_LoopResult)}
         policy = _policy_of_run(path, config.backend, keep) if path.is_dir() else None
         if not keep:

@@ -174,17 +174,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     f"--preset {args.preset} differs from the run in {args.resume} in "
                     f"{', '.join(differ)}; a resumed run keeps its config: drop --preset"
                 )
-        changed = sorted(k for k, v in overrides.items() if getattr(saved, k) != v)
-        frozen = [k for k in changed if k not in _RESUMABLE]
-        if frozen:
-            raise ConfigError(
-                f"cannot change {', '.join(frozen)} when resuming (it would not be the same "
-                f"run); start a new run instead. Changeable: {', '.join(sorted(_RESUMABLE))}"
-            )
+        # `run_training` refuses changes a resumed run may not take, and rewrites config.json
+        # with the changed fields once the checkpoint is restored.
         config = saved.replace(**overrides)
-        backend = config.backend
         run_dir = args.resume
-        # `train` rewrites config.json with the changed fields once the checkpoint is restored.
     else:
         if backend == "torch":
             _check_torch_installed()
@@ -199,31 +192,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if config.backend == "torch":
         _check_torch_installed()
-        # JAX (which runs Playground for torch runs) would otherwise take most of the GPU.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        from reppo.envs.torch_registry import torch_env_spec
+    from reppo.api import run_training
 
-        torch_env_spec(config.env, impl=config.impl)  # unknown names fail before any work
-    else:
-        from reppo.envs import env_spec
-
-        env_spec(config.env, impl=config.impl)
-    enable_compilation_cache()
-    from reppo.training import train
-
-    steps = config.num_iterations * config.steps_per_iteration
-    rounded = (
-        f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
-        if steps != config.total_steps else ""
-    )
-    print(
-        f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
-        f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps per "
-        f"iteration -> {run_dir}",
-        flush=True,
-    )
-    result = train(config, run_dir, resume=args.resume is not None,
-                   echo=lambda line: print(line, flush=True))
+    result = run_training(config, run_dir, resume=args.resume is not None,
+                          echo=lambda line: print(line, flush=True))
     if result.eval_returns is not None and not result.interrupted:
         per_seed = ", ".join(f"{x:.1f}" for x in result.eval_returns.mean(axis=1))
         print(f"final evaluation: return {result.eval_return_mean:.1f} "

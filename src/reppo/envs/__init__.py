@@ -1,4 +1,5 @@
-"""JAX environments: the contract, the auto-reset wrapper, the registry and evaluation."""
+"""Environments: the contract, the auto-reset wrapper, the registries (Playground, ManiSkill3,
+the user's registered envs, Gymnasium), evaluation."""
 
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 from reppo.envs.contract import EnvSpec, EnvState, StepOutput
