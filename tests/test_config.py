@@ -380,3 +380,24 @@ def test_every_field_has_help_and_a_type():
 def test_value_support_rejects_an_empty_range():
     with pytest.raises(ConfigError, match="v-min"):
         Config(v_min=200.0).value_support(0.99, (0.0, 1.0))
+
+
+@pytest.mark.parametrize("text, value", [
+    ("100000", 100_000), ("100_000", 100_000), ("100,000", 100_000), ("1e6", 1_000_000),
+    ("100k", 100_000), ("1.5M", 1_500_000), ("0.1k", 100), ("2G", 2_000_000_000), ("-3", -3),
+])
+def test_counts_are_parsed_one_way_everywhere(text, value):
+    from reppo.config import coerce_field, parse_count
+
+    assert parse_count(text) == value
+    assert coerce_field("total_steps" if value > 0 else "seed", text) == value
+
+
+@pytest.mark.parametrize("text", ["1.5", "1e-3", "abc", "inf", "nan", "", "k", "1.5.0"])
+def test_counts_that_are_not_whole_numbers_are_refused(text):
+    from reppo.config import ConfigError, coerce_field, parse_count
+
+    with pytest.raises(ValueError):
+        parse_count(text)
+    with pytest.raises(ConfigError, match="total_steps must be a whole number .*100k"):
+        coerce_field("total_steps", text)

@@ -11,6 +11,7 @@ choice taken where the paper is silent or wrong.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import functools
 import json
 import math
@@ -338,6 +339,28 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+_COUNT_SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def parse_count(text: str) -> int:
+    """A whole number as people write step counts: '100000', '100_000', '100,000', '1e6',
+    '100k', '1.5M', '2G'. The one parser of counts for every flag and `--set` value; raises
+    ValueError for anything that is not a whole number."""
+    raw = str(text).strip().replace("_", "").replace(",", "")
+    scale = 1
+    if raw[-1:].lower() in _COUNT_SUFFIXES:
+        scale, raw = _COUNT_SUFFIXES[raw[-1].lower()], raw[:-1]
+    try:
+        number = decimal.Decimal(raw) * scale  # exact: '1.5M' is 1500000, '0.1k' is 100
+    except decimal.InvalidOperation:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ValueError(f"not a whole number: {text!r}")
+    if abs(number) >= 2**63:  # counts are stored as int64 (checkpoints, JAX)
+        raise ValueError(f"out of range: {text!r}")
+    return int(number)
+
+
 def coerce_field(name: str, value: Any) -> Any:
     """Convert a JSON or command-line value to the field's type, or raise ConfigError."""
     base, nullable = _base_type(field_type(name))
@@ -364,8 +387,8 @@ def coerce_field(name: str, value: Any) -> Any:
         elif base is int:
             if isinstance(value, bool):
                 raise ValueError(value)
-            if isinstance(value, str) and "e" in value.lower():
-                value = float(value)  # "1e6"
+            if isinstance(value, str):
+                value = parse_count(value)  # "1e6", "100k", "1.5M"
             if isinstance(value, float):
                 if not value.is_integer():  # also rejects inf and nan
                     raise ValueError(value)
@@ -379,7 +402,11 @@ def coerce_field(name: str, value: Any) -> Any:
         elif base is str:
             value = str(value)
     except (TypeError, ValueError):
-        kind = "true or false" if base is bool else getattr(base, "__name__", str(base))
+        kind = (
+            "true or false" if base is bool
+            else "a whole number (e.g. 100000, 100k, 1.5M or 1e5)" if base is int
+            else getattr(base, "__name__", str(base))
+        )
         raise ConfigError(f"{name} must be {kind}, got {value!r}") from None
     if allowed is not None and value not in allowed:
         raise ConfigError(

@@ -28,7 +28,6 @@ Nothing heavy is imported at module level (JAX, Brax and Playground load when a 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,21 +66,18 @@ DEFAULT_NUM_EVALS = EVALS_PER_RUN
 
 def _parse_count(flag: str, text: str | None, minimum: int) -> int | None:
     """'100000', '100_000', '1e5', '100k', '1.5M' -> int; a UserError names the flag."""
+    from reppo.config import parse_count
+
     if text is None:
         return None
-    raw = text.strip().replace("_", "").replace(",", "")
-    scale = 1
-    if raw[-1:].lower() in ("k", "m"):
-        scale = 1_000 if raw[-1].lower() == "k" else 1_000_000
-        raw = raw[:-1]
     try:
-        number = float(raw) * scale
+        number = parse_count(text)
     except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number != int(number) or number < minimum:
+        number = minimum - 1
+    if number < minimum:
         raise UserError(f"{flag} must be an integer >= {minimum} (e.g. 100000 or 100k), "
                         f"got {text!r}")
-    return int(number)
+    return number
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -106,14 +106,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(text: str) -> int:
-    """A positive integer, also written like 1e6 or 50_000_000."""
+    """A positive integer, also written like 1e6, 500k or 50_000_000."""
+    from reppo.config import parse_count
+
     try:
-        value = float(text.replace("_", ""))
+        value = parse_count(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(value)
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer (e.g. 500000, 500k or 5e5), got {text!r}")
+    return value
 
 
 # ---- the outcome table, the dry run and the command ------------------------------------------
