@@ -333,6 +333,34 @@ def test_a_factory_that_returns_no_gymnasium_env(registered):
         torch_env_spec("NotGym")
 
 
+def _pendulum_vector(num_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED):
+    return gym.make_vec("Pendulum-v1", num_envs=num_envs, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": autoreset_mode})
+
+
+def test_a_vector_env_factory_gives_the_whole_batch(registered):
+    registered("VecPendulum", _pendulum_vector, backend="torch", episode_length=5,
+               reward_range=(-16.3, 0.0))
+    spec = torch_env_spec("VecPendulum")
+    assert (spec.obs_size, spec.action_size) == (3, 1)
+    env = make_torch_env("VecPendulum", 4, device=CPU)
+    env.reset(0)
+    for _ in range(5):
+        out = env.step(torch.ones(4, 1))
+    np.testing.assert_array_equal(out.truncated.numpy(), 1.0)  # reppo's time limit
+    assert not np.allclose(out.final_obs.numpy(), out.obs.numpy())  # reset in place
+    env.close()
+
+
+def test_a_vector_env_that_auto_resets_is_refused(registered):
+    registered(
+        "AutoVec", lambda num_envs: _pendulum_vector(num_envs, gym.vector.AutoresetMode.NEXT_STEP),
+        backend="torch",
+    )
+    with pytest.raises(EnvRegistrationError, match="AutoresetMode.DISABLED"):
+        torch_env_spec("AutoVec")
+
+
 def test_gymnasium_ids_need_no_registration():
     spec = torch_env_spec("Pendulum-v1")
     assert (spec.obs_size, spec.action_size, spec.episode_length) == (3, 1, 200)

@@ -7,7 +7,9 @@ checks it, and trains, evaluates, exports and reports it like a built-in task:
   (`reset(rng) -> state`, `step(state, action) -> state`, `state.obs`, `state.reward`,
   `state.done`, `action_size`). Both backends train it (torch through the DLPack bridge).
 - backend "torch": `factory()` returns a `gymnasium.Env` with Box observation and action
-  spaces. The torch backend trains it, batched in a Gymnasium vector env.
+  spaces. The torch backend trains it, batched in a Gymnasium vector env. A factory with a
+  `num_envs` parameter instead returns the whole batch, `factory(num_envs=N)`: a
+  `gymnasium.vector.VectorEnv` built with `autoreset_mode=AutoresetMode.DISABLED`.
 
 A name may carry the module that registers it, as Gymnasium's ids do: `"my_pkg.envs:Maze"`
 imports `my_pkg.envs` (which calls `register_env("Maze", ...)` when imported) and then looks

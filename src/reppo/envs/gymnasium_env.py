@@ -1,9 +1,11 @@
 """Gymnasium environments for the torch backend, behind the `TorchVecEnv` contract.
 
-Two sources: a `gymnasium.Env` factory registered with `reppo.register_env(...,
-backend="torch")`, and any id of Gymnasium's registry (`HalfCheetah-v5`), built with
-`gymnasium.make`. Either way reppo batches `num_envs` copies in a `SyncVectorEnv` with
-Gymnasium's auto-reset turned off, and resets ended envs itself (`reset_mask`), because the
+Three sources: a `gymnasium.Env` factory registered with `reppo.register_env(...,
+backend="torch")`, any id of Gymnasium's registry (`HalfCheetah-v5`, built with
+`gymnasium.make`), and a registered factory that takes `num_envs` and returns a
+`gymnasium.vector.VectorEnv` built with `autoreset_mode=AutoresetMode.DISABLED` (a vectorized
+simulator of the user's). reppo batches the first two `num_envs` copies in a `SyncVectorEnv`
+with Gymnasium's auto-reset turned off, and resets ended envs itself (`reset_mask`), because the
 contract needs, at the step that ends an episode, both the true final observation (to
 bootstrap a truncation) and the next episode's first observation (to act on next); Gymnasium's
 default next-step auto-reset returns them one step apart.
@@ -21,6 +23,7 @@ Gymnasium envs keep their state in Python objects, so a resumed run starts fresh
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -56,6 +59,58 @@ def _make_one(name: str, entry: RegisteredEnv | None) -> Any:
         raise _fail(name, f"the factory returned a {type(env).__name__}, not a gymnasium.Env "
                           "(a torch-backend env is one unbatched Gymnasium env; reppo batches it)")
     return env
+
+
+def is_vector_factory(factory: Any) -> bool:
+    """A factory called as `factory(num_envs=N)`, returning a Gymnasium vector env."""
+    try:
+        return "num_envs" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def make_vector(name: str, entry: RegisteredEnv, num_envs: int) -> Any:
+    """The user's vector env of `num_envs` envs, checked to be one reppo can reset in part."""
+    import gymnasium
+    from gymnasium.vector import AutoresetMode
+
+    try:
+        vec = entry.factory(num_envs=num_envs)
+    except Exception as err:  # noqa: BLE001 - the user's code: report what it raised
+        raise _fail(name, f"factory(num_envs={num_envs}) raised {type(err).__name__}: {err}"
+                    ) from err
+    if not isinstance(vec, gymnasium.vector.VectorEnv):
+        raise _fail(name, f"factory(num_envs=...) returned a {type(vec).__name__}, not a "
+                          "gymnasium.vector.VectorEnv")
+    if vec.num_envs != num_envs:
+        raise _fail(name, f"factory(num_envs={num_envs}) returned {vec.num_envs} envs")
+    mode = vec.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.DISABLED:
+        raise _fail(name, f"its vector env auto-resets ({mode}); build it with autoreset_mode="
+                          "gymnasium.vector.AutoresetMode.DISABLED: reppo resets ended envs "
+                          "itself, to keep each episode's true last observation")
+    return vec
+
+
+class _FirstEnv:
+    """Env 0 of a vector env, seen as one env, for `check_gymnasium_env`."""
+
+    def __init__(self, vec: Any) -> None:
+        self.vec = vec
+        self.observation_space = vec.single_observation_space
+        self.action_space = vec.single_action_space
+        self.spec = getattr(vec, "spec", None)
+
+    def reset(self, seed: int) -> tuple[Any, dict]:
+        obs, info = self.vec.reset(seed=seed)
+        return obs[0], info
+
+    def step(self, action: Any) -> tuple[Any, ...]:
+        obs, reward, terminated, truncated, info = self.vec.step(action[None])
+        return obs[0], reward[0], terminated[0], truncated[0], info
+
+    def close(self) -> None:
+        self.vec.close()
 
 
 def _box_bounds(name: str, space: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +162,8 @@ def gymnasium_spec(name: str, entry: RegisteredEnv | None) -> EnvSpec:
     cached = _SPECS.get(name)
     if cached is not None and cached[0] is entry:
         return cached[1]
-    env = _make_one(name, entry)
+    vector = entry is not None and is_vector_factory(entry.factory)
+    env = _FirstEnv(make_vector(name, entry, 1)) if vector else _make_one(name, entry)
     try:
         obs_size, action_size = check_gymnasium_env(name, env)
         if entry is not None:
@@ -154,10 +210,13 @@ class GymnasiumTorchEnv:
         self.num_envs = num_envs
         self.device = torch.device(device)
         self._name, self._entry = name, entry
-        self._vec = SyncVectorEnv(
-            [lambda: _make_one(name, entry) for _ in range(num_envs)],
-            autoreset_mode=AutoresetMode.DISABLED,
-        )
+        if entry is not None and is_vector_factory(entry.factory):
+            self._vec = make_vector(name, entry, num_envs)
+        else:
+            self._vec = SyncVectorEnv(
+                [lambda: _make_one(name, entry) for _ in range(num_envs)],
+                autoreset_mode=AutoresetMode.DISABLED,
+            )
         space = self._vec.single_action_space
         assert isinstance(space, gymnasium.spaces.Box)
         self._low = np.asarray(space.low, np.float64)
