@@ -305,8 +305,11 @@ def _run_example(name, *args, **env):
 
 
 @pytest.mark.slow
-def test_example_train_and_predict_runs():
-    out = _run_example("train_and_predict.py", REPPO_EXAMPLE_STEPS="8192")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_example_train_and_predict_runs(backend):
+    out = _run_example("train_and_predict.py", backend, REPPO_EXAMPLE_STEPS="8192",
+                       OMP_NUM_THREADS="1")
+    assert f"REPPO ({backend})" in out
     assert "after 8,192 env steps" in out and "one observation -> action" in out
 
 
