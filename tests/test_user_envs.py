@@ -365,6 +365,9 @@ def test_gymnasium_ids_need_no_registration():
     spec = torch_env_spec("Pendulum-v1")
     assert (spec.obs_size, spec.action_size, spec.episode_length) == (3, 1, 200)
     assert spec.family == "gymnasium"
+    # Gymnasium's MuJoCo tasks work out of the box (CPU MuJoCo, no registration).
+    cheetah = torch_env_spec("HalfCheetah-v5")
+    assert (cheetah.obs_size, cheetah.action_size, cheetah.episode_length) == (17, 6, 1000)
 
 
 # ---- sweeps ----------------------------------------------------------------------------------
