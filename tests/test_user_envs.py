@@ -469,12 +469,14 @@ def test_command_line_trains_evaluates_exports_and_reports_a_custom_env(tmp_path
 
 
 @pytest.mark.slow
-def test_command_line_trains_and_evaluates_a_gymnasium_id(tmp_path):
+def test_command_line_trains_evaluates_exports_and_resumes_a_gymnasium_id(tmp_path):
     run = tmp_path / "run"
     _reppo("train", "--backend", "torch", "--env", "Pendulum-v1", "--total-steps", "8192",
            "--eval-episodes", "4", "--run-dir", str(run), cwd=tmp_path)
     out = _reppo("eval", str(run), "--episodes", "4", cwd=tmp_path)
     assert "Pendulum-v1" in out
+    _reppo("export", str(run), "--onnx", str(tmp_path / "pendulum.onnx"), cwd=tmp_path)
+    assert (tmp_path / "pendulum.onnx").stat().st_size > 0
     # Resuming continues the learner; the Gymnasium episodes start afresh.
     _reppo("train", "--resume", str(run), "--total-steps", "16384", cwd=tmp_path)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
