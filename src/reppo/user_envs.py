@@ -128,6 +128,11 @@ def register_env(
     return entry
 
 
+def env_error(name: str, problem: str) -> EnvRegistrationError:
+    """The error for a user's env that reppo cannot use: the env, the problem, the contract."""
+    return EnvRegistrationError(f"environment {name!r}: {problem} (docs/envs.md has the contract)")
+
+
 def check_reward_range(reward_range: Any, name: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in reward_range)

@@ -19,13 +19,10 @@ import numpy as np
 
 from reppo.envs.autoreset import flat_obs
 from reppo.envs.contract import EnvSpec
-from reppo.user_envs import EnvRegistrationError, RegisteredEnv
+from reppo.user_envs import RegisteredEnv
+from reppo.user_envs import env_error as _fail
 
 _BUILT: dict[str, tuple[RegisteredEnv, Any, EnvSpec]] = {}
-
-
-def _fail(name: str, problem: str) -> EnvRegistrationError:
-    return EnvRegistrationError(f"environment {name!r}: {problem} (docs/envs.md has the contract)")
 
 
 def _describe(x: Any) -> str:

@@ -31,13 +31,10 @@ import numpy as np
 import torch
 
 from reppo.envs.contract import EnvSpec, TorchStep
-from reppo.user_envs import EnvRegistrationError, RegisteredEnv
+from reppo.user_envs import RegisteredEnv
+from reppo.user_envs import env_error as _fail
 
 GYMNASIUM_FAMILY = "gymnasium"
-
-
-def _fail(name: str, problem: str) -> EnvRegistrationError:
-    return EnvRegistrationError(f"environment {name!r}: {problem} (docs/envs.md has the contract)")
 
 
 def _factory(name: str, entry: RegisteredEnv | None) -> Any:
@@ -201,6 +198,9 @@ class GymnasiumTorchEnv:
         self, name: str, entry: RegisteredEnv | None, num_envs: int, *,
         device: torch.device, seed: int = 0, evaluation: bool = False,
     ) -> None:
+        # `seed` and `evaluation` are the factory's common arguments: reset(seed) seeds these
+        # envs, and evaluation needs no other mode (only the first episode of each env counts).
+        del seed, evaluation
         import gymnasium
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
@@ -209,7 +209,6 @@ class GymnasiumTorchEnv:
         self.spec = gymnasium_spec(name, entry)
         self.num_envs = num_envs
         self.device = torch.device(device)
-        self._name, self._entry = name, entry
         if entry is not None and is_vector_factory(entry.factory):
             self._vec = make_vector(name, entry, num_envs)
         else:
@@ -224,7 +223,6 @@ class GymnasiumTorchEnv:
         self._dtype = space.dtype
         self._count = np.zeros(num_envs, np.int64)
         self._seeded = False
-        self._evaluation = evaluation
 
     def _tensor(self, x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=dtype).to(self.device)
