@@ -417,6 +417,46 @@ def test_eval_mp4_without_ffmpeg_is_refused_before_evaluating(run_copy, capsys, 
     assert out == "" and not (run_copy.parent / "clip.mp4").exists()
 
 
+def _fake_ffmpeg(tmp_path: Path, monkeypatch, message: str) -> None:
+    """An `ffmpeg` on PATH that starts the output file, reads the frames and fails with
+    `message` on stderr, as ffmpeg does when the disk fills up under it."""
+    import os
+
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "ffmpeg"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for last; do :; done\n'
+        'printf partial > "$last"\n'
+        "cat > /dev/null\n"
+        f'echo "$last: {message}" >&2\n'
+        "exit 1\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(
+    ("message", "needles"),
+    [("No space left on device", ("no space left", "nothing was written")),
+     ("Read-only file system", ("read-only file system", "nothing was written")),
+     ("Invalid argument", ("ffmpeg could not write", "Invalid argument", ".gif"))],
+)
+def test_eval_mp4_that_ffmpeg_fails_to_write_is_one_line_and_leaves_nothing(
+        run_copy, capsys, monkeypatch, tmp_path, message, needles):
+    import os
+
+    _fast_video(monkeypatch)
+    _fake_ffmpeg(tmp_path, monkeypatch, message)
+    out_dir = run_copy.parent / "videos"
+    out_dir.mkdir()
+    video = out_dir / "clip.mp4"
+    code, out, err = _cli(capsys, "eval", run_copy, "--video", video)
+    _assert_user_error(code, err, *needles)
+    assert out == ""
+    assert os.listdir(out_dir) == []  # neither the partial video nor a temp file
+
 # ---- eval: checkpoints that are not the run's, edited configs, unwritable --video ------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+from reppo.errors import UserError
 
 Policy = Callable[[jax.Array], jax.Array]
 StochasticPolicy = Callable[[jax.Array, jax.Array], jax.Array]  # (obs, step key) -> action
@@ -233,7 +235,36 @@ def _write_video(path: Path, frames: np.ndarray, fps: float) -> None:
         return
     import mediapy
 
-    mediapy.write_video(path, frames, fps=fps)
+    try:
+        mediapy.write_video(path, frames, fps=fps)
+    except (RuntimeError, BrokenPipeError) as err:
+        raise _ffmpeg_error(path, err) from None
+
+
+# What ffmpeg prints (strerror) when the file system refuses the output, and the errno.
+_FFMPEG_OS_ERRORS = (
+    ("No space left on device", errno.ENOSPC),
+    ("Disk quota exceeded", errno.EDQUOT),
+    ("File too large", errno.EFBIG),
+    ("Read-only file system", errno.EROFS),
+    ("Permission denied", errno.EACCES),
+    ("Input/output error", errno.EIO),
+)
+
+
+def _ffmpeg_error(path: Path, err: BaseException) -> Exception:
+    """mediapy reports a failed ffmpeg as RuntimeError("Error writing ...: <ffmpeg's stderr>")
+    or, when ffmpeg died while frames were still being piped, BrokenPipeError: an OSError with
+    the file system's errno where ffmpeg's message names one (disk full, read-only, ...), so
+    callers treat it as any failed write; otherwise one line with ffmpeg's last words."""
+    text = str(err)
+    for message, code in _FFMPEG_OS_ERRORS:
+        if message in text:
+            return OSError(code, os.strerror(code), str(path))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else type(err).__name__
+    return UserError(f"ffmpeg could not write {path.name} ({last}); pass a .gif path, which "
+                     "needs no ffmpeg, or check the ffmpeg installation")
 
 
 def _check_can_write(path: Path) -> None:
