@@ -79,7 +79,7 @@ def collect_versions(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "reppo": reppo_version,
         "packages": packages,
-        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if extra:
         info.update(extra)
