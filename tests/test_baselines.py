@@ -235,6 +235,7 @@ def test_reported_return_is_an_independent_rollout_of_the_brax_policy(runs, algo
     """Re-evaluate the final policy without the project's evaluator: the Brax deterministic
     policy stepping the Playground env directly from the same initial states, 1000 steps,
     summing rewards. Equal returns mean the reported metric is exactly this protocol."""
+    from reppo.envs.evaluation import eval_key
     from reppo.envs.registry import make_env
 
     result, _ = runs[algo]
@@ -256,7 +257,7 @@ def test_reported_return_is_an_independent_rollout_of_the_brax_policy(runs, algo
         init = (start, jnp.zeros(EPISODES), jnp.ones(EPISODES))
         return jax.lax.scan(body, init, None, 1000)[0][1]
 
-    returns = np.asarray(rollout(baselines.eval_key(0, final["env_steps"])), np.float64)
+    returns = np.asarray(rollout(eval_key(0, final["env_steps"])), np.float64)
     np.testing.assert_allclose(returns.mean(), final["eval/return_mean"], rtol=1e-5)
     np.testing.assert_allclose(returns.std(), final["eval/return_std"], rtol=1e-4, atol=1e-3)
 

@@ -350,6 +350,33 @@ def test_resume_accepts_unchanged_frozen_flags(run_copy, capsys):
     assert _latest_steps(run_copy) == STEPS
 
 
+def test_eval_replays_the_runs_own_final_evaluation(trained, capsys):
+    # One evaluation seed (reppo.trainer.eval_seed) serves training and `reppo eval`: with the
+    # run's episode count, the final checkpoint's episodes are those of the run's last record.
+    run = trained[0]
+    final = [r for r in read_metrics(run) if "eval/return_mean" in r][-1]
+    assert final["env_steps"] == STEPS
+    code, out, err = _cli(capsys, "eval", run, "--json", "--episodes", TINY.eval_episodes)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["mean_return"] == pytest.approx(final["eval/return_mean"], rel=1e-6)
+    assert report["per_seed_mean_return"] == pytest.approx(final["eval/return_per_seed"],
+                                                           rel=1e-6)
+    code, out, err = _cli(capsys, "eval", run, "--json", "--episodes", TINY.eval_episodes,
+                          "--seed", TINY.seed + 1)
+    assert code == 0, err
+    assert json.loads(out)["returns"] != report["returns"]  # other episodes
+
+
+def test_eval_seed_is_one_stable_function_of_seed_and_env_steps():
+    from reppo.trainer import eval_seed
+
+    seeds = {eval_seed(s, t) for s in range(4) for t in (0, 8192, 16384, 507904)}
+    assert len(seeds) == 16 and all(0 <= x < 2**31 for x in seeds)
+    # Changing the function changes every evaluation ever recorded: keep it fixed.
+    assert eval_seed(0, 507904) == eval_seed(0, 507904) == 284015439
+
+
 def test_eval_of_a_missing_dir(tmp_path, capsys):
     missing = tmp_path / "missing"
     code, out, err = _cli(capsys, "eval", missing)

@@ -104,7 +104,10 @@ def _build_parser() -> argparse.ArgumentParser:
                         allow_abbrev=False)
     ev.add_argument("run_dir", type=Path, help="a run directory written by `reppo train`")
     ev.add_argument("--episodes", type=int, default=16, help="episodes per seed")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    ev.add_argument("--seed", type=int, default=None,
+                    help="draw the evaluation episodes as a run with this seed does (default: "
+                         "the run's own seed, so the episodes of its evaluation at that "
+                         "checkpoint)")
     ev.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                     help="a checkpoint file of the run, RUN_DIR/checkpoints/"
                          "ckpt_<step>.safetensors (default: the run's latest)")

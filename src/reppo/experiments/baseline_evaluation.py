@@ -1,7 +1,8 @@
 """The evaluation of Brax baselines with this project's protocol.
 
 `ProtocolEvaluator` runs `reppo.envs.evaluation.evaluate` on Brax's deterministic policy, with
-the keys of `eval_key`; `_Recorder` captures the params Brax hands over at each evaluation point
+the keys of `reppo.envs.evaluation.eval_key` (the episodes REPPO's evaluation of the same seed
+and env steps runs); `_Recorder` captures the params Brax hands over at each evaluation point
 (through `brax_compat.capture_evaluations`), evaluates them when Brax reports progress, and logs
 the result as a REPPO-format metrics record. JAX is imported inside the functions, so that
 `reppo --help` stays fast.
@@ -16,19 +17,7 @@ from typing import Any
 from reppo.experiments.baseline_hyperparameters import IMPL
 from reppo.runs import MetricsLogger, format_progress
 
-_EVAL_STREAM = 0xE7A1  # folded into the seed for evaluation keys, apart from Brax's own streams
-
-
 # ---- evaluation ------------------------------------------------------------------------------
-
-
-def eval_key(seed: int, env_steps: int) -> Any:
-    """The key of the evaluation at `env_steps` of a run with `seed` (fresh episodes at every
-    evaluation point, the same ones for every algorithm run with that seed)."""
-    import jax
-
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), _EVAL_STREAM)
-    return jax.random.fold_in(key, env_steps % 2**32)
 
 
 class ProtocolEvaluator:
@@ -113,6 +102,8 @@ class _Recorder:
         now = time.perf_counter()
         train_seconds = now - self._last_time - self._eval_seconds
         t0 = time.perf_counter()
+        from reppo.envs.evaluation import eval_key
+
         returns = self.evaluator.evaluate(self.factory, self.params, eval_key(self.seed, step))
         self._eval_seconds = time.perf_counter() - t0
         record: dict[str, Any] = {

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reppo.errors import UserError, exit_status
-from reppo.experiments.baseline_evaluation import ProtocolEvaluator, eval_key
+from reppo.experiments.baseline_evaluation import ProtocolEvaluator
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
     IMPL,
@@ -51,7 +51,7 @@ from reppo.experiments.suites import EVALS_PER_RUN
 # <- baseline_run (one run); this module is the command and keeps exporting their names.
 __all__ = [
     "BASELINES", "DEFAULT_NUM_EVALS", "IMPL", "MAX_OVERSHOOT", "PRESETS", "BaselineResult",
-    "ProtocolEvaluator", "Schedule", "configure_parser", "eval_key", "main", "plan_schedule",
+    "ProtocolEvaluator", "Schedule", "configure_parser", "main", "plan_schedule",
     "preset_hyperparameters", "resolve_hyperparameters", "run", "run_baseline",
     "train_baseline",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 
 from reppo.config import Config
 from reppo.envs import env_spec, evaluate, make_env, record_video
+from reppo.envs.evaluation import eval_key
 from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
 from reppo.jax import tree_io
@@ -108,19 +109,23 @@ def policy_from_arrays(
 
 
 def evaluate_run(
-    run_dir: Path, *, episodes: int = 16, seed: int = 0, checkpoint: Path | None = None
+    run_dir: Path, *, episodes: int = 16, seed: int | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """Deterministic evaluation of every seed's policy, `episodes` episodes each."""
+    """Deterministic evaluation of every seed's policy, `episodes` episodes each.
+
+    Seed i of the run is evaluated on the episodes of `eval_key(seed + i, env_steps)`: with
+    `seed` None (the run's own seed) and the run's `eval_episodes`, exactly the episodes its
+    own evaluation at that checkpoint ran."""
     policy = load_policy(run_dir, checkpoint)
+    first = policy.config.seed if seed is None else seed
     env = make_env(policy.config.env, episodes, impl=policy.config.impl)
 
     def one(actor, stats, key):
         act = lambda obs: act_deterministic(policy.nets, policy.config, actor, stats, obs)
         return evaluate(env, act, key).returns
 
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(
-        jnp.arange(policy.num_seeds)
-    )
+    keys = jnp.stack([eval_key(first + i, policy.env_steps) for i in range(policy.num_seeds)])
     from reppo.jax.train import over_seeds
 
     run = over_seeds(one, policy.num_seeds, "map")
@@ -132,7 +137,7 @@ def evaluate_run(
 
 
 def record_run_video(
-    run_dir: Path, path: Path, *, seed: int = 0, checkpoint: Path | None = None
+    run_dir: Path, path: Path, *, seed: int | None = None, checkpoint: Path | None = None
 ) -> dict[str, float]:
     """One episode of seed 0's policy as a video at `path` (.gif or .mp4), never overwritten.
 
@@ -153,7 +158,8 @@ def record_run_video(
     try:
         try:
             info = record_video(
-                policy.config.env, policy.act(0), jax.random.PRNGKey(seed), tmp,
+                policy.config.env, policy.act(0),
+                eval_key(policy.config.seed if seed is None else seed, policy.env_steps), tmp,
                 impl=policy.config.impl,
             )
             finish_file(tmp)

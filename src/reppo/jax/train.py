@@ -22,17 +22,13 @@ import numpy as np
 
 from reppo.config import Config
 from reppo.envs import make_env
-from reppo.envs.evaluation import evaluate, evaluate_stochastic
+from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
 from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
 from reppo.trainer import EvalReport
 
 __all__ = ["JaxTrainer"]
-
-# Evaluation keys come from their own stream so evaluating never perturbs training.
-_EVAL_STREAM = 0x5EED
-
 
 def seed_keys(config: Config) -> jax.Array:
     seeds = jnp.arange(config.seed, config.seed + config.num_seeds, dtype=jnp.uint32)
@@ -131,9 +127,9 @@ class JaxTrainer:
     def evaluate(self, state: TrainState) -> EvalReport:
         """Returns of the deterministic and of the sampling policy, each of shape
         (num_seeds, eval_episodes), on the same episodes (the same env reset keys)."""
-        keys = jax.vmap(
-            lambda k, it: jax.random.fold_in(jax.random.fold_in(k, _EVAL_STREAM), it)
-        )(seed_keys(self.config), state.iteration)
+        env_steps = self.iteration_of(state) * self.config.steps_per_iteration
+        keys = jnp.stack([eval_key(self.config.seed + i, env_steps)
+                          for i in range(self.config.num_seeds)])
         result = self._evaluate(state.actor, state.obs_stats, keys)
         stochastic = self._evaluate_stochastic(state.actor, state.obs_stats, keys)
         return EvalReport(

@@ -33,6 +33,7 @@ from reppo.torch import distributions as D
 from reppo.torch import normalizer as N
 from reppo.torch.networks import Actor as ActorNet
 from reppo.torch.networks import FlatMismatchError, load_flat
+from reppo.trainer import eval_seed
 
 
 class DeterministicPolicy(nn.Module):
@@ -117,19 +118,23 @@ def policy_from_arrays(
 
 
 def evaluate_run(
-    run_dir: Path, *, episodes: int = 16, seed: int = 0, checkpoint: Path | None = None
+    run_dir: Path, *, episodes: int = 16, seed: int | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """Deterministic evaluation of every seed's policy with the torch backend."""
+    """Deterministic evaluation of every seed's policy with the torch backend, on the episodes
+    the JAX backend's `evaluate_run` uses (`eval_seed(seed + i, env_steps)`)."""
     saved = load_policy(run_dir, checkpoint)
     config = saved.config
+    first = config.seed if seed is None else seed
     device = resolve_device(config.device if config.backend == "torch" else "auto")
     env = make_torch_env(
-        config.env, episodes, device=device, seed=seed, evaluation=True, impl=config.impl
+        config.env, episodes, device=device, seed=eval_seed(first, saved.env_steps),
+        evaluation=True, impl=config.impl,
     )
     returns, success_once, success_at_end = [], [], []
     for i, policy in enumerate(saved.policies):
         policy.to(device)
-        result = evaluate_torch(env, policy, seed=seed * 1_000_003 + i)
+        result = evaluate_torch(env, policy, seed=eval_seed(first + i, saved.env_steps))
         returns.append(result["returns"].cpu().numpy())
         if result["success_once"] is not None:
             success_once.append(result["success_once"].float().cpu().numpy())
@@ -147,7 +152,7 @@ def evaluate_run(
 
 
 def record_run_video(
-    run_dir: Path, path: Path, *, seed: int = 0, checkpoint: Path | None = None
+    run_dir: Path, path: Path, *, seed: int | None = None, checkpoint: Path | None = None
 ) -> dict[str, float]:
     """One episode as a video. Playground renders through MuJoCo, so the weights (stored the
     same way by both backends) are run by the JAX policy there."""

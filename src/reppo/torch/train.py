@@ -30,12 +30,9 @@ from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
 from reppo.torch import normalizer as N
 from reppo.torch.agent import TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
-from reppo.trainer import EvalReport
+from reppo.trainer import EvalReport, eval_seed
 
 __all__ = ["TorchTrainer"]
-
-# Evaluation episodes are seeded apart from training so evaluating never perturbs it.
-_EVAL_STREAM = 0x5EED
 
 
 class _State:
@@ -131,7 +128,7 @@ class TorchTrainer:
         return new_state, {k: np.array([[row[k] for row in rows]]) for k in names}
 
     def evaluate(self, state: _State) -> EvalReport:
-        seed = (self.config.seed * 1_000_003 + _EVAL_STREAM + state.iteration) % 2**31
+        seed = eval_seed(self.config.seed, state.iteration * self.config.steps_per_iteration)
         result = evaluate_torch(self.eval_env, self.agent.act_deterministic, seed=seed)
         # The same episodes (reset with the same seed) with actions sampled from the policy;
         # the success metrics stay those of the deterministic policy.
