@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY
 
 import reppo
 from reppo.runs import RunDirError, latest_checkpoint, list_checkpoints, read_metrics
+from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {

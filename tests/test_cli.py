@@ -18,7 +18,6 @@ from pathlib import Path
 
 import jax
 import pytest
-from conftest import TINY, tiny_flags
 
 import reppo.jax.train as jax_train
 from reppo import training
@@ -31,6 +30,7 @@ from reppo.runs import (
     load_checkpoint,
     read_metrics,
 )
+from tests.conftest import TINY, tiny_flags
 
 TINY_FLAGS = ["--preset", "cpu", *tiny_flags()]
 STEPS = TINY.total_steps  # 512: two chunks of two iterations (256 env steps each)
@@ -436,9 +436,9 @@ def test_eval_video_is_checked_before_evaluating(run_copy, capsys, name, needle)
 
 
 def test_eval_mp4_without_ffmpeg_is_refused_before_evaluating(run_copy, capsys, monkeypatch):
-    import reppo.cli as cli
+    import reppo.commands.evaluate as evaluate_command
 
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    monkeypatch.setattr(evaluate_command.shutil, "which", lambda name: None)
     code, out, err = _cli(capsys, "eval", run_copy, "--video", run_copy.parent / "clip.mp4")
     _assert_user_error(code, err, "needs ffmpeg", ".gif")
     assert out == "" and not (run_copy.parent / "clip.mp4").exists()

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
 
 from reppo.cli import main
 from reppo.config import Config
@@ -26,6 +25,7 @@ from reppo.envs.registry import DMC_TASKS
 from reppo.experiments import suites, sweep, sweep_execute
 from reppo.presets import ABLATION_BASES, ABLATIONS, PRESETS, get_preset
 from reppo.runs import read_metrics
+from tests.conftest import TINY
 
 # ---- ablation presets --------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 import jax  # noqa: E402
-from conftest import TINY, tiny_flags  # noqa: E402
 
 from reppo.cli import main  # noqa: E402
 from reppo.jax.policy import load_policy as load_jax_policy  # noqa: E402
 from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics  # noqa: E402
+from tests.conftest import TINY, tiny_flags  # noqa: E402
 
 TORCH_FLAGS = ["--preset", "cpu", *tiny_flags(TINY.replace(backend="torch"))]
 JAX_FLAGS = ["--preset", "cpu", *tiny_flags()]

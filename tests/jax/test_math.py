@@ -1,10 +1,13 @@
-"""The algorithm's math, checked against hand computations and closed forms."""
+"""The JAX backend's own modules: the losses against their definitions, the networks' layout,
+normalization and the HL-Gauss bin width. The math both backends share (soft TD(lambda), HL-Gauss
+targets, the tanh-Gaussian, temperatures) is checked on both in tests/test_math.py; cross-backend
+equality on the same weights is in tests/test_parity.py.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import integrate, stats
 
 from reppo.config import Config
 from reppo.jax import distributions as D
@@ -13,185 +16,10 @@ from reppo.jax import normalizer as N
 from reppo.jax.networks import Networks
 
 
-# ---- soft TD(lambda) -----------------------------------------------------------------------------
-def _reference_targets(rewards, values, term, trunc, gamma, lam):
-    """The recursion written out by hand, one step at a time (single env)."""
-    T = len(rewards)
-    G = np.zeros(T)
-    for t in reversed(range(T)):
-        if term[t]:
-            G[t] = rewards[t]
-        elif trunc[t] or t == T - 1:
-            G[t] = rewards[t] + gamma * values[t]
-        else:
-            G[t] = rewards[t] + gamma * ((1 - lam) * values[t] + lam * G[t + 1])
-    return G
-
-
-def test_td_lambda_hand_computed_example():
-    # Steps 0-1 run into a termination at step 1; step 2 starts a new episode that is truncated
-    # at step 3; steps 4-5 belong to a third episode cut by the rollout end.
-    r = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], np.float32)
-    v = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0], np.float32)
-    term = np.array([0, 1, 0, 0, 0, 0], np.float32)
-    trunc = np.array([0, 0, 0, 1, 0, 0], np.float32)
-    g, lam = 0.5, 0.8
-    G = np.asarray(L.soft_td_lambda(r, v, term, trunc, g, lam))
-    # By hand:
-    G5 = 6 + g * 60  # rollout end: bootstrap from V_T
-    G4 = 5 + g * ((1 - lam) * 50 + lam * G5)
-    G3 = 4 + g * 40  # truncation: bootstrap from V(true final obs), no chain into step 4
-    G2 = 3 + g * ((1 - lam) * 30 + lam * G3)
-    G1 = 2.0  # termination: no bootstrap
-    G0 = 1 + g * ((1 - lam) * 10 + lam * G1)
-    np.testing.assert_allclose(G, [G0, G1, G2, G3, G4, G5], rtol=1e-6)
-    np.testing.assert_allclose(G, _reference_targets(r, v, term, trunc, g, lam), rtol=1e-6)
-
-
-def test_td_lambda_limits_and_batching():
-    rng = np.random.default_rng(0)
-    T, B = 7, 5
-    r = rng.normal(size=(T, B)).astype(np.float32)
-    v = rng.normal(size=(T, B)).astype(np.float32)
-    term = (rng.random((T, B)) < 0.2).astype(np.float32)
-    trunc = ((rng.random((T, B)) < 0.2) * (1 - term)).astype(np.float32)
-    gamma = 0.9
-    # lambda = 0: one-step TD targets everywhere.
-    G0 = np.asarray(L.soft_td_lambda(r, v, term, trunc, gamma, 0.0))
-    np.testing.assert_allclose(G0, r + gamma * (1 - term) * v, rtol=1e-5, atol=1e-6)
-    # lambda = 1: discounted Monte-Carlo sums within episodes, bootstrapped at cuts.
-    G1 = np.asarray(L.soft_td_lambda(r, v, term, trunc, gamma, 1.0))
-    for b in range(B):
-        ref = _reference_targets(r[:, b], v[:, b], term[:, b], trunc[:, b], gamma, 1.0)
-        np.testing.assert_allclose(G1[:, b], ref, rtol=1e-5, atol=1e-6)
-    # Any lambda, batched vs per-column reference.
-    G = np.asarray(L.soft_td_lambda(r, v, term, trunc, gamma, 0.7))
-    for b in range(B):
-        ref = _reference_targets(r[:, b], v[:, b], term[:, b], trunc[:, b], gamma, 0.7)
-        np.testing.assert_allclose(G[:, b], ref, rtol=1e-5, atol=1e-6)
-
-
 # ---- HL-Gauss ------------------------------------------------------------------------------------
-SUPPORT = L.Support.create(0.0, 150.0, 151, 0.75)
-
-
-def test_hl_gauss_targets_are_distributions_recovering_the_value():
-    y = jnp.array([0.0, 3.3, 42.0, 75.5, 149.0, 150.0])
-    probs = L.hl_gauss_target(y, SUPPORT)
-    assert probs.shape == (6, 151)
-    assert jnp.all(probs >= 0)
-    np.testing.assert_allclose(jnp.sum(probs, -1), 1.0, rtol=1e-5)
-    expected = jnp.sum(probs * SUPPORT.centers, -1)
-    # Inside the support (a few sigma from the edges) the histogram's mean is the scalar.
-    np.testing.assert_allclose(expected[1:4], y[1:4], atol=1e-3)
-    # At the edges, renormalising the truncated Gaussian pulls the mean inwards by < 1 bin.
-    assert 0.0 < expected[0] < 1.0 and 149.0 < expected[-1] < 150.0
-
-
-def test_hl_gauss_clips_outside_the_support():
-    inside = L.hl_gauss_target(jnp.array([0.0, 150.0]), SUPPORT)
-    outside = L.hl_gauss_target(jnp.array([-1e3, 1e4]), SUPPORT)
-    np.testing.assert_allclose(outside, inside)
-    assert int(jnp.argmax(outside[0])) == 0 and int(jnp.argmax(outside[1])) == 150
-
-
-def test_hl_gauss_value_and_initial_prior():
-    logits = jnp.log(L.hl_gauss_target(jnp.array([37.0]), SUPPORT))
-    np.testing.assert_allclose(L.hl_gauss_value(logits, SUPPORT), [37.0], atol=1e-3)
-    prior = L.initial_value_prior(SUPPORT, 0.0)
-    np.testing.assert_allclose(jnp.sum(prior), 1.0, rtol=1e-6)
-    # The value head's starting logits are dominated by 40 x the prior: a value near 0.
-    assert 0.0 < float(L.hl_gauss_value(40.0 * prior, SUPPORT)) < 0.5
-
-
-def test_hl_gauss_bins_are_centred_on_the_support_ends():
-    # 151 centres 0, 1, ..., 150 (bin width 150 / 150 = 1), edges half a bin outside them.
-    np.testing.assert_allclose(SUPPORT.centers, np.arange(151.0), atol=1e-4)
-    np.testing.assert_allclose(SUPPORT.edges, np.arange(152.0) - 0.5, atol=1e-4)
-    assert SUPPORT.sigma == pytest.approx(0.75)
-
-
 def test_hl_gauss_sigma_is_ratio_of_bin_width():
     support = L.Support.create(-5.0, 5.0, 21, 0.6)
     assert support.sigma == pytest.approx(0.6 * 10.0 / 20)
-
-
-# ---- tanh-Gaussian -------------------------------------------------------------------------------
-def test_log_prob_matches_numerical_density_summed_over_dims():
-    dist = D.Gaussian(jnp.array([0.3, -0.5]), jnp.array([0.4, 0.7]))
-    a = np.array([0.2, -0.6])
-    u = np.arctanh(a)
-    ours = float(D.log_prob_from_pre_tanh(dist, jnp.asarray(u)))
-    # Density of tanh(X), X ~ N(m, s): p(a) = N(atanh a) / (1 - a^2), product over dims.
-    ref = sum(
-        stats.norm.logpdf(u[i], 0.3 if i == 0 else -0.5, 0.4 if i == 0 else 0.7)
-        - np.log(1 - a[i] ** 2)
-        for i in range(2)
-    )
-    assert ours == pytest.approx(ref, rel=1e-5)
-    # The 1-d squashed density integrates to one.
-    d1 = D.Gaussian(jnp.array([0.8]), jnp.array([0.5]))
-
-    def density(x):
-        return float(jnp.exp(D.log_prob_from_pre_tanh(d1, jnp.array([np.arctanh(x)]))))
-
-    total, _ = integrate.quad(density, -1 + 1e-9, 1 - 1e-9, limit=200)
-    assert total == pytest.approx(1.0, abs=1e-4)
-
-
-def test_log_prob_is_stable_for_saturated_actions():
-    dist = D.Gaussian(jnp.array([8.0, -9.0]), jnp.array([0.1, 0.1]))
-    _, u, logp = D.sample(dist, jax.random.PRNGKey(0))
-    assert jnp.isfinite(logp)
-    assert jnp.abs(jnp.tanh(u)).max() == pytest.approx(1.0)
-
-
-def test_shapes_are_summed_over_action_dims():
-    dist = D.Gaussian(jnp.zeros((32, 6)), jnp.ones((32, 6)))
-    action, u, logp = D.sample(dist, jax.random.PRNGKey(1))
-    assert action.shape == u.shape == (32, 6)
-    assert logp.shape == (32,)
-    noise = jax.random.normal(jax.random.PRNGKey(2), (16, 32, 6))
-    assert D.sampled_forward_kl(dist, dist, noise).shape == (32,)
-    assert D.analytic_kl(dist, dist).shape == (32,)
-
-
-def test_gaussian_from_head_adds_min_std():
-    dist = D.gaussian_from_head(jnp.zeros(3), jnp.array([-50.0, 0.0, 50.0]), 0.1)
-    np.testing.assert_allclose(dist.std, [0.1, 1.1, np.exp(2.0) + 0.1], rtol=1e-6)
-
-
-def test_sampled_kl_matches_analytic_gaussian_kl():
-    old = D.Gaussian(jnp.array([0.1, -0.3, 0.5]), jnp.array([0.5, 0.8, 0.3]))
-    new = D.Gaussian(jnp.array([0.2, -0.1, 0.4]), jnp.array([0.6, 0.7, 0.35]))
-    noise = jax.random.normal(jax.random.PRNGKey(3), (400_000, 3))
-    sampled = float(D.sampled_forward_kl(old, new, noise))
-    analytic = float(D.analytic_kl(old, new))
-    # Closed form of KL(N0 || N1), written independently.
-    ref = sum(
-        np.log(s1 / s0) + (s0**2 + (m0 - m1) ** 2) / (2 * s1**2) - 0.5
-        for m0, s0, m1, s1 in zip(old.mean, old.std, new.mean, new.std, strict=True)
-    )
-    assert analytic == pytest.approx(float(ref), rel=1e-5)
-    assert sampled == pytest.approx(analytic, rel=0.02)
-    assert float(D.analytic_kl(old, old)) == pytest.approx(0.0, abs=1e-7)
-
-
-# ---- temperatures --------------------------------------------------------------------------------
-def _temp_grads(entropy, kl, target_entropy=-3.0, kl_target=0.1):
-    temps = L.Temperatures(jnp.log(0.01), jnp.log(0.01))
-    return jax.grad(L.temperature_loss)(temps, entropy, kl, target_entropy, kl_target)
-
-
-def test_alpha_grows_when_entropy_below_target():
-    # Gradient descent moves log alpha against its gradient.
-    assert _temp_grads(entropy=-5.0, kl=0.1).log_alpha < 0  # below target: alpha grows
-    assert _temp_grads(entropy=-1.0, kl=0.1).log_alpha > 0  # above target: alpha shrinks
-
-
-def test_beta_grows_when_kl_above_target():
-    assert _temp_grads(entropy=-3.0, kl=0.5).log_beta < 0  # above target: beta grows
-    assert _temp_grads(entropy=-3.0, kl=0.01).log_beta > 0  # below target: beta shrinks
 
 
 # ---- actor and critic losses ---------------------------------------------------------------------

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY
 
 from reppo.cli import main
 from reppo.experiments import memory
+from tests.conftest import TINY
 
 T, N = TINY.num_steps, TINY.num_envs  # 16 x 8
 OBS, ACT, LATENT = 5, 1, TINY.critic_hidden_dim  # CartpoleBalance; the critic is 16 wide

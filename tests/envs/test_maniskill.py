@@ -317,10 +317,9 @@ def test_missing_vulkan_driver_is_explained() -> None:
 def test_a_few_training_iterations_through_the_trainer(tmp_path):
     """PushCube-v1 on the CPU simulator: the torch trainer runs, logs success, checkpoints,
     resumes (restarting the episodes in progress) and evaluates with success metrics."""
-    from conftest import TINY
-
     from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics
     from reppo.training import train
+    from tests.conftest import TINY
 
     config = TINY.replace(
         backend="torch", env="PushCube-v1", num_envs=2, num_steps=8, total_steps=32,
