@@ -37,6 +37,10 @@ def eval_seed(seed: int, env_steps: int) -> int:
     return int.from_bytes(digest, "little") % 2**31
 
 
+class StateMismatchError(ValueError):
+    """Checkpoint arrays that do not fit the trainer (another config or version wrote them)."""
+
+
 class NonFiniteError(RuntimeError):
     """Training produced a non-finite loss, parameter or observation."""
 
@@ -86,9 +90,22 @@ class Trainer(Protocol):
 
     def evaluate(self, state: Any) -> EvalReport: ...
 
-    def save(self, run_dir: Path, state: Any, wall_time: float) -> Path: ...
+    # Checkpoints: the loop writes and reads them (reppo.training) and builds their metadata; a
+    # backend only turns its state into named arrays and back.
+    backend: str  # "jax" or "torch": recorded in each checkpoint; resuming needs the same one
 
-    def restore(self, path: Path) -> tuple[Any, dict[str, Any]]: ...
+    def policy_sizes(self) -> tuple[int, int]:
+        """(obs_size, action_size): recorded so that a policy loads without building the env."""
+        ...
+
+    def state_arrays(self, state: Any) -> dict[str, np.ndarray]:
+        """Everything a bit-exact resume needs, as named arrays with a leading seed axis."""
+        ...
+
+    def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> Any:
+        """The state `state_arrays` was given; StateMismatchError when the arrays do not fit
+        this trainer's config."""
+        ...
 
     def device_description(self) -> dict[str, Any]: ...
 

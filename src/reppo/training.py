@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from reppo.callbacks import Callback, StopTraining
+from reppo.checkpointing import restore_state, save_state
 from reppo.config import Config
 from reppo.runs import (
     MetricsLogger,
@@ -211,7 +212,7 @@ def _train_locked(
     wall_offset = 0.0
     if resume:
         path = latest_checkpoint(run_dir)
-        state, metadata = trainer.restore(path)
+        state, metadata = restore_state(trainer, path)
         saved = open_run_dir(run_dir)
         if saved != config.to_dict():
             # The run is extended or logged differently from now on: config.json says so, so
@@ -310,7 +311,7 @@ def _loop(
 
     def save() -> Path:
         nonlocal saved_at
-        path = trainer.save(run_dir, state, wall())
+        path = save_state(trainer, run_dir, state, wall())
         saved_at = iteration
         return path
 

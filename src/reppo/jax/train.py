@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,8 +24,7 @@ from reppo.envs import make_env
 from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
-from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
-from reppo.trainer import EvalReport
+from reppo.trainer import EvalReport, StateMismatchError
 
 __all__ = ["JaxTrainer"]
 
@@ -138,34 +136,16 @@ class JaxTrainer:
         )
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def save(self, run_dir: Path, state: TrainState, wall_time: float) -> Path:
-        iteration = self.iteration_of(state)
-        metadata = {
-            "backend": "jax",
-            "env_steps": iteration * self.config.steps_per_iteration,
-            "iteration": iteration,
-            "wall_time": wall_time,
-            "num_seeds": self.config.num_seeds,
-            # A policy loads from these without building (or even knowing) the env.
-            "obs_size": self.env.spec.obs_size,
-            "action_size": self.env.spec.action_size,
-            "config": self.config.to_dict(),
-        }
-        return save_checkpoint(
-            run_dir,
-            metadata["env_steps"],
-            tree_io.flatten(state),
-            metadata,
-            keep=self.config.keep_checkpoints,
-        )
+    backend = "jax"
 
-    def restore(self, path: Path) -> tuple[TrainState, dict[str, Any]]:
-        arrays, metadata = load_checkpoint(path)
+    def policy_sizes(self) -> tuple[int, int]:
+        return self.env.spec.obs_size, self.env.spec.action_size
+
+    def state_arrays(self, state: TrainState) -> dict[str, np.ndarray]:
+        return tree_io.flatten(state)
+
+    def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> TrainState:
         try:
-            state = tree_io.unflatten(jax.eval_shape(self.init_state), arrays)
+            return tree_io.unflatten(jax.eval_shape(self.init_state), arrays)
         except tree_io.TreeMismatchError as err:
-            raise CheckpointError(
-                f"{path}: does not match this run's config ({err}); was it written by another "
-                "version or config? Delete it to resume from an earlier checkpoint."
-            ) from None
-        return state, metadata
+            raise StateMismatchError(str(err)) from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,11 +25,10 @@ from reppo.envs.torch_registry import (
     make_torch_env,
     resolve_device,
 )
-from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
 from reppo.torch import normalizer as N
 from reppo.torch.agent import TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
-from reppo.trainer import EvalReport, eval_seed
+from reppo.trainer import EvalReport, StateMismatchError, eval_seed
 
 __all__ = ["TorchTrainer"]
 
@@ -172,30 +170,15 @@ class TorchTrainer:
     def _names(module: torch.nn.Module) -> list[str]:
         return [name.replace(".", "/") for name, _ in module.named_parameters()]
 
-    def save(self, run_dir: Path, state: _State, wall_time: float) -> Path:
-        steps = state.iteration * self.config.steps_per_iteration
-        metadata = {
-            "backend": "torch",
-            "env_steps": steps,
-            "iteration": state.iteration,
-            "wall_time": wall_time,
-            "num_seeds": 1,
-            # A policy loads from these without building (or even knowing) the env.
-            "obs_size": self.env.spec.obs_size,
-            "action_size": self.env.spec.action_size,
-            "config": self.config.to_dict(),
-        }
-        return save_checkpoint(
-            run_dir, steps, self._flat_state(state), metadata, keep=self.config.keep_checkpoints
-        )
+    backend = "torch"
 
-    def restore(self, path: Path) -> tuple[_State, dict[str, Any]]:
-        arrays, metadata = load_checkpoint(path)
-        if metadata.get("backend", "jax") != "torch":
-            raise CheckpointError(
-                f"{path}: written by the {metadata.get('backend')} backend; resume it with "
-                f"--backend {metadata.get('backend')} (either backend can eval or export it)"
-            )
+    def policy_sizes(self) -> tuple[int, int]:
+        return self.env.spec.obs_size, self.env.spec.action_size
+
+    def state_arrays(self, state: _State) -> dict[str, np.ndarray]:
+        return self._flat_state(state)
+
+    def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> _State:
         a, dev = self.agent, self.device
         try:
             for module, prefix in ((a.actor, "actor/"), (a.behaviour, "behaviour/"),
@@ -221,17 +204,13 @@ class TorchTrainer:
                 obs = self.env.set_state(env_state)
             else:
                 # Simulators whose state cannot be saved (ManiSkill) restart their episodes.
-                restart_seed = self.config.seed + int(metadata["iteration"])
+                restart_seed = self.config.seed + iteration
                 obs = self.env.reset(restart_seed)
                 if self.config.stagger_episodes:
                     self.env.stagger(restart_seed)
                 episode_return = torch.zeros_like(episode_return)
         except (KeyError, FlatMismatchError, ValueError, RuntimeError) as err:
-            raise CheckpointError(
-                f"{path}: does not match this run's config ({err}); was it written by another "
-                "version or config? Delete it to resume from an earlier checkpoint."
-            ) from None
-        state = _State(obs, episode_return, int(metadata["iteration"]))
-        return state, metadata
+            raise StateMismatchError(str(err)) from None
+        return _State(obs, episode_return, iteration)
 
 

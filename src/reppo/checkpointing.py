@@ -1,0 +1,58 @@
+"""The training loop's checkpoints: what `reppo.training` writes and reads through a backend.
+
+A backend only turns its state into named arrays and back (`Trainer.state_arrays`,
+`Trainer.load_state`); the metadata beside the arrays (backend, env steps, iteration, wall time,
+seeds, policy sizes, config) is built here, once for both backends, and the same checks apply
+to both on restore.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
+from reppo.trainer import StateMismatchError, Trainer
+
+
+def checkpoint_metadata(trainer: Trainer, iteration: int, wall_time: float) -> dict[str, Any]:
+    config = trainer.config
+    obs_size, action_size = trainer.policy_sizes()
+    return {
+        "backend": trainer.backend,
+        "env_steps": iteration * config.steps_per_iteration,
+        "iteration": iteration,
+        "wall_time": wall_time,
+        "num_seeds": config.num_seeds,
+        # A policy loads from these without building (or even knowing) the env.
+        "obs_size": obs_size,
+        "action_size": action_size,
+        "config": config.to_dict(),
+    }
+
+
+def save_state(trainer: Trainer, run_dir: Path, state: Any, wall_time: float) -> Path:
+    """Write `state` as the run's newest checkpoint (pruning to `keep_checkpoints`)."""
+    metadata = checkpoint_metadata(trainer, trainer.iteration_of(state), wall_time)
+    return save_checkpoint(run_dir, metadata["env_steps"], trainer.state_arrays(state), metadata,
+                           keep=trainer.config.keep_checkpoints)
+
+
+def restore_state(trainer: Trainer, path: Path) -> tuple[Any, dict[str, Any]]:
+    """(state, metadata) of the checkpoint at `path`, refused with a CheckpointError naming the
+    fix if another backend wrote it or its arrays do not fit the trainer's config."""
+    arrays, metadata = load_checkpoint(path)
+    written_by = metadata.get("backend", "jax")
+    if written_by != trainer.backend:
+        raise CheckpointError(
+            f"{path}: written by the {written_by} backend; resume it with --backend "
+            f"{written_by} (either backend can eval or export it)"
+        )
+    try:
+        state = trainer.load_state(arrays, int(metadata["iteration"]))
+    except StateMismatchError as err:
+        raise CheckpointError(
+            f"{path}: does not match this run's config ({err}); was it written by another "
+            "version or config? Delete it to resume from an earlier checkpoint."
+        ) from None
+    return state, metadata
