@@ -78,22 +78,11 @@ def _enable_compilation_cache() -> None:
 
 
 def _resume_config(config: Config | None, run_dir: Path) -> Config:
-    """The config a resumed run continues with: its own, or `config` where that changes only
-    the fields a resumed run may change (the CLI's rule)."""
-    from reppo.config import RESUMABLE_FIELDS as _RESUMABLE
-    from reppo.config import frozen_changes
-    from reppo.runs import open_run_dir
+    """The config a resumed run continues with (`RunDir.resumed_config`: its own, or `config`
+    where that changes only what a resumed run may change)."""
+    from reppo.runs import RunDir
 
-    saved = Config.from_dict(open_run_dir(run_dir))
-    if config is None:
-        return saved
-    frozen = frozen_changes(saved, config)
-    if frozen:
-        raise ConfigError(
-            f"cannot change {', '.join(frozen)} when resuming {run_dir} (it would not be the "
-            f"same run); start a new run instead. Changeable: {', '.join(sorted(_RESUMABLE))}"
-        )
-    return config
+    return RunDir(run_dir).resumed_config(config)
 
 
 def _policy_of_run(run_dir: Path, backend: str, keep_path: bool) -> Policy | None:

@@ -18,6 +18,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from reppo.config import Config
+from reppo.runs.metrics import (
+    EVAL_RETURN,
+    EVAL_RETURN_PER_SEED,
+    EVAL_RETURN_STD,
+    EVAL_STOCHASTIC_RETURN,
+    EVAL_STOCHASTIC_RETURN_STD,
+)
 
 
 def eval_seed(seed: int, env_steps: int) -> int:
@@ -60,14 +67,14 @@ class EvalReport:
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "eval/return_mean": float(self.returns.mean()),
-            "eval/return_std": float(self.returns.std()),
-            "eval/return_per_seed": [float(x) for x in self.returns.mean(axis=1)],
+            EVAL_RETURN: float(self.returns.mean()),
+            EVAL_RETURN_STD: float(self.returns.std()),
+            EVAL_RETURN_PER_SEED: [float(x) for x in self.returns.mean(axis=1)],
             "eval/episodes": int(self.returns.size),
         }
         if self.stochastic_returns is not None:
-            out["eval/stochastic_return_mean"] = float(self.stochastic_returns.mean())
-            out["eval/stochastic_return_std"] = float(self.stochastic_returns.std())
+            out[EVAL_STOCHASTIC_RETURN] = float(self.stochastic_returns.mean())
+            out[EVAL_STOCHASTIC_RETURN_STD] = float(self.stochastic_returns.std())
         if self.success_once is not None:
             out["eval/success_once"] = float(self.success_once.mean())
         if self.success_at_end is not None:

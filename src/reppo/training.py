@@ -24,6 +24,7 @@ from reppo.checkpointing import restore_state, save_state
 from reppo.config import Config
 from reppo.runs import (
     MetricsLogger,
+    RunDir,
     RunDirError,
     atomic_write_json,
     create_run_dir,
@@ -37,6 +38,7 @@ from reppo.runs import (
 )
 from reppo.runs.checkpoint import best_record, forget_best_after, mark_best_checkpoint
 from reppo.runs.lock import RunLock
+from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
 from reppo.trainer import EvalReport, NonFiniteError, Trainer, TrainResult
@@ -172,7 +174,9 @@ def train(
     MetricsLogger.check_available(tensorboard=config.tensorboard, wandb=config.wandb)
     locks: list[RunLock] = []  # the run directory's lock, once taken
     if resume:
-        open_run_dir(run_dir)  # a clear error for a directory that is not a run
+        # A clear error for a directory that is not a run, and the resume rule: a resumed run
+        # changes only what RESUMABLE_FIELDS allows, so that config.json describes it.
+        RunDir(run_dir).resumed_config(config)
         if latest_checkpoint(run_dir) is None:
             raise RunDirError(
                 f"{run_dir}: no checkpoint to resume from (the run stopped before its first "
@@ -286,8 +290,8 @@ def _loop(
     title = f"REPPO ({config.backend}) on {config.env}"
     # A resumed run's progress lines show its latest evaluation from the start.
     last_eval: float | None = next(
-        (r["eval/return_mean"] for r in reversed(read_metrics(run_dir))
-         if "eval/return_mean" in r),
+        (r[EVAL_RETURN] for r in reversed(read_metrics(run_dir))
+         if EVAL_RETURN in r),
         None,
     )
     saved_at = None if created else iteration  # the iteration of the newest checkpoint
@@ -392,15 +396,15 @@ def _loop(
                 warned_divergence = True
                 echo(_divergence_warning(divergent, env_steps, run_dir))
             call_back(record)
-            evaluated = "eval/return_mean" in record
-            is_best = evaluated and record["eval/return_mean"] > best_return
+            evaluated = EVAL_RETURN in record
+            is_best = evaluated and record[EVAL_RETURN] > best_return
             if (
                 final or stopping() or is_best
                 or _crossed(config.checkpoint_interval_steps, previous_steps, env_steps)
             ):
                 path = save()
                 if is_best:
-                    best_return = record["eval/return_mean"]
+                    best_return = record[EVAL_RETURN]
                     mark_best_checkpoint(path, best_return)
             if evaluated:
                 plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)

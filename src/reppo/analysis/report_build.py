@@ -242,7 +242,7 @@ def _experiment_suite(path: Path) -> str | None:
     """The "suite" of a run directory's experiment.json (written by `reppo sweep`), or None."""
     import json
 
-    from reppo.analysis.runs import EXPERIMENT_FILE
+    from reppo.runs.directory import EXPERIMENT_FILE
 
     try:
         suite = json.loads((path / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("suite")

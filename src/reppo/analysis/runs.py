@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 
 from reppo.errors import UserError
-from reppo.runs.metrics import METRICS_FILE, read_metrics
+from reppo.runs.directory import EXPERIMENT_FILE, RunDir
+from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_PER_SEED, METRICS_FILE, read_metrics
 from reppo.runs.rundir import CONFIG_FILE
 
-EXPERIMENT_FILE = "experiment.json"
 DMC_MAX_RETURN = 1000.0
 DM_CONTROL, MANISKILL = "dm_control", "maniskill"
 FAMILY_TITLES = {DM_CONTROL: "DM Control (MuJoCo Playground)", MANISKILL: "ManiSkill3"}
@@ -69,8 +69,8 @@ def family_title(family: str) -> str:
 def score_name(family: str) -> str:
     return RAW_SCORE_NAME if is_raw(family) else SCORE_NAMES[family]
 
-_RETURN = "eval/return_mean"
-_RETURN_PER_SEED = "eval/return_per_seed"
+_RETURN = EVAL_RETURN
+_RETURN_PER_SEED = EVAL_RETURN_PER_SEED
 _SUCCESS = "eval/success_once"
 _SUCCESS_PER_SEED = "eval/success_once_per_seed"
 
@@ -311,7 +311,7 @@ def load_run_dir(path: str | os.PathLike[str]) -> list[Run]:
         raise RunSkipped("no evaluation records in metrics.jsonl yet")
     steps = np.array(sorted(evaluations), dtype=np.int64)
     records = [evaluations[s] for s in steps]
-    if steps[-1] < total_steps:
+    if not RunDir(path).is_finished():
         raise RunSkipped(
             f"unfinished: last evaluation at {steps[-1]:,} of {total_steps:,} env steps"
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from reppo.experiments.baseline_hyperparameters import IMPL
 from reppo.runs import MetricsLogger, format_progress
+from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_PER_SEED, EVAL_RETURN_STD
 
 # ---- evaluation ------------------------------------------------------------------------------
 
@@ -110,9 +111,9 @@ class _Recorder:
             "env_steps": step,
             "wall_time": time.perf_counter() - self.start,
             "sps": (step - self._last_steps) / max(train_seconds, 1e-9),
-            "eval/return_mean": float(returns.mean()),
-            "eval/return_std": float(returns.std()),
-            "eval/return_per_seed": [float(returns.mean())],
+            EVAL_RETURN: float(returns.mean()),
+            EVAL_RETURN_STD: float(returns.std()),
+            EVAL_RETURN_PER_SEED: [float(returns.mean())],
             "eval/episodes": int(returns.size),
             **{f"brax/{k}": v for k, v in metrics.items()},
         }
@@ -122,4 +123,4 @@ class _Recorder:
         clean = self.logger.log(record)
         self.records.append(clean)
         if self.echo is not None:
-            self.echo(format_progress(clean, self.total_steps, clean["eval/return_mean"]))
+            self.echo(format_progress(clean, self.total_steps, clean[EVAL_RETURN]))

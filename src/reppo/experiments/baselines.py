@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     interval = _parse_count("--eval-interval-steps", args.eval_interval_steps, 0)
     episodes = _parse_count("--eval-episodes", args.eval_episodes, 1)
     from reppo.compile_cache import enable_compilation_cache
+    from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_STD
 
     enable_compilation_cache()
 
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         eval_interval_steps=interval, eval_episodes=episodes, echo=echo,
     )
     echo(f"final evaluation at {record['env_steps']:,} env steps: return "
-         f"{record['eval/return_mean']:.1f} ± {record['eval/return_std']:.1f}; run saved in "
+         f"{record[EVAL_RETURN]:.1f} ± {record[EVAL_RETURN_STD]:.1f}; run saved in "
          f"{args.run_dir}")
     return 0
 

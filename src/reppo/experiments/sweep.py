@@ -43,7 +43,6 @@ from reppo.experiments.sweep_outdir import (
     sweep_lock,
 )
 from reppo.experiments.sweep_plan import (
-    EXPERIMENT_FILE,
     PlannedRun,
     RunState,
     final_eval,
@@ -62,7 +61,7 @@ from reppo.experiments.sweep_settings import Echo, Settings, parse_overrides, re
 # module is the command and keeps exporting their names. `_run_one` looks `launch` up in
 # sweep_execute, so that is where a test replaces it.
 __all__ = [
-    "EXPERIMENT_FILE", "INTERRUPTED", "LOCK_FILE", "SWEEP_FILE", "Echo", "Outcome",
+    "INTERRUPTED", "LOCK_FILE", "SWEEP_FILE", "Echo", "Outcome",
     "PlannedRun", "RunState", "Settings", "check_out_dir", "configure_parser", "dry_run",
     "execute", "final_eval", "format_table", "inspect", "is_finished", "launch", "move_aside",
     "parse_overrides", "plan", "record_invocation", "resolve", "resume_command", "run",

@@ -9,7 +9,6 @@ starts a process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -19,9 +18,6 @@ from typing import Any
 
 from reppo.experiments.suites import REPPO, Suite, Variant, default_eval_interval
 from reppo.experiments.sweep_settings import Settings
-
-EXPERIMENT_FILE = "experiment.json"
-
 
 # ---- the plan --------------------------------------------------------------------------------
 
@@ -138,23 +134,22 @@ def _read_json(path: Path) -> Any:
 
 def final_eval(run_dir: Path) -> tuple[float | None, int | None, float | None]:
     """(return, env steps) of the last evaluation record, and the run's wall time so far."""
-    from reppo.runs import read_metrics
+    from reppo.runs.directory import RunDir
+    from reppo.runs.metrics import EVAL_RETURN
 
-    records = read_metrics(run_dir)
+    records = RunDir(run_dir).records()
     wall = records[-1].get("wall_time") if records else None
-    evals = [r for r in records if r.get("eval/return_mean") is not None]
+    evals = [r for r in records if r.get(EVAL_RETURN) is not None]
     if not evals:
         return None, None, wall
-    return evals[-1]["eval/return_mean"], evals[-1].get("env_steps"), wall
+    return evals[-1][EVAL_RETURN], evals[-1].get("env_steps"), wall
 
 
 def is_finished(run_dir: Path) -> bool:
-    """Whether the run's last evaluation is at or past its config's total_steps."""
-    config = _read_json(run_dir / "config.json")
-    if not isinstance(config, dict) or not isinstance(config.get("total_steps"), int):
-        return False
-    _, steps, _ = final_eval(run_dir)
-    return steps is not None and steps >= config["total_steps"]
+    """Whether the run is finished (`RunDir.is_finished`)."""
+    from reppo.runs.directory import RunDir
+
+    return RunDir(run_dir).is_finished()
 
 
 @dataclass(frozen=True)
@@ -177,31 +172,32 @@ def _mismatch(run: PlannedRun, settings: Settings, config: dict[str, Any]) -> li
 
 def inspect(run: PlannedRun, settings: Settings) -> RunState:
     """What the sweep does with `run`, given what its directory holds."""
-    from reppo.runs import latest_checkpoint
+    from reppo.runs.directory import RunDir
+    from reppo.runs.rundir import CONFIG_FILE
 
-    d = run.run_dir
+    d, run_dir = run.run_dir, RunDir(run.run_dir)
     if not d.exists():
         return RunState("start")
     if not d.is_dir():
         return RunState("mismatch", f"{d} is a file, not a run directory; move it away")
-    if not (d / "config.json").is_file():
+    if not run_dir.holds_run():
         if not any(d.iterdir()):
             return RunState("start")
-        return RunState("restart", "it holds no config.json")
-    config = _read_json(d / "config.json")
-    if not isinstance(config, dict):
-        return RunState("restart", "its config.json is unreadable")
+        return RunState("restart", f"it holds no {CONFIG_FILE}")
+    config = run_dir.config_or_none()
+    if config is None:
+        return RunState("restart", f"its {CONFIG_FILE} is unreadable")
     differ = _mismatch(run, settings, config)
     if differ:
         return RunState(
             "mismatch",
             f"{d} holds another run (its config differs in {', '.join(differ)}); move it away",
         )
-    if is_finished(d):
+    if run_dir.is_finished():
         return RunState("skip", "finished")
     if run.algo != REPPO:
         return RunState("restart", "a Brax run cannot continue from its files")
-    if latest_checkpoint(d) is None:
+    if not run_dir.has_checkpoint():
         return RunState("restart", "it stopped before its first checkpoint")
     return RunState("resume")
 
@@ -219,9 +215,6 @@ def move_aside(run_dir: Path) -> Path:
 
 def write_experiment(run: PlannedRun, suite: Suite) -> None:
     """experiment.json in the run dir, once the child has created it; never overwritten."""
-    from reppo.runs import atomic_write_json
+    from reppo.runs.directory import RunDir
 
-    if (run.run_dir / "config.json").is_file() and not (run.run_dir / EXPERIMENT_FILE).exists():
-        with contextlib.suppress(FileExistsError):
-            atomic_write_json(run.run_dir / EXPERIMENT_FILE, run.experiment(suite),
-                              overwrite=False)
+    RunDir(run.run_dir).write_experiment(run.experiment(suite))

@@ -14,6 +14,7 @@ from reppo.runs.checkpoint import (
     policy_sizes,
     save_checkpoint,
 )
+from reppo.runs.directory import EXPERIMENT_FILE, RunDir
 from reppo.runs.metrics import (
     MetricsError,
     MetricsLogger,
@@ -34,9 +35,11 @@ from reppo.runs.rundir import (
 from reppo.runs.versions import collect_versions
 
 __all__ = [
+    "EXPERIMENT_FILE",
     "CheckpointError",
     "MetricsError",
     "MetricsLogger",
+    "RunDir",
     "RunDirError",
     "atomic_write_bytes",
     "atomic_write_json",

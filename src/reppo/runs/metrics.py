@@ -30,6 +30,14 @@ _MISSING_WANDB = (
 )
 
 METRICS_FILE = "metrics.jsonl"
+
+# The metric names of an evaluation record, written by every evaluator and read by progress
+# lines, plots, sweeps and reports (docs/algorithm.md explains each logged metric).
+EVAL_RETURN = "eval/return_mean"
+EVAL_RETURN_STD = "eval/return_std"
+EVAL_RETURN_PER_SEED = "eval/return_per_seed"
+EVAL_STOCHASTIC_RETURN = "eval/stochastic_return_mean"
+EVAL_STOCHASTIC_RETURN_STD = "eval/stochastic_return_std"
 # Records are summaries; a bigger array is almost certainly a mistake that would bloat the file.
 _MAX_LIST_LEN = 1024
 

@@ -12,12 +12,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from reppo.runs.metrics import (
+    EVAL_RETURN,
+    EVAL_RETURN_STD,
+    EVAL_STOCHASTIC_RETURN,
+    EVAL_STOCHASTIC_RETURN_STD,
+)
 from reppo.runs.rundir import atomic_write_bytes
 
-RETURN_KEY = "eval/return_mean"
-STD_KEY = "eval/return_std"
-STOCHASTIC_RETURN_KEY = "eval/stochastic_return_mean"
-STOCHASTIC_STD_KEY = "eval/stochastic_return_std"
+RETURN_KEY = EVAL_RETURN
+STD_KEY = EVAL_RETURN_STD
+STOCHASTIC_RETURN_KEY = EVAL_STOCHASTIC_RETURN
+STOCHASTIC_STD_KEY = EVAL_STOCHASTIC_RETURN_STD
 # (mean key, std key, label) of each evaluation curve; labelled unless it is the only curve
 # and the deterministic one.
 _CURVES = (

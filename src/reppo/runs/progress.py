@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from reppo.runs.metrics import EVAL_RETURN
+
 
 def _number(value: Any) -> float | None:
     """A finite float, averaging lists (one value per seed); None for anything else."""
@@ -108,7 +110,7 @@ def format_progress(
 
     evaluation = _number(last_eval)
     if evaluation is None:
-        evaluation = get("eval/return_mean")
+        evaluation = get(EVAL_RETURN)
     if evaluation is not None:
         parts.append(f"eval {evaluation:.1f}")
 

@@ -1,0 +1,144 @@
+"""`RunDir`: one owner for the run-directory contract that training, sweeps, reports and the API
+all read: the file names, when a run is finished (by the metric names of `reppo.runs.metrics`), the
+experiment record a sweep adds, the refusal of an occupied directory, and the resume rule.
+
+The low-level writing (atomic files, creating and opening a directory) is `reppo.runs.rundir`;
+this type names what the files mean. Framework-free, like all of `reppo.runs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reppo.config import RESUMABLE_FIELDS, Config, ConfigError, frozen_changes
+from reppo.runs.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from reppo.runs.metrics import EVAL_RETURN, METRICS_FILE, read_metrics
+from reppo.runs.rundir import (
+    CONFIG_FILE,
+    VERSIONS_FILE,
+    atomic_write_json,
+    check_run_dir_free,
+    open_run_dir,
+)
+
+# What a sweep (or any caller) records beside a run: suite, method, task, variant (never
+# overwritten once written).
+EXPERIMENT_FILE = "experiment.json"
+
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory (it need not exist yet)."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    # ---- the files ----------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def versions_file(self) -> Path:
+        return self.path / VERSIONS_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def experiment_file(self) -> Path:
+        return self.path / EXPERIMENT_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    def holds_run(self) -> bool:
+        """Whether the directory holds a run (its config.json), finished or not."""
+        return self.config_file.is_file()
+
+    def config(self) -> dict[str, Any]:
+        """The run's config.json; RunDirError naming the fix when it cannot be read."""
+        return open_run_dir(self.path)
+
+    def config_or_none(self) -> dict[str, Any] | None:
+        """The run's config.json, or None when it is missing or unreadable (for scans)."""
+        config = _read_json(self.config_file)
+        return config if isinstance(config, dict) else None
+
+    # ---- what the metrics say -----------------------------------------------------------------
+    def records(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path)
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The evaluation records, in the order written."""
+        return [r for r in self.records() if r.get(EVAL_RETURN) is not None]
+
+    def last_evaluation(self) -> dict[str, Any] | None:
+        evaluations = self.evaluations()
+        return evaluations[-1] if evaluations else None
+
+    def is_finished(self) -> bool:
+        """Finished: the last evaluation is at or past the config's `total_steps` (what a sweep
+        skips and a report reads; an unfinished run is resumed or skipped)."""
+        config = self.config_or_none()
+        total = config.get("total_steps") if config else None
+        if not isinstance(total, int) or isinstance(total, bool):
+            return False
+        last = self.last_evaluation()
+        steps = last.get("env_steps") if last else None
+        return isinstance(steps, int) and steps >= total
+
+    def has_checkpoint(self) -> bool:
+        return latest_checkpoint(self.path) is not None
+
+    # ---- the experiment record ----------------------------------------------------------------
+    def experiment(self) -> dict[str, Any] | None:
+        record = _read_json(self.experiment_file)
+        return record if isinstance(record, dict) else None
+
+    def write_experiment(self, record: dict[str, Any]) -> bool:
+        """Write experiment.json once the run exists; never overwrite one. True if written."""
+        if not self.holds_run() or self.experiment_file.exists():
+            return False
+        with contextlib.suppress(FileExistsError):
+            atomic_write_json(self.experiment_file, record, overwrite=False)
+            return True
+        return False
+
+    # ---- starting and resuming ----------------------------------------------------------------
+    def check_free(self, config: dict[str, Any]) -> None:
+        """RunDirError unless a fresh run can start here (see `rundir.check_run_dir_free`)."""
+        check_run_dir_free(self.path, config)
+
+    def resumed_config(self, config: Config | None) -> Config:
+        """The config a resumed run continues with: its own (`config` None), or `config` where
+        that changes only the fields a resumed run may change (`RESUMABLE_FIELDS`); anything
+        else would make config.json stop describing the run, and is refused."""
+        saved = Config.from_dict(self.config())
+        if config is None:
+            return saved
+        frozen = frozen_changes(saved, config)
+        if frozen:
+            raise ConfigError(
+                f"cannot change {', '.join(frozen)} when resuming {self.path} (it would not be "
+                "the same run); start a new run instead. Changeable: "
+                f"{', '.join(sorted(RESUMABLE_FIELDS))}"
+            )
+        return config
