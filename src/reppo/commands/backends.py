@@ -5,17 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reppo.config import Config, ConfigError
+from reppo.config import Config
+from reppo.policy import check_torch_installed
 
-
-def check_torch_installed() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "the torch backend needs PyTorch: pip install -e \".[torch]\" (see README for "
-            "the CPU and GPU installs)"
-        ) from None
+__all__ = ["check_torch_installed", "run_backend"]
 
 
 def run_backend(run_dir: Path, requested: str | None) -> str:
