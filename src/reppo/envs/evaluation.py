@@ -20,7 +20,7 @@ import numpy as np
 
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 from reppo.errors import UserError
-from reppo.trainer import eval_seed
+from reppo.eval_seed import eval_seed
 
 Policy = Callable[[jax.Array], jax.Array]
 StochasticPolicy = Callable[[jax.Array, jax.Array], jax.Array]  # (obs, step key) -> action
@@ -58,7 +58,7 @@ def _episodes(
 
 def eval_key(seed: int, env_steps: int) -> jax.Array:
     """The key that resets the evaluation envs at `env_steps` of a run with `seed`
-    (`reppo.trainer.eval_seed`: the same initial states for every evaluator)."""
+    (`reppo.eval_seed.eval_seed`: the same initial states for every evaluator)."""
     return jax.random.PRNGKey(eval_seed(seed, env_steps))
 
 
