@@ -27,4 +27,4 @@ if wrong:
     raise SystemExit("not installed at the lowest versions: " + ", ".join(wrong))
 print(f"installed at the lowest versions: {len(pins)} packages")
 PY
-exec "$VENV/bin/python" -m pytest -n 2 "$@"
+REPPO_LOWEST_VERSIONS=1 exec "$VENV/bin/python" -m pytest -n 2 "$@"
