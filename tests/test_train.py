@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reppo.runs import latest_checkpoint, list_checkpoints, load_checkpoint, read_metrics
-from reppo.training import NonFiniteError, train
+from reppo.training import NonFiniteError, make_trainer, train
 
 
 def _final_arrays(run_dir):
@@ -96,9 +96,11 @@ def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_
     run = tmp_path / "run"
     train(tiny_config.replace(total_steps=256), run, echo=_quiet)
     before = {p.name: p.read_bytes() for p in list_checkpoints(run)}
-    exploding = tiny_config.replace(critic_lr=1e30, actor_lr=1e30)
+    # A resumed run keeps its config (the loop refuses another learning rate), so the
+    # explosion comes from a trainer built with one, restored from the run's checkpoint.
+    exploding = make_trainer(tiny_config.replace(critic_lr=1e30, actor_lr=1e30))
     with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration 3"):
-        train(exploding, run, resume=True, echo=_quiet)
+        train(tiny_config, run, resume=True, echo=_quiet, trainer=exploding)
     after = {p.name: p.read_bytes() for p in list_checkpoints(run)}
     assert after == before
 
