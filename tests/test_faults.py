@@ -21,7 +21,6 @@ from reppo.runs import (
     list_checkpoints,
     load_checkpoint,
     read_metrics,
-    save_checkpoint,
 )
 from reppo.runs.checkpoint import best_checkpoint, best_record, checkpoint_step
 from reppo.runs.progress import format_progress
@@ -202,9 +201,11 @@ def test_non_finite_first_iteration_leaves_no_dead_directory(tmp_path, tiny_conf
 def test_non_finite_after_a_checkpoint_names_the_checkpoint_kept(tmp_path, tiny_config):
     run = tmp_path / "run"
     train(tiny_config.replace(total_steps=256), run, echo=_quiet)
-    exploding = tiny_config.replace(critic_lr=1e30, actor_lr=1e30)
+    # A resumed run keeps its config: the explosion comes from a trainer built with a huge
+    # learning rate, restored from the run's checkpoint.
+    exploding = training.make_trainer(tiny_config.replace(critic_lr=1e30, actor_lr=1e30))
     with pytest.raises(NonFiniteError, match=r"the last checkpoint, ckpt_000000000256"):
-        train(exploding, run, resume=True, echo=_quiet)
+        train(tiny_config, run, resume=True, echo=_quiet, trainer=exploding)
     assert run.is_dir() and _steps(run) == [256]
 
 
@@ -307,16 +308,16 @@ class _ScriptedTrainer:
     def evaluate(self, state):
         return EvalReport(returns=np.full((1, 2), 100.0 - (state - 3) ** 2))
 
-    def save(self, run_dir, state, wall_time):
-        metadata = {"iteration": state, "env_steps": state * self.config.steps_per_iteration,
-                    "wall_time": wall_time}
-        return save_checkpoint(run_dir, metadata["env_steps"],
-                               {"iteration": np.array(state)}, metadata,
-                               keep=self.config.keep_checkpoints)
+    backend = "jax"
 
-    def restore(self, path):
-        arrays, metadata = load_checkpoint(path)
-        return int(arrays["iteration"]), metadata
+    def policy_sizes(self):
+        return 5, 1
+
+    def state_arrays(self, state):
+        return {"iteration": np.array([state])}
+
+    def load_state(self, arrays, iteration):
+        return int(arrays["iteration"][0])
 
     def device_description(self):
         return {}
