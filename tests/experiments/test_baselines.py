@@ -170,6 +170,64 @@ def test_cpu_presets_resize_parallelism_only():
     assert sac["batch_size"] == play_sac["batch_size"]
 
 
+def test_paper_tuned_preset_is_the_papers_ppo():
+    """The REPPO paper's PPO tuned for Playground's DM Control suite: 2048 envs x 64 steps,
+    32 minibatches, 16 epochs, lr 3e-4, clip 0.2, GAE lambda 0.95, no entropy bonus, value
+    clipping, advantage and observation normalization; the rest is Playground's preset."""
+    play = baselines.preset_hyperparameters("brax-ppo", "BallInCup", "playground")
+    tuned = baselines.preset_hyperparameters("brax-ppo", "BallInCup", "paper-tuned")
+    assert (tuned["num_envs"], tuned["unroll_length"]) == (2048, 64)
+    assert tuned["batch_size"] * tuned["unroll_length"] * tuned["num_minibatches"] == 2048 * 64
+    assert (tuned["num_minibatches"], tuned["num_updates_per_batch"]) == (32, 16)
+    assert (tuned["learning_rate"], tuned["clipping_epsilon"]) == (3e-4, 0.2)
+    assert (tuned["gae_lambda"], tuned["entropy_cost"]) == (0.95, 0.0)
+    assert tuned["clipping_epsilon_value"] == 0.2
+    assert tuned["normalize_advantage"] and tuned["normalize_observations"]
+    # 64 steps per env per update: a forced reset after each would cut every episode there.
+    assert tuned["num_resets_per_eval"] == 0
+    # The task's own discount (0.95 on BallInCup) and Playground's reward scaling stay.
+    assert tuned["discounting"] == play["discounting"] == 0.95
+    assert tuned["reward_scaling"] == play["reward_scaling"]
+    # Every key is an argument of Brax's PPO train().
+    from reppo.experiments import baseline_hyperparameters
+
+    train_keys, _ = baseline_hyperparameters._allowed_keys("brax-ppo")
+    assert set(tuned) - {"network_factory", "episode_length", "action_repeat"} <= train_keys
+
+    # 500k steps: four updates of 131,072 steps, evaluated after each, no forced reset.
+    plan = baselines.plan_schedule("brax-ppo", tuned, 500_000, 50_000)
+    assert (plan.env_steps_per_update, plan.num_evals, plan.planned_env_steps) == (
+        131_072, 4, 524_288)
+    assert plan.num_resets_per_eval == 0
+    assert plan.eval_steps() == [131_072, 262_144, 393_216, 524_288]
+
+
+def test_paper_tuned_is_a_ppo_preset_only(tmp_path):
+    with pytest.raises(UserError, match="'paper-tuned' is brax-ppo's only; brax-sac has"):
+        baselines.run_baseline("brax-sac", "CartpoleBalance", 0, 100_000, tmp_path / "run",
+                               preset="paper-tuned", echo=None)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_paper_tuned_run_trains_with_value_clipping(tmp_path, fast_compile):
+    """The preset's path through Brax (value clipping, no resets, advantage normalization), at
+    a width that fits CI: 8 sequences of 64 steps x 32 minibatches = 16,384 steps per update."""
+    result = baselines.train_baseline(
+        "brax-ppo", "CartpoleBalance", 0, 32_768, tmp_path / "run", preset="paper-tuned",
+        eval_interval_steps=16_384, eval_episodes=EPISODES, echo=None,
+        hyperparameters={"num_envs": 256, "batch_size": 8,
+                         "network_factory": {"policy_hidden_layer_sizes": [8],
+                                             "value_hidden_layer_sizes": [8]}},
+    )
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["preset"] == "paper-tuned"
+    assert config["hyperparameters"]["clipping_epsilon_value"] == 0.2
+    assert config["schedule"]["num_resets_per_eval"] == 0
+    assert [r["env_steps"] for r in result.records] == [16_384, 32_768]
+    assert all(np.isfinite(r["brax/training/v_loss"]) for r in result.records)
+
+
 def test_schedules_by_hand():
     cpu = baselines.preset_hyperparameters("brax-ppo", "CartpoleBalance", "cpu")
     # One update = 32 * 30 * 16 = 15,360 steps; 100k steps = 7 updates; 10k interval -> 1.

@@ -22,6 +22,7 @@ from reppo.cli import main
 from reppo.config import Config
 from reppo.envs.maniskill import MANISKILL_TASKS
 from reppo.envs.registry import DMC_TASKS
+from reppo.errors import UserError
 from reppo.experiments import suites, sweep, sweep_execute
 from reppo.presets import ABLATION_BASES, ABLATIONS, PRESETS, get_preset
 from reppo.runs import read_metrics
@@ -193,6 +194,23 @@ def test_baseline_commands_fit_the_baseline_module(tmp_path):
         "brax-sac", "AcrobotSwingupSparse", "1", "5000", "playground")
     assert (args.eval_interval_steps, args.eval_episodes) == ("1000", "2")
     assert args.run_dir == tmp_path / "brax-sac" / "AcrobotSwingupSparse" / "seed1"
+
+
+def test_a_baseline_under_another_preset_is_its_own_method(tmp_path):
+    """Brax PPO with the paper's tuned preset sits beside Brax PPO with the suite's preset in
+    one OUT: its own directory, method name and recorded settings."""
+    tuned = sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", preset="paper-tuned",
+                                steps=500_000))
+    assert [m.label for m in tuned.methods] == ["brax-ppo-paper-tuned"]
+    runs = sweep.plan(tuned)
+    assert runs[0].run_dir == tmp_path / "brax-ppo-paper-tuned" / "CartpoleBalance" / "seed0"
+    assert _flags(sweep.start_command(runs[0], tuned))["--preset"] == "paper-tuned"
+    assert tuned.method_key == "brax-ppo-paper-tuned"
+    plain = sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", steps=500_000))
+    assert [m.label for m in plain.methods] == ["brax-ppo"] and plain.method_key == "brax-ppo"
+
+    with pytest.raises(UserError, match="brax-sac has the presets playground, cpu"):
+        sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-sac", preset="paper-tuned"))
 
 
 def test_reppo_is_evaluated_as_often_as_the_baselines(tmp_path):

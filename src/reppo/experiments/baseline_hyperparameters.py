@@ -15,7 +15,9 @@ from typing import Any
 from reppo.errors import UserError
 
 BASELINES = ("brax-ppo", "brax-sac")
-PRESETS = ("playground", "cpu")
+PRESETS = ("playground", "cpu", "paper-tuned")
+# Presets that only some baselines have; the others have every preset of PRESETS but these.
+PRESET_ALGOS: dict[str, tuple[str, ...]] = {"paper-tuned": ("brax-ppo",)}
 IMPL = "jax"  # MJX physics, as REPPO runs use on CPU (reppo.envs.registry: impl "auto")
 
 # The "cpu" presets keep every algorithmic setting of the Playground preset and resize only
@@ -30,6 +32,22 @@ IMPL = "jax"  # MJX physics, as REPPO runs use on CPU (reppo.envs.registry: impl
 _CPU_CHANGES: dict[str, dict[str, Any]] = {
     "brax-ppo": {"num_envs": 32, "batch_size": 32, "num_minibatches": 16},
     "brax-sac": {"num_envs": 32, "grad_updates_per_step": 2},
+}
+
+# "paper-tuned": the PPO that the REPPO paper tuned for sample efficiency on Playground's DM
+# Control suite (its section 4 baselines), on top of Playground's preset for the task (which
+# keeps the per-task discount, reward scaling 10, observation normalization and Brax's default
+# networks). 2048 envs x 64 steps = 131,072 env steps per update (batch_size x unroll_length x
+# num_minibatches = 64 x 64 x 32), 16 epochs, lr 3e-4, clip 0.2 for the policy and the value,
+# GAE lambda 0.95, no entropy bonus, normalized advantages. Playground's preset resets every env
+# after each update (480 steps per env per update there); with 64 steps per env that would cut
+# every 1000-step episode at 64 steps, so this preset never forces a reset (the envs' own
+# auto-reset ends each episode at its time limit).
+_PAPER_TUNED_PPO: dict[str, Any] = {
+    "num_envs": 2048, "unroll_length": 64, "batch_size": 64, "num_minibatches": 32,
+    "num_updates_per_batch": 16, "learning_rate": 3e-4, "clipping_epsilon": 0.2,
+    "clipping_epsilon_value": 0.2, "gae_lambda": 0.95, "entropy_cost": 0.0,
+    "normalize_advantage": True, "normalize_observations": True, "num_resets_per_eval": 0,
 }
 
 # Arguments of Brax's train() that the baseline run sets itself; a hyperparameter override of one
@@ -83,6 +101,19 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+def _check_preset(algo: str, preset: Any) -> str:
+    """`preset` is one of `algo`'s presets (PRESETS, less those PRESET_ALGOS keeps for others)."""
+    _check_choice("preset", preset, PRESETS)
+    owners = PRESET_ALGOS.get(preset)
+    if owners is not None and algo not in owners:
+        valid = [p for p in PRESETS if algo in PRESET_ALGOS.get(p, (algo,))]
+        raise UserError(
+            f"preset {preset!r} is {' and '.join(owners)}'s only; {algo} has the presets "
+            f"{', '.join(valid)}"
+        )
+    return preset
+
+
 def _check_env(env: str) -> None:
     """Brax's trainers run the Playground DM Control tasks (JAX envs), not ManiSkill's."""
     from reppo.envs.registry import DMC_TASKS, UnknownEnvError, list_envs
@@ -118,11 +149,12 @@ def preset_hyperparameters(algo: str, env: str, preset: str = "playground") -> d
     `num_resets_per_eval` (Brax 0.14.2's SAC has no such argument). `episode_length` and
     `action_repeat` are those of REPPO runs (the task's own episode length, no repeat).
     "cpu" is the same with the changes of `_CPU_CHANGES` (SAC's replay size is set by
-    `resolve_hyperparameters`, which knows the budget). `network_factory` is a dict of
+    `resolve_hyperparameters`, which knows the budget); "paper-tuned" (PPO only) with those
+    of `_PAPER_TUNED_PPO`, the REPPO paper's tuned PPO. `network_factory` is a dict of
     keyword arguments for Brax's `make_ppo_networks` / `make_sac_networks`.
     """
     _check_choice("baseline", algo, BASELINES)
-    _check_choice("preset", preset, PRESETS)
+    _check_preset(algo, preset)
     _check_env(env)
     from mujoco_playground.config import dm_control_suite_params
 
@@ -143,6 +175,8 @@ def preset_hyperparameters(algo: str, env: str, preset: str = "playground") -> d
     hp.setdefault("network_factory", {})
     if preset == "cpu":
         hp.update(_CPU_CHANGES[algo])
+    elif preset == "paper-tuned":
+        hp.update(_PAPER_TUNED_PPO)
     return hp
 
 

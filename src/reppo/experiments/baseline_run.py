@@ -17,11 +17,11 @@ from reppo.experiments.baseline_evaluation import ProtocolEvaluator, _Recorder
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
     IMPL,
-    PRESETS,
     _brax_train,
     _check_choice,
     _check_env,
     _check_int,
+    _check_preset,
     _network_factory,
     resolve_hyperparameters,
 )
@@ -89,7 +89,7 @@ def train_baseline(
     anything is written.
     """
     _check_choice("baseline", algo, BASELINES)
-    _check_choice("preset", preset, PRESETS)
+    _check_preset(algo, preset)
     _check_int("seed", seed, 0)
     _check_int("total_steps", total_steps, 1)
     _check_int("eval_episodes", eval_episodes, 1)

@@ -39,6 +39,7 @@ from reppo.experiments.baseline_hyperparameters import (
     IMPL,
     PRESETS,
     _check_choice,
+    _check_preset,
     preset_hyperparameters,
     resolve_hyperparameters,
 )
@@ -92,7 +93,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="new run directory (must not exist, or be empty)")
     parser.add_argument("--preset", default="playground", metavar="{" + ",".join(PRESETS) + "}",
                         help="hyperparameters: playground (Playground's tuned values, the "
-                             "default) or cpu (resized for a small CPU)")
+                             "default), cpu (resized for a small CPU) or paper-tuned "
+                             "(brax-ppo only: the REPPO paper's PPO tuned for sample "
+                             "efficiency)")
     parser.add_argument("--eval-interval-steps", default=None, metavar="N",
                         help=f"env steps between evaluations (default: total / "
                              f"{DEFAULT_NUM_EVALS}; 0: only at the end)")
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"missing {', '.join(missing)} (see --help)")
     algo = _check_choice("baseline (--algo)", args.algo, BASELINES)
-    preset = _check_choice("preset (--preset)", args.preset, PRESETS)
+    preset = _check_preset(algo, _check_choice("preset (--preset)", args.preset, PRESETS))
     steps = _parse_count("--steps", args.steps, 1)
     seed = _parse_count("--seed", args.seed, 0)
     interval = _parse_count("--eval-interval-steps", args.eval_interval_steps, 0)

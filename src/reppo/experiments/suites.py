@@ -15,14 +15,16 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from reppo.experiments.baseline_hyperparameters import BASELINES, PRESET_ALGOS, PRESETS
 from reppo.presets import ABLATIONS, ablation_preset
 
 Backend = Literal["jax", "torch"]
 
 REPPO = "reppo"
-# The Brax baselines of `reppo.experiments.baselines` and the presets it knows.
-BASELINE_ALGOS: tuple[str, ...] = ("brax-ppo", "brax-sac")
-BASELINE_PRESETS: tuple[str, ...] = ("playground", "cpu")
+# The baselines of `reppo.experiments.baselines` and the presets it knows (some presets belong
+# to some baselines only: `baseline_presets`).
+BASELINE_ALGOS: tuple[str, ...] = BASELINES
+BASELINE_PRESETS: tuple[str, ...] = PRESETS
 ALGOS: tuple[str, ...] = (REPPO, *BASELINE_ALGOS)
 
 # The paper's 23 MuJoCo Playground DM Control tasks (Playground has two more,
@@ -51,6 +53,18 @@ CPU_STEPS = 1_000_000
 # Every algorithm of a sweep is evaluated about this many times per run (Playground's
 # `num_evals`), so that learning curves of REPPO and the baselines have the same resolution.
 EVALS_PER_RUN = 10
+
+
+def baseline_presets(algo: str) -> tuple[str, ...]:
+    """The presets baseline `algo` has."""
+    return tuple(p for p in PRESETS if algo in PRESET_ALGOS.get(p, (algo,)))
+
+
+def baseline_label(algo: str, preset: str, suite_preset: str | None) -> str:
+    """A baseline's method name in a sweep: the algo under the suite's own baseline preset,
+    `algo-preset` under another one (so that, e.g., Brax PPO with its cpu preset and with the
+    paper's tuned one are two methods of one sweep, in two directories)."""
+    return algo if preset == suite_preset else f"{algo}-{preset}"
 
 
 def default_eval_interval(total_steps: int) -> int:
@@ -92,7 +106,7 @@ class Suite:
     def methods(self, algo: str) -> tuple[Variant, ...]:
         """The methods `algo` trains on this suite (one for a suite without variants)."""
         if algo != REPPO:
-            return (Variant(algo, self.baseline_preset or "", None),)
+            return (Variant(algo, self.baseline_preset or "", None),)  # its label: the algo
         return self.variants or (Variant(REPPO, self.preset, None),)
 
 

@@ -39,11 +39,11 @@ def _differences(existing: dict[str, Any], settings: Settings) -> list[str]:
                      ("steps", settings.steps)):
         if existing.get(key) != new:
             diffs.append(f"{key} {existing.get(key)!r} there, {new!r} now")
-    old_algo = existing.get("algos", {}).get(settings.algo)
+    old_algo = existing.get("algos", {}).get(settings.method_key)
     if old_algo is None:
         return diffs
     if old_algo.get("preset") != settings.preset:
-        diffs.append(f"{settings.algo} preset {old_algo.get('preset')!r} there, "
+        diffs.append(f"{settings.method_key} preset {old_algo.get('preset')!r} there, "
                      f"{settings.preset!r} now")
     old_set, new_set = old_algo.get("overrides", {}), settings.overrides
     for name in sorted(set(old_set) | set(new_set)):
@@ -94,7 +94,7 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
         record = {
             "suite": settings.suite.name, "backend": settings.suite.backend,
             "seeds": settings.seeds, "steps": settings.steps,
-            "algos": {settings.algo: settings.algo_record()},
+            "algos": {settings.method_key: settings.algo_record()},
             "command": invocation["command"], "date": invocation["date"],
             "invocations": [invocation],
         }
@@ -105,7 +105,7 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
                               "pick another --out") from None
         return
     record = dict(existing)
-    record.setdefault("algos", {})[settings.algo] = settings.algo_record()
+    record.setdefault("algos", {})[settings.method_key] = settings.algo_record()
     record["invocations"] = [*record.get("invocations", []), invocation]
     atomic_write_json(settings.out / SWEEP_FILE, record)
 

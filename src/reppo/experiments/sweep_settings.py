@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from reppo.experiments.suites import (
-    BASELINE_PRESETS,
     REPPO,
     Suite,
     Variant,
+    baseline_label,
+    baseline_presets,
     get_suite,
 )
 
@@ -70,8 +71,14 @@ class Settings:
     def seeds_per_process(self) -> int:
         return self.seeds if self.batched_seeds else 1
 
+    @property
+    def method_key(self) -> str:
+        """The name under which sweep.json records this invocation's settings: the algo, or a
+        baseline's method label where its preset is not the suite's (`algo-preset`)."""
+        return self.methods[0].label if self.algo != REPPO else self.algo
+
     def algo_record(self) -> dict[str, Any]:
-        """What must match when this algo is run again in the same OUT."""
+        """What must match when this algo (method_key) is run again in the same OUT."""
         return {"preset": self.preset, "overrides": self.overrides}
 
     def command(self) -> str:
@@ -199,12 +206,11 @@ def resolve(args: argparse.Namespace) -> Settings:
     preset: str | None = args.preset
     if algo != REPPO:
         preset = preset or suite.baseline_preset
-        if preset not in BASELINE_PRESETS:
+        if preset not in baseline_presets(algo):
             raise _user_error(
-                f"--preset {preset}: the Brax baselines have the presets "
-                f"{', '.join(BASELINE_PRESETS)}"
+                f"--preset {preset}: {algo} has the presets {', '.join(baseline_presets(algo))}"
             )
-        methods = (Variant(algo, preset, None),)
+        methods = (Variant(baseline_label(algo, preset, suite.baseline_preset), preset, None),)
     elif suite.variants:
         if preset is not None:
             raise _user_error(
