@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("reppo.commands.evaluate", "evaluate a saved policy with deterministic actions"),
     "export": ("reppo.commands.export", "export a saved policy to ONNX"),
     "envs": ("reppo.commands.envs", "list the available environments"),
-    "baseline": ("reppo.experiments.baselines", "train a Brax PPO or SAC baseline run"),
+    "baseline": ("reppo.experiments.baselines", "train a baseline run (Brax PPO or SAC, FastTD3)"),
     "sweep": ("reppo.experiments.sweep", "train every task of a suite x K seeds (resumable)"),
     "report": ("reppo.analysis.report", "figures and tables from run directories"),
     "memory": ("reppo.experiments.memory", "bytes held by rollout storage vs a replay buffer"),

@@ -46,7 +46,7 @@ def fast_compile():
 def runs(tmp_path_factory, fast_compile):
     """One tiny run of each baseline, shared by the tests that inspect them."""
     out = {}
-    for algo in baselines.BASELINES:
+    for algo in baselines.BRAX:
         lines: list[str] = []
         steps, interval = BUDGET[algo]
         result = baselines.train_baseline(
@@ -256,7 +256,7 @@ def test_schedules_by_hand():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", baselines.BASELINES)
+@pytest.mark.parametrize("algo", baselines.BRAX)
 def test_tiny_run_writes_a_valid_run_dir(runs, algo):
     result, lines = runs[algo]
     run_dir = result.run_dir
@@ -290,7 +290,7 @@ def test_tiny_run_writes_a_valid_run_dir(runs, algo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", baselines.BASELINES)
+@pytest.mark.parametrize("algo", baselines.BRAX)
 def test_reported_return_is_an_independent_rollout_of_the_brax_policy(runs, algo):
     """Re-evaluate the final policy without the project's evaluator: the Brax deterministic
     policy stepping the Playground env directly from the same initial states, 1000 steps,

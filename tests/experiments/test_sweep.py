@@ -246,7 +246,7 @@ def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path, capsys):
         (["--suite", "cpu-smoke", "--seeds", "0"], ["--seeds must be >= 1"]),
         (["--suite", "cpu-smoke", "--seeds", "1", "--tasks", "Cartpole"],
          ["unknown task 'Cartpole'", "CartpoleBalance"]),
-        (["--suite", "maniskill", "--seeds", "1", "--algo", "brax-sac"], ["no Brax baseline"]),
+        (["--suite", "maniskill", "--seeds", "1", "--algo", "brax-sac"], ["has no baselines"]),
         (["--suite", "ablations", "--seeds", "1", "--preset", "small"], ["--variants"]),
         (["--suite", "cpu-smoke", "--seeds", "1", "--preset", "papr"], ["unknown preset"]),
         (["--suite", "cpu-smoke", "--seeds", "1", "--set", "seed=3"], ["use --seeds"]),
@@ -441,7 +441,7 @@ def test_interrupted_baseline_runs_are_moved_aside_and_restarted(tmp_path, capsy
     relaunched = fake.commands[2:]
     assert [_flags(c)["--seed"] for c in relaunched] == ["0"]  # seed 1 finished the first time
     assert "--resume" not in relaunched[0]
-    assert "a Brax run cannot continue from its files" in stdout
+    assert "a baseline run cannot continue from its files" in stdout
     assert len(list((out / "brax-ppo" / "CartpoleBalance").glob("seed0.partial-*"))) == 1
 
 

@@ -10,13 +10,17 @@ the result as a REPPO-format metrics record. JAX is imported inside the function
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from reppo.errors import UserError
 from reppo.experiments.baseline_hyperparameters import IMPL
 from reppo.runs import MetricsLogger, format_progress
 from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_PER_SEED, EVAL_RETURN_STD
+from reppo.runs.versions import collect_versions
 
 # ---- evaluation ------------------------------------------------------------------------------
 
@@ -66,7 +70,8 @@ class ProtocolEvaluator:
 
 class _Recorder:
     """Turns Brax's callbacks into REPPO-format records: the capture hook stores the params of
-    the coming evaluation point, `progress` (Brax's progress_fn) evaluates them and logs."""
+    the coming evaluation point, `progress` (Brax's progress_fn) evaluates them and logs, with
+    the trainer's own metrics under `metric_prefix`. FastTD3's loop calls the same two."""
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class _Recorder:
         total_steps: int,
         echo: Callable[[str], None] | None,
         start: float,
+        metric_prefix: str = "brax/",
     ) -> None:
         self.evaluator = evaluator
         self.logger = logger
@@ -84,6 +90,7 @@ class _Recorder:
         self.total_steps = total_steps
         self.echo = echo
         self.start = start
+        self.metric_prefix = metric_prefix
         self.factory: Callable | None = None
         self.params: Any = None
         self.records: list[dict[str, Any]] = []
@@ -115,7 +122,7 @@ class _Recorder:
             EVAL_RETURN_STD: float(returns.std()),
             EVAL_RETURN_PER_SEED: [float(returns.mean())],
             "eval/episodes": int(returns.size),
-            **{f"brax/{k}": v for k, v in metrics.items()},
+            **{f"{self.metric_prefix}{k}": v for k, v in metrics.items()},
         }
         if step >= self.total_steps:
             record["final"] = True
@@ -124,3 +131,38 @@ class _Recorder:
         self.records.append(clean)
         if self.echo is not None:
             self.echo(format_progress(clean, self.total_steps, clean[EVAL_RETURN]))
+
+
+# ---- what every baseline run shares ----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BaselineResult:
+    """What `train_baseline` returns: the final evaluation record and the final policy."""
+
+    run_dir: Path
+    final_record: dict[str, Any]
+    records: list[dict[str, Any]]
+    # params -> deterministic policy(obs, key) -> (action, extras), Brax's signature
+    policy_factory: Callable
+    params: Any  # final params (Brax: normalizer, policy[, value]; FastTD3: actor, obs_stats)
+
+
+def _versions(algo: str) -> dict[str, Any]:
+    import jax
+
+    return collect_versions({
+        "jax_backend": jax.default_backend(),
+        "devices": [getattr(d, "device_kind", str(d)) for d in jax.devices()],
+        "baseline": algo,
+    })
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    """A baseline never writes into a directory that holds anything (it cannot resume)."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        what = "is a file" if not run_dir.is_dir() else "is not empty"
+        raise UserError(
+            f"{run_dir} {what}; nothing was changed. Baseline runs cannot be resumed: pick a new "
+            f"--run-dir (or move this one aside to run it again from scratch)"
+        )

@@ -1,9 +1,11 @@
-"""Which Brax baseline, on which task, with which hyperparameters.
+"""Which baseline, on which task, with which hyperparameters.
 
-The baselines (`BASELINES`) and their presets (`PRESETS`), the checks of their inputs, and
-`preset_hyperparameters` / `resolve_hyperparameters`: the keyword arguments of Brax's `train`
-under a preset, with overrides checked against Brax's own signatures. Brax and Playground are
-imported inside the functions, so that `reppo --help` stays fast.
+The baselines (`BASELINES`: Brax PPO and SAC, FastTD3 with two buffer sizes) and their presets
+(`PRESETS`), the checks of their inputs, and `preset_hyperparameters` /
+`resolve_hyperparameters`: for Brax the keyword arguments of Brax's `train` under a preset,
+with overrides checked against Brax's own signatures; for FastTD3 the fields of
+`reppo.experiments.fasttd3.Hyperparameters`. Brax, Playground and JAX are imported inside the
+functions, so that `reppo --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from typing import Any
 
 from reppo.errors import UserError
 
-BASELINES = ("brax-ppo", "brax-sac")
+BRAX = ("brax-ppo", "brax-sac")
+# FastTD3 with its replay buffer of 10,485,760 transitions and with the constrained 32,768 of the
+# REPPO paper (`reppo.experiments.fasttd3`, in JAX like the Brax trainers).
+FASTTD3 = ("fasttd3", "fasttd3-small")
+BASELINES = (*BRAX, *FASTTD3)
 PRESETS = ("playground", "cpu", "paper-tuned")
 # Presets that only some baselines have; the others have every preset of PRESETS but these.
 PRESET_ALGOS: dict[str, tuple[str, ...]] = {"paper-tuned": ("brax-ppo",)}
@@ -115,14 +121,14 @@ def _check_preset(algo: str, preset: Any) -> str:
 
 
 def _check_env(env: str) -> None:
-    """Brax's trainers run the Playground DM Control tasks (JAX envs), not ManiSkill's."""
+    """The baselines train the Playground DM Control tasks (JAX envs), not ManiSkill's."""
     from reppo.envs.registry import DMC_TASKS, UnknownEnvError, list_envs
 
     if env in DMC_TASKS:
         return
     if env in list_envs("maniskill"):
         raise UserError(
-            f"{env} is a ManiSkill3 task; the Brax baselines run the MuJoCo Playground DM "
+            f"{env} is a ManiSkill3 task; these baselines run the MuJoCo Playground DM "
             f"Control tasks only (`reppo envs --family dm_control` lists them)"
         )
     raise UserError(str(UnknownEnvError(env)))
@@ -156,6 +162,8 @@ def preset_hyperparameters(algo: str, env: str, preset: str = "playground") -> d
     _check_choice("baseline", algo, BASELINES)
     _check_preset(algo, preset)
     _check_env(env)
+    if algo in FASTTD3:
+        return _fasttd3_hyperparameters(algo, preset, None, None)
     from mujoco_playground.config import dm_control_suite_params
 
     from reppo.envs.registry import env_spec
@@ -196,6 +204,11 @@ def resolve_hyperparameters(
 ) -> dict[str, Any]:
     """The preset's hyperparameters with `overrides` applied (checked against Brax's `train`
     and network-factory signatures; `network_factory` entries are merged key by key)."""
+    if algo in FASTTD3:
+        _check_choice("baseline", algo, BASELINES)
+        _check_preset(algo, preset)
+        _check_env(env)
+        return _fasttd3_hyperparameters(algo, preset, total_steps, overrides)
     hp = preset_hyperparameters(algo, env, preset)
     if algo == "brax-sac" and preset == "cpu":
         hp["max_replay_size"] = min(int(hp["max_replay_size"]), total_steps)
@@ -225,3 +238,16 @@ def resolve_hyperparameters(
         else:
             hp[key] = _plain(value)
     return hp
+
+
+def _fasttd3_hyperparameters(
+    algo: str, preset: str, total_steps: int | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """FastTD3's settings as a dict; without a budget, fasttd3's cpu buffer is the preset's
+    upper bound (a run caps it at the transitions it collects)."""
+    import dataclasses
+
+    from reppo.experiments.fasttd3 import preset_hyperparameters as fasttd3_preset
+
+    steps = total_steps if total_steps is not None else 10**12
+    return dataclasses.asdict(fasttd3_preset(algo, preset, steps, overrides))

@@ -1,4 +1,4 @@
-"""One Brax baseline run: `train_baseline` / `run_baseline` train Brax `algo` on a task into a
+"""One baseline run: `train_baseline` / `run_baseline` train baseline `algo` on a task into a
 new REPPO-format run directory (config.json, versions.json, metrics.jsonl, learning curve).
 JAX, Brax and Playground load when a run starts.
 """
@@ -12,10 +12,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reppo.errors import UserError
-from reppo.experiments.baseline_evaluation import ProtocolEvaluator, _Recorder
+from reppo.experiments.baseline_evaluation import (
+    BaselineResult,
+    ProtocolEvaluator,
+    _Recorder,
+    _refuse_existing,
+    _versions,
+)
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
+    FASTTD3,
     IMPL,
     _brax_train,
     _check_choice,
@@ -32,40 +38,8 @@ from reppo.experiments.baseline_schedule import (
 )
 from reppo.experiments.suites import default_eval_interval
 from reppo.runs import MetricsLogger, create_run_dir, plot_learning_curve, read_metrics
-from reppo.runs.versions import collect_versions
 
 # ---- the run ---------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class BaselineResult:
-    """What `train_baseline` returns: the final evaluation record and the final policy."""
-
-    run_dir: Path
-    final_record: dict[str, Any]
-    records: list[dict[str, Any]]
-    policy_factory: Callable  # params -> deterministic Brax policy(obs, key) -> (action, extras)
-    params: Any  # Brax's final params (normalizer, policy[, value])
-
-
-def _versions(algo: str) -> dict[str, Any]:
-    import jax
-
-    return collect_versions({
-        "jax_backend": jax.default_backend(),
-        "devices": [getattr(d, "device_kind", str(d)) for d in jax.devices()],
-        "baseline": algo,
-    })
-
-
-def _refuse_existing(run_dir: Path) -> None:
-    """A baseline never writes into a directory that holds anything (Brax cannot resume)."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        what = "is a file" if not run_dir.is_dir() else "is not empty"
-        raise UserError(
-            f"{run_dir} {what}; nothing was changed. Brax runs cannot be resumed: pick a new "
-            f"--run-dir (or move this one aside to run it again from scratch)"
-        )
 
 
 def train_baseline(
@@ -81,11 +55,12 @@ def train_baseline(
     echo: Callable[[str], None] | None = print,
     hyperparameters: Mapping[str, Any] | None = None,
 ) -> BaselineResult:
-    """Train Brax `algo` on `env` for `total_steps` env steps into the new `run_dir`.
+    """Train baseline `algo` on `env` for `total_steps` env steps into the new `run_dir`.
 
     `eval_interval_steps` None evaluates about `DEFAULT_NUM_EVALS` times, 0 only at the end.
-    `hyperparameters` overrides entries of the preset (keys of Brax's `train`, and
-    `network_factory` keys of its network factory). Raises `UserError` for bad input before
+    `hyperparameters` overrides entries of the preset (Brax: keys of Brax's `train`, and
+    `network_factory` keys of its network factory; FastTD3: fields of
+    `reppo.experiments.fasttd3.Hyperparameters`). Raises `UserError` for bad input before
     anything is written.
     """
     _check_choice("baseline", algo, BASELINES)
@@ -99,6 +74,14 @@ def train_baseline(
     _check_env(env)
     run_dir = Path(run_dir)
     _refuse_existing(run_dir)
+    if algo in FASTTD3:
+        from reppo.experiments.fasttd3_run import train_fasttd3
+
+        return train_fasttd3(
+            algo, env, seed, total_steps, run_dir, preset=preset,
+            eval_interval_steps=eval_interval_steps, eval_episodes=eval_episodes, echo=echo,
+            hyperparameters=hyperparameters, impl=IMPL,
+        )
 
     hp = resolve_hyperparameters(algo, env, preset, total_steps, hyperparameters)
     _check_hyperparameters(algo, hp, total_steps)

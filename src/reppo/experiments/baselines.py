@@ -1,4 +1,7 @@
-"""Brax PPO and Brax SAC baselines that write REPPO's run-directory format.
+"""The baselines (Brax PPO, Brax SAC and FastTD3) that write REPPO's run-directory format.
+
+FastTD3 is implemented here (`reppo.experiments.fasttd3`, docs/baselines.md); the rest of this
+docstring is about the Brax ones.
 
 The baselines are Brax's own trainers (`brax.training.agents.ppo.train`,
 `brax.training.agents.sac.train`) with MuJoCo Playground's tuned per-task hyperparameters, on
@@ -36,6 +39,8 @@ from reppo.errors import UserError, exit_status
 from reppo.experiments.baseline_evaluation import ProtocolEvaluator
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
+    BRAX,
+    FASTTD3,
     IMPL,
     PRESETS,
     _check_choice,
@@ -51,7 +56,8 @@ from reppo.experiments.suites import EVALS_PER_RUN
 # baseline_schedule (evaluation periods) and baseline_evaluation (the protocol, the recorder)
 # <- baseline_run (one run); this module is the command and keeps exporting their names.
 __all__ = [
-    "BASELINES", "DEFAULT_NUM_EVALS", "IMPL", "MAX_OVERSHOOT", "PRESETS", "BaselineResult",
+    "BASELINES", "BRAX", "DEFAULT_NUM_EVALS", "FASTTD3", "IMPL", "MAX_OVERSHOOT", "PRESETS",
+    "BaselineResult",
     "ProtocolEvaluator", "Schedule", "configure_parser", "main", "plan_schedule",
     "preset_hyperparameters", "resolve_hyperparameters", "run", "run_baseline",
     "train_baseline",
@@ -136,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reppo.experiments.baselines",
-        description="Train a Brax PPO or SAC baseline into a REPPO-format run directory.",
+        description="Train a baseline (Brax PPO or SAC, FastTD3) into a REPPO-format run "
+                    "directory.",
     )
     configure_parser(parser)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Named benchmark suites: which tasks `reppo sweep` trains, with which preset, for how long.
 
 A suite is data, not code: a tuple of tasks, the backend that trains them, the REPPO preset and
-step budget the paper (or a CPU) uses, the preset of the Brax baselines where they apply, and,
+step budget the paper (or a CPU) uses, the preset of the baselines where they apply, and,
 for ablation suites, the REPPO variants compared with each other. `reppo sweep --suite NAME`
 runs every task x variant x seed of one; docs/experiments.md lists them.
 
@@ -100,7 +100,7 @@ class Suite:
     backend: Backend
     preset: str  # REPPO preset of a suite without variants
     steps: int  # default env steps per run (per seed)
-    baseline_preset: str | None = None  # None: the Brax baselines cannot run these tasks
+    baseline_preset: str | None = None  # None: the baselines cannot run these tasks
     variants: tuple[Variant, ...] = ()  # ablation suites: the REPPO methods compared
 
     def methods(self, algo: str) -> tuple[Variant, ...]:

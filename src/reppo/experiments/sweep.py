@@ -1,6 +1,6 @@
 """`reppo sweep`: train every task (x variant) of a suite x K seeds, resumably.
 
-Each run is a child process (`python -m reppo.cli train ...`, or the Brax baseline module), so
+Each run is a child process (`python -m reppo.cli train ...`, or the baseline module), so
 runs are isolated from each other: one that crashes, leaks memory or holds a GPU does not take
 the others with it. The children's output is echoed with a `[method task seed]` prefix and
 appended to a log file beside the run directory.
@@ -10,13 +10,13 @@ Layout of `--out OUT`::
     OUT/sweep.json                     the sweep's settings and every invocation of it
     OUT/<method>/<task>/               REPPO (JAX): one run dir holding all K seeds
     OUT/<method>/<task>.log            ... and its output, appended by every attempt
-    OUT/<method>/<task>/seed<i>/       REPPO (torch) and Brax baselines: one run dir per seed
+    OUT/<method>/<task>/seed<i>/       REPPO (torch) and the baselines: one run dir per seed
     OUT/<method>/<task>/seed<i>.log
 
 Every run dir also gets an `experiment.json` ({"suite", "method", "task", "algo", "variant",
 ...}) that `reppo report` groups runs by. Running the same command again resumes the sweep:
 finished runs are skipped, interrupted REPPO runs continue from their latest checkpoint
-(`reppo train --resume`), and runs that cannot continue (Brax baselines, or a REPPO run that
+(`reppo train --resume`), and runs that cannot continue (baselines, or a REPPO run that
 stopped before its first checkpoint) are moved aside to `<dir>.partial-<time>` and started
 again. Different settings in the same OUT are refused; nothing is ever deleted.
 """
@@ -85,8 +85,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="sweep directory (new, empty, or a sweep to resume)")
     parser.add_argument("--algo", choices=ALGOS, default=REPPO,
-                        help="algorithm (default reppo; the Brax baselines run Playground "
-                             "tasks only); several algos may share one --out")
+                        help="algorithm (default reppo; the baselines, Brax PPO and SAC and "
+                             "FastTD3, run Playground tasks only); several algos may share "
+                             "one --out")
     parser.add_argument("--steps", type=_count, default=None, metavar="N",
                         help="env steps per run and seed (default: the suite's budget)")
     parser.add_argument("--tasks", default=None, metavar="A,B",

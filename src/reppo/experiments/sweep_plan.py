@@ -196,7 +196,7 @@ def inspect(run: PlannedRun, settings: Settings) -> RunState:
     if run_dir.is_finished():
         return RunState("skip", "finished")
     if run.algo != REPPO:
-        return RunState("restart", "a Brax run cannot continue from its files")
+        return RunState("restart", "a baseline run cannot continue from its files")
     if not run_dir.has_checkpoint():
         return RunState("restart", "it stopped before its first checkpoint")
     return RunState("resume")

@@ -31,7 +31,7 @@ _MANAGED = {
     "env": "--tasks", "seed": "--seeds", "num_seeds": "--seeds", "total_steps": "--steps",
     "backend": "--suite",
 }
-# The only config fields a Brax baseline run accepts (as its own flags of the same name).
+# The only config fields a baseline run accepts (as its own flags of the same name).
 _BASELINE_FIELDS = ("eval_interval_steps", "eval_episodes")
 
 
@@ -64,7 +64,7 @@ class Settings:
     @property
     def batched_seeds(self) -> bool:
         """REPPO on JAX trains all K seeds in one process (and one run dir); the torch backend
-        and the Brax baselines train one seed per process."""
+        and the baselines train one seed per process."""
         return self.algo == REPPO and self.suite.backend == "jax"
 
     @property
@@ -165,7 +165,7 @@ def parse_overrides(pairs: list[str], algo: str) -> dict[str, Any]:
             )
         if algo != REPPO and name not in _BASELINE_FIELDS:
             raise _user_error(
-                f"--set {name} applies to REPPO runs only; the Brax baselines take "
+                f"--set {name} applies to REPPO runs only; the baselines take "
                 f"{' and '.join(_BASELINE_FIELDS)}"
             )
         if name in overrides:
@@ -184,7 +184,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     algo = args.algo
     if algo != REPPO and suite.baseline_preset is None:
         raise _user_error(
-            f"--algo {algo}: the {suite.name} suite has no Brax baseline (they train "
+            f"--algo {algo}: the {suite.name} suite has no baselines (they train "
             "Playground tasks, and ablation suites compare REPPO variants); use --algo reppo"
         )
     if not suite.tasks:

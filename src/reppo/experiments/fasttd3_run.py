@@ -1,0 +1,159 @@
+"""One FastTD3 run into a new REPPO-format run directory: the schedule (iterations cut into
+evaluation periods), the evaluation with the project's protocol, and the files.
+
+The run directory is the Brax baselines' (docs/baselines.md): `config.json` (`algo`, `env`,
+`seed`, `num_seeds` 1, `total_steps`, `eval_episodes`, `eval_interval_steps`, `preset`, `impl`,
+`hyperparameters`, `schedule`), `versions.json`, `metrics.jsonl` (one record per evaluation
+point, FastTD3's training metrics under `fasttd3/`, the last with `"final": true`) and the
+learning curve. Like the Brax baselines it cannot be resumed: an interrupted run is run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from reppo.experiments.baseline_evaluation import (
+    BaselineResult,
+    ProtocolEvaluator,
+    _Recorder,
+    _refuse_existing,
+    _versions,
+)
+from reppo.experiments.fasttd3 import Hyperparameters, preset_hyperparameters
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """`iterations` steps of every env, evaluated after every `iterations_per_eval` of them
+    and at the end (the last period may be shorter)."""
+
+    num_envs: int
+    iterations: int
+    iterations_per_eval: int
+
+    @property
+    def planned_env_steps(self) -> int:
+        return self.iterations * self.num_envs
+
+    def eval_iterations(self) -> list[int]:
+        marks = list(range(self.iterations_per_eval, self.iterations, self.iterations_per_eval))
+        return [*marks, self.iterations]
+
+    def eval_steps(self) -> list[int]:
+        return [i * self.num_envs for i in self.eval_iterations()]
+
+
+def plan_schedule(hp: Hyperparameters, total_steps: int, eval_interval_steps: int) -> Schedule:
+    """Whole iterations covering `total_steps` (at most num_envs - 1 steps more), evaluated
+    about every `eval_interval_steps` (0: only at the end)."""
+    iterations = math.ceil(total_steps / hp.num_envs)
+    if eval_interval_steps == 0:
+        per_eval = iterations
+    else:
+        per_eval = min(iterations, max(1, round(eval_interval_steps / hp.num_envs)))
+    return Schedule(hp.num_envs, iterations, per_eval)
+
+
+def resolve(
+    algo: str, env: str, preset: str, total_steps: int,
+    overrides: Mapping[str, Any] | None,
+) -> Hyperparameters:
+    hp = preset_hyperparameters(algo, preset, total_steps, overrides)
+    hp.check(total_steps)
+    return hp
+
+
+def train_fasttd3(
+    algo: str,
+    env: str,
+    seed: int,
+    total_steps: int,
+    run_dir: Path,
+    *,
+    preset: str,
+    eval_interval_steps: int,
+    eval_episodes: int,
+    echo: Callable[[str], None] | None,
+    hyperparameters: Mapping[str, Any] | None,
+    impl: str,
+) -> BaselineResult:
+    """Train FastTD3 (`algo`: fasttd3 or fasttd3-small) on `env`; the caller
+    (`baseline_run.train_baseline`) has checked the algo, preset, env, seed and counts."""
+    run_dir = Path(run_dir)
+    _refuse_existing(run_dir)
+    hp = resolve(algo, env, preset, total_steps, hyperparameters)
+    schedule = plan_schedule(hp, total_steps, eval_interval_steps)
+    config = {
+        "algo": algo, "env": env, "seed": seed, "num_seeds": 1, "total_steps": total_steps,
+        "eval_episodes": eval_episodes, "eval_interval_steps": eval_interval_steps,
+        "preset": preset, "impl": impl, "hyperparameters": dataclasses.asdict(hp),
+        "schedule": {**dataclasses.asdict(schedule),
+                     "planned_env_steps": schedule.planned_env_steps,
+                     "eval_steps": schedule.eval_steps()},
+    }
+
+    start = time.perf_counter()
+    import jax
+    import numpy as np
+
+    from reppo.envs.registry import make_env
+    from reppo.experiments.fasttd3 import FastTD3, reset_period_metrics
+    from reppo.runs import MetricsLogger, create_run_dir, plot_learning_curve, read_metrics
+
+    agent = FastTD3(hp, make_env(env, hp.num_envs, impl=impl))
+    evaluator = ProtocolEvaluator(env, eval_episodes)
+
+    def policy_factory(params: Any) -> Callable:
+        def policy(obs: Any, key: Any) -> tuple[Any, dict]:
+            return agent.policy(params["actor"], params["obs_stats"], obs), {}
+
+        return policy
+
+    create_run_dir(run_dir, config, _versions(algo))
+    name = {"fasttd3": "FastTD3", "fasttd3-small": "FastTD3-small"}[algo]
+    if echo is not None:
+        echo(
+            f"{name} ({preset} preset, {hp.buffer_transitions:,}-transition buffer) on {env}, "
+            f"seed {seed}: {total_steps:,} env steps ({hp.num_envs} envs x "
+            f"{schedule.iterations:,} iterations), {len(schedule.eval_steps())} evaluation(s) "
+            f"of {eval_episodes} episodes -> {run_dir}"
+        )
+    run = jax.jit(agent.run)
+    state = jax.jit(agent.init)(jax.random.PRNGKey(seed))
+    done = 0
+    with MetricsLogger(run_dir) as logger:
+        recorder = _Recorder(evaluator=evaluator, logger=logger, seed=seed,
+                             total_steps=total_steps, echo=echo, start=start,
+                             metric_prefix="fasttd3/")
+        for mark in schedule.eval_iterations():
+            state = run(reset_period_metrics(state), np.int32(mark - done))
+            done = mark
+            params = {"actor": state.actor, "obs_stats": state.obs_stats}
+            recorder.capture(policy_factory, params)
+            recorder.progress(mark * hp.num_envs, _training_metrics(state))
+    records = read_metrics(run_dir)
+    plot_learning_curve(records, run_dir / "learning_curve.png", f"{name} on {env}")
+    return BaselineResult(
+        run_dir=run_dir, final_record=recorder.records[-1], records=recorder.records,
+        policy_factory=policy_factory,
+        params={"actor": state.actor, "obs_stats": state.obs_stats},
+    )
+
+
+def _training_metrics(state: Any) -> dict[str, float]:
+    """The period's training metrics: the last update's losses and target mean, the last
+    step's mean reward, and the mean return of the training episodes that ended in it."""
+    m = {k: float(v) for k, v in state.metrics.items()}
+    episodes = m.pop("episodes")
+    returns = m.pop("episode_return_sum")
+    out = {k: v for k, v in m.items()}
+    out["train_episodes"] = episodes
+    if episodes > 0:
+        out["train_episode_return"] = returns / episodes
+    out["buffer_transitions"] = float(int(state.buffer.size) * state.buffer.num_envs)
+    return out
