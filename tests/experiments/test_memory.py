@@ -68,6 +68,15 @@ def test_command_prints_the_table_and_writes_json_once(tmp_path, capsys):
     assert rep["rollout_bytes"] == 16_896 and rep["transitions_per_iteration"] == 128
     assert [b["bytes"] for b in rep["replay_buffers"]] == [10_485_760 * 56, 32_768 * 56]
     assert rep["measured"] is None
+    # FastTD3's buffers as its code allocates them (Cartpole: obs 5, action 1): per slot obs,
+    # action, reward, terminated, truncated, next obs = 5 + 1 + 1 + 1 + 1 + 5 = 14 floats.
+    fasttd3 = {e["buffer"]["algo"]: e["buffer"] for e in rep["fasttd3"]}
+    assert fasttd3["fasttd3"]["transitions"] == 10_485_760
+    assert fasttd3["fasttd3"]["bytes"] == 10_485_760 * 14 * 4 + 8
+    assert fasttd3["fasttd3-small"]["transitions"] == 32_768
+    assert fasttd3["fasttd3-small"]["bytes"] == 32_768 * 14 * 4 + 8
+    assert "fasttd3-small        32,768 transitions (32 per env)" in out
+    assert all("measured" not in e for e in rep["fasttd3"])
 
     before = path.read_bytes()
     assert main(argv) == 2
@@ -99,7 +108,7 @@ def test_measured_peak_of_a_short_run(tmp_path, capsys):
     # The child uses the tests' compilation cache (REPPO_JAX_CACHE, set by conftest) when warm.
     path = tmp_path / "memory.json"
     assert main(["memory", "--env", "CartpoleBalance", "--preset", "cpu", *TINY_SET,
-                 "--measure-steps", "1", "--json", str(path)]) == 0
+                 "--measure-steps", "1", "--fasttd3-preset", "none", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "measuring 1 iteration(s)" in out
     result = json.loads(path.read_text())["measured"]
@@ -117,3 +126,24 @@ def test_measured_peak_of_a_short_run(tmp_path, capsys):
     assert before > 100 * 2**20
     assert peak >= 0.99 * before and whole >= 0.99 * peak
     assert f"{peak / 2**20:,.1f} MiB" in out
+
+
+@pytest.mark.slow
+def test_measured_fasttd3_run_in_a_fresh_process():
+    """A small FastTD3 run in its own process: its buffer's bytes, and a peak that includes
+    them (the buffer is allocated before the iterations and kept)."""
+    from reppo.experiments import fasttd3_memory
+
+    small = {"num_envs": 8, "batch_size": 64, "critic_hidden_dim": 16, "actor_hidden_dim": 8,
+             "buffer_transitions": 80_000}
+    result = fasttd3_memory.measure("fasttd3", "CartpoleBalance", "cpu", 1_000_000, small)
+    buffer = fasttd3_memory.buffer_arrays("fasttd3", "CartpoleBalance", "cpu", 1_000_000, small)
+    assert result["buffer_bytes"] == buffer["bytes"] == 80_000 * 14 * 4 + 8
+    assert result["iterations"] == 12 and result["updates"] == 4  # 10 collecting, 2 updating
+    if result["platform"] != "cpu":
+        assert result["peak_bytes"] >= result["buffer_bytes"]
+        return
+    assert result["before_bytes"] > result["buffer_bytes"] + 100 * 2**20
+    assert result["process_peak_bytes"] >= 0.99 * result["peak_bytes"]
+    lines = fasttd3_memory.format_section([{"buffer": buffer, "measured": result}])
+    assert any("measured, fasttd3: 12 iterations (4 updates)" in line for line in lines)

@@ -10,6 +10,8 @@ transitions. This command computes, for one task and preset:
 - the bytes of an off-policy replay buffer of each size on the same task, assuming that every
   transition stores obs, next obs, action, reward, a done and a truncation flag, all float32;
 - for reference, REPPO's parameters and optimizer state;
+- FastTD3's replay buffer with each of those sizes as its real code allocates it, and the
+  measured peak of a short FastTD3 run with each (`reppo.experiments.fasttd3_memory`);
 - the measured peak memory of a short REPPO run in a fresh process, after set-up and
   compilation: the device allocator's `peak_bytes_in_use` on a GPU; on a CPU (where JAX has no
   memory statistics) the process's RSS before the iterations and its peak during them (Linux's
@@ -250,6 +252,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "(default: one iteration; 0: do not measure)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE", help="change a config field (repeatable)")
+    parser.add_argument("--fasttd3-preset", default="playground",
+                        choices=("playground", "cpu", "none"),
+                        help="FastTD3 preset whose buffers and runs are measured (default "
+                             "playground: 1024 envs, batches of 32,768; none: leave FastTD3 "
+                             "out)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write the figures as JSON to PATH (never overwritten)")
 
@@ -351,7 +358,10 @@ def format_report(rep: dict[str, Any]) -> str:
     ]
     lines += ["  " + line for line in _table(arrays, right={3})]
     lines += ["", f"assumed: {rep['replay_assumption']}"]
+    from reppo.experiments.fasttd3_memory import format_section
+
     m = rep["measured"]
+    lines += format_section(rep.get("fasttd3", []))
     if m is not None:
         where = m["platform"] if m["device"] == m["platform"] else f"{m['platform']} {m['device']}"
         lines += ["", f"measured in a fresh process on {where}, {m['iterations']} iteration(s) = "
@@ -372,6 +382,26 @@ def format_report(rep: dict[str, Any]) -> str:
             lines.append("  (JAX keeps no memory statistics on CPU; RSS also counts Python, "
                          "JAX, the simulator and memory the compiler freed but the process kept)")
     return "\n".join(lines)
+
+
+def _fasttd3(config: Any, preset: str, measure_runs: bool) -> list[dict[str, Any]]:
+    """Each FastTD3 buffer on the task: its arrays and, if asked, a measured run with it."""
+    from reppo.experiments import fasttd3_memory
+    from reppo.experiments.baseline_hyperparameters import FASTTD3
+
+    if preset == "none":
+        return []
+    entries = []
+    for algo in FASTTD3:
+        entry: dict[str, Any] = {"buffer": fasttd3_memory.buffer_arrays(
+            algo, config.env, preset, config.total_steps)}
+        if measure_runs:
+            print(f"measuring a short {algo} run ({preset} preset) in a fresh process ...",
+                  flush=True)
+            entry["measured"] = fasttd3_memory.measure(algo, config.env, preset,
+                                                       config.total_steps)
+        entries.append(entry)
+    return entries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -395,6 +425,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"reppo: error: {err}", file=sys.stderr)
             return 1
     rep = report(config, args.preset, storage, measured)
+    try:
+        rep["fasttd3"] = _fasttd3(config, args.fasttd3_preset, measure_runs=steps > 0)
+    except RuntimeError as err:
+        print(f"reppo: error: {err}", file=sys.stderr)
+        return 1
     print(format_report(rep))
     if args.json is not None:
         try:
