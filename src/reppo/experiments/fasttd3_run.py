@@ -123,7 +123,9 @@ def train_fasttd3(
             f"{schedule.iterations:,} iterations), {len(schedule.eval_steps())} evaluation(s) "
             f"of {eval_episodes} episodes -> {run_dir}"
         )
-    run = jax.jit(agent.run)
+    # Donated: the loop's output state reuses the input's buffers, so the replay buffer (1.7
+    # GB at the playground preset on CheetahRun) is never held twice.
+    run = jax.jit(agent.run, donate_argnums=0)
     state = jax.jit(agent.init)(jax.random.PRNGKey(seed))
     done = 0
     with MetricsLogger(run_dir) as logger:
