@@ -60,7 +60,7 @@ def measure_in_this_process(algo: str, env: str, preset: str, total_steps: int,
 
     from reppo.envs.registry import make_env
     from reppo.experiments.fasttd3 import FastTD3, preset_hyperparameters
-    from reppo.experiments.memory import _proc_status_bytes, _process_peak_rss, _reset_peak_rss
+    from reppo.experiments.memory import measure_peak
 
     start = time.perf_counter()
     hp = preset_hyperparameters(algo, preset, total_steps, overrides)
@@ -69,37 +69,18 @@ def measure_in_this_process(algo: str, env: str, preset: str, total_steps: int,
     # Donated as in training (`fasttd3_run`), so the buffer is not held twice.
     run = jax.jit(agent.run, donate_argnums=0).lower(state, np.int32(1)).compile()
     jax.block_until_ready(state)
-    device = jax.devices()[0]
-
-    def stats() -> dict[str, Any]:
-        try:
-            return device.memory_stats() or {}
-        except Exception:  # some backends raise instead of returning None
-            return {}
-
-    ready_device = stats().get("bytes_in_use")
-    ready_rss = _proc_status_bytes("VmRSS")
-    hwm_reset = _reset_peak_rss()
     iterations = hp.learning_starts + UPDATE_ITERATIONS
-    state = run(state, np.int32(iterations))
-    jax.block_until_ready(state)
-    result: dict[str, Any] = {
-        "algo": algo, "platform": device.platform,
-        "device": getattr(device, "device_kind", str(device)),
-        "iterations": iterations, "updates": int(state.updates),
-        "env_steps": iterations * hp.num_envs, "seconds": time.perf_counter() - start,
-        "buffer_bytes": state.buffer.nbytes(),
-    }
-    peak_device = stats().get("peak_bytes_in_use")
-    if peak_device is not None:
-        result.update(kind="device peak_bytes_in_use", peak_bytes=int(peak_device),
-                      before_bytes=ready_device, process_peak_bytes=None)
-    else:
-        during = _proc_status_bytes("VmHWM") if hwm_reset else None
-        process_peak = _process_peak_rss()
-        result.update(kind="process RSS" if during is not None else "process peak RSS",
-                      peak_bytes=during if during is not None else process_peak,
-                      before_bytes=ready_rss, process_peak_bytes=process_peak)
+    done: dict[str, Any] = {}
+
+    def work() -> None:
+        done["state"] = run(state, np.int32(iterations))
+        jax.block_until_ready(done["state"])
+
+    result = measure_peak(work)
+    final = done["state"]
+    result.update(algo=algo, iterations=iterations, updates=int(final.updates),
+                  env_steps=iterations * hp.num_envs, seconds=time.perf_counter() - start,
+                  buffer_bytes=final.buffer.nbytes())
     return result
 
 

@@ -184,6 +184,25 @@ def measure_in_this_process(config: Any, iterations: int) -> dict[str, Any]:
         return program(s, jax.numpy.asarray(iterations, jax.numpy.int32))
 
     jax.block_until_ready(state)
+    done: dict[str, Any] = {}
+
+    def work() -> None:
+        done["out"] = chunk(state)
+        jax.block_until_ready(done["out"])
+
+    result = measure_peak(work)
+    result.update(iterations=iterations, env_steps=iterations * config.steps_per_iteration,
+                  seconds=time.perf_counter() - start)
+    return result
+
+
+def measure_peak(work: Any) -> dict[str, Any]:
+    """Run `work()` (set up and compiled beforehand) and report its peak memory: the device
+    allocator's `peak_bytes_in_use` where JAX keeps memory statistics (GPUs), else the
+    process's RSS before it, its peak during it (Linux's reset high-water mark) and over the
+    whole process. Also `platform` and `device`."""
+    import jax
+
     device = jax.devices()[0]
 
     def stats() -> dict[str, Any]:
@@ -195,14 +214,10 @@ def measure_in_this_process(config: Any, iterations: int) -> dict[str, Any]:
     ready_device = stats().get("bytes_in_use")
     ready_rss = _proc_status_bytes("VmRSS")
     hwm_reset = _reset_peak_rss()
-    state, metrics = chunk(state)
-    jax.block_until_ready((state, metrics))
+    work()
     result: dict[str, Any] = {
         "platform": device.platform,
         "device": getattr(device, "device_kind", str(device)),
-        "iterations": iterations,
-        "env_steps": iterations * config.steps_per_iteration,
-        "seconds": time.perf_counter() - start,
     }
     peak_device = stats().get("peak_bytes_in_use")
     if peak_device is not None:
