@@ -60,7 +60,7 @@ def measure_in_this_process(algo: str, env: str, preset: str, total_steps: int,
 
     from reppo.envs.registry import make_env
     from reppo.experiments.fasttd3 import FastTD3, preset_hyperparameters
-    from reppo.experiments.memory import measure_peak
+    from reppo.experiments.peak_memory import measure_peak
 
     start = time.perf_counter()
     hp = preset_hyperparameters(algo, preset, total_steps, overrides)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reppo.experiments.peak_memory import measure_peak
+
 REPLAY_CAPACITIES: tuple[int, ...] = (10_485_760, 32_768)
 FLOAT32_BYTES = 4
 # Per replay transition: obs, next obs, action, reward, done, truncation.
@@ -132,35 +134,6 @@ def rollout_storage(config: Any) -> Storage:
 # ---- the measured run (a child process) ------------------------------------------------------
 
 
-def _process_peak_rss() -> int:
-    """Peak RSS of this process since it started, in bytes (getrusage)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-
-def _proc_status_bytes(field: str) -> int | None:
-    """A `kB` field of /proc/self/status (Linux) in bytes, else None."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset Linux's RSS high-water mark (VmHWM), so it then measures what follows alone."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def measure_in_this_process(config: Any, iterations: int) -> dict[str, Any]:
     """Train `iterations` iterations from scratch and report the peak memory while training.
 
@@ -193,45 +166,6 @@ def measure_in_this_process(config: Any, iterations: int) -> dict[str, Any]:
     result = measure_peak(work)
     result.update(iterations=iterations, env_steps=iterations * config.steps_per_iteration,
                   seconds=time.perf_counter() - start)
-    return result
-
-
-def measure_peak(work: Any) -> dict[str, Any]:
-    """Run `work()` (set up and compiled beforehand) and report its peak memory: the device
-    allocator's `peak_bytes_in_use` where JAX keeps memory statistics (GPUs), else the
-    process's RSS before it, its peak during it (Linux's reset high-water mark) and over the
-    whole process. Also `platform` and `device`."""
-    import jax
-
-    device = jax.devices()[0]
-
-    def stats() -> dict[str, Any]:
-        try:
-            return device.memory_stats() or {}
-        except Exception:  # some backends raise instead of returning None
-            return {}
-
-    ready_device = stats().get("bytes_in_use")
-    ready_rss = _proc_status_bytes("VmRSS")
-    hwm_reset = _reset_peak_rss()
-    work()
-    result: dict[str, Any] = {
-        "platform": device.platform,
-        "device": getattr(device, "device_kind", str(device)),
-    }
-    peak_device = stats().get("peak_bytes_in_use")
-    if peak_device is not None:
-        result.update(kind="device peak_bytes_in_use", peak_bytes=int(peak_device),
-                      before_bytes=ready_device, process_peak_bytes=None)
-    else:
-        process_peak = _process_peak_rss()
-        during = _proc_status_bytes("VmHWM") if hwm_reset else None
-        result.update(
-            kind="process RSS" if during is not None else "process peak RSS",
-            peak_bytes=during if during is not None else process_peak,
-            before_bytes=ready_rss,
-            process_peak_bytes=process_peak,
-        )
     return result
 
 
