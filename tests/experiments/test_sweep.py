@@ -84,7 +84,8 @@ def test_suites_hold_the_papers_tasks():
     assert {"PegInsertionSide-v1", "UnitreeG1TransportBox-v1", "OpenCabinetDrawer-v1"} <= set(
         ms.tasks
     )
-    assert "PickCube-v1" not in ms.tasks and ms.baseline_preset is None
+    assert "PickCube-v1" not in ms.tasks
+    assert (ms.baseline_preset, ms.baselines) == ("maniskill", ("maniskill-ppo",))
     smoke = suites.SUITES["cpu-smoke"]
     assert smoke.tasks == ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
     assert (smoke.preset, smoke.steps, smoke.baseline_preset) == ("cpu", 1_000_000, "cpu")
@@ -246,7 +247,13 @@ def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path, capsys):
         (["--suite", "cpu-smoke", "--seeds", "0"], ["--seeds must be >= 1"]),
         (["--suite", "cpu-smoke", "--seeds", "1", "--tasks", "Cartpole"],
          ["unknown task 'Cartpole'", "CartpoleBalance"]),
-        (["--suite", "maniskill", "--seeds", "1", "--algo", "brax-sac"], ["has no baselines"]),
+        (["--suite", "maniskill", "--seeds", "1", "--algo", "brax-sac"],
+         ["does not train the maniskill suite", "maniskill-ppo"]),
+        (["--suite", "cpu-smoke", "--seeds", "1", "--algo", "maniskill-ppo"],
+         ["does not train the cpu-smoke suite", "brax-ppo"]),
+        (["--suite", "ablations", "--seeds", "1", "--algo", "brax-ppo"], ["has no baselines"]),
+        (["--suite", "maniskill", "--seeds", "1", "--algo", "maniskill-ppo", "--preset",
+          "playground"], ["maniskill-ppo has the presets maniskill, cpu"]),
         (["--suite", "ablations", "--seeds", "1", "--preset", "small"], ["--variants"]),
         (["--suite", "cpu-smoke", "--seeds", "1", "--preset", "papr"], ["unknown preset"]),
         (["--suite", "cpu-smoke", "--seeds", "1", "--set", "seed=3"], ["use --seeds"]),

@@ -14,13 +14,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reppo.errors import UserError
 from reppo.experiments.baseline_hyperparameters import IMPL
 from reppo.runs import MetricsLogger, format_progress
-from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_PER_SEED, EVAL_RETURN_STD
+from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.versions import collect_versions
+from reppo.trainer import EvalReport
 
 # ---- evaluation ------------------------------------------------------------------------------
 
@@ -59,10 +60,22 @@ class ProtocolEvaluator:
             self._compiled[id(policy_factory)] = entry
         return entry[1]
 
-    def evaluate(self, policy_factory: Callable, params: Any, key: Any) -> Any:
+    def evaluate(self, policy_factory: Callable, params: Any, seed: int, env_steps: int
+                 ) -> EvalReport:
+        """The evaluation at `env_steps` of a run with `seed` (`eval_key(seed, env_steps)`)."""
         import numpy as np
 
-        return np.asarray(self._rollout(policy_factory)(params, key), dtype=np.float64)
+        from reppo.envs.evaluation import eval_key
+
+        returns = self._rollout(policy_factory)(params, eval_key(seed, env_steps))
+        return EvalReport(returns=np.asarray(returns, dtype=np.float64)[None])
+
+
+class Evaluator(Protocol):
+    """What `_Recorder` evaluates with: `ProtocolEvaluator` (JAX envs) or ManiSkill PPO's."""
+
+    def evaluate(self, policy_factory: Callable, params: Any, seed: int, env_steps: int
+                 ) -> EvalReport: ...
 
 
 # ---- recording Brax's evaluation points ------------------------------------------------------
@@ -76,7 +89,7 @@ class _Recorder:
     def __init__(
         self,
         *,
-        evaluator: ProtocolEvaluator,
+        evaluator: Evaluator,
         logger: MetricsLogger,
         seed: int,
         total_steps: int,
@@ -110,18 +123,13 @@ class _Recorder:
         now = time.perf_counter()
         train_seconds = now - self._last_time - self._eval_seconds
         t0 = time.perf_counter()
-        from reppo.envs.evaluation import eval_key
-
-        returns = self.evaluator.evaluate(self.factory, self.params, eval_key(self.seed, step))
+        report = self.evaluator.evaluate(self.factory, self.params, self.seed, step)
         self._eval_seconds = time.perf_counter() - t0
         record: dict[str, Any] = {
             "env_steps": step,
             "wall_time": time.perf_counter() - self.start,
             "sps": (step - self._last_steps) / max(train_seconds, 1e-9),
-            EVAL_RETURN: float(returns.mean()),
-            EVAL_RETURN_STD: float(returns.std()),
-            EVAL_RETURN_PER_SEED: [float(returns.mean())],
-            "eval/episodes": int(returns.size),
+            **report.record(),
             **{f"{self.metric_prefix}{k}": v for k, v in metrics.items()},
         }
         if step >= self.total_steps:

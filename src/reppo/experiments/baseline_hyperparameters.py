@@ -1,11 +1,11 @@
 """Which baseline, on which task, with which hyperparameters.
 
-The baselines (`BASELINES`: Brax PPO and SAC, FastTD3 with two buffer sizes) and their presets
-(`PRESETS`), the checks of their inputs, and `preset_hyperparameters` /
-`resolve_hyperparameters`: for Brax the keyword arguments of Brax's `train` under a preset,
-with overrides checked against Brax's own signatures; for FastTD3 the fields of
-`reppo.experiments.fasttd3.Hyperparameters`. Brax, Playground and JAX are imported inside the
-functions, so that `reppo --help` stays fast.
+The baselines (`BASELINES`: Brax PPO and SAC and FastTD3 with two buffer sizes on the DM Control
+tasks, ManiSkill's PPO on ManiSkill3's) and their presets (`ALGO_PRESETS`), the checks of their
+inputs, and `preset_hyperparameters` / `resolve_hyperparameters`: for Brax the keyword arguments
+of Brax's `train` under a preset, with overrides checked against Brax's own signatures; for
+FastTD3 and ManiSkill's PPO the fields of their `Hyperparameters`. Brax, Playground, JAX and
+rsl-rl are imported inside the functions, so that `reppo --help` stays fast.
 """
 
 from __future__ import annotations
@@ -20,10 +20,23 @@ BRAX = ("brax-ppo", "brax-sac")
 # FastTD3 with its replay buffer of 10,485,760 transitions and with the constrained 32,768 of the
 # REPPO paper (`reppo.experiments.fasttd3`, in JAX like the Brax trainers).
 FASTTD3 = ("fasttd3", "fasttd3-small")
-BASELINES = (*BRAX, *FASTTD3)
-PRESETS = ("playground", "cpu", "paper-tuned")
-# Presets that only some baselines have; the others have every preset of PRESETS but these.
-PRESET_ALGOS: dict[str, tuple[str, ...]] = {"paper-tuned": ("brax-ppo",)}
+# The baselines of the Playground DM Control tasks, and of ManiSkill3's: ManiSkill's own PPO,
+# run with rsl-rl-lib's PPO on the torch backend (`reppo.experiments.maniskill_ppo`).
+DMC_BASELINES = (*BRAX, *FASTTD3)
+MANISKILL_PPO = "maniskill-ppo"
+MANISKILL_BASELINES = (MANISKILL_PPO,)
+BASELINES = (*DMC_BASELINES, *MANISKILL_BASELINES)
+PRESETS = ("playground", "cpu", "paper-tuned", "maniskill")
+# Each baseline's presets, its default first: "playground" the simulator project's published
+# settings for DM Control, "maniskill" ManiSkill's published PPO, "cpu" either resized for a
+# small CPU, "paper-tuned" the REPPO paper's PPO tuned for sample efficiency.
+ALGO_PRESETS: dict[str, tuple[str, ...]] = {
+    "brax-ppo": ("playground", "cpu", "paper-tuned"),
+    "brax-sac": ("playground", "cpu"),
+    "fasttd3": ("playground", "cpu"),
+    "fasttd3-small": ("playground", "cpu"),
+    MANISKILL_PPO: ("maniskill", "cpu"),
+}
 IMPL = "jax"  # MJX physics, as REPPO runs use on CPU (reppo.envs.registry: impl "auto")
 
 # The "cpu" presets keep every algorithmic setting of the Playground preset and resize only
@@ -107,30 +120,48 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+def default_preset(algo: str) -> str:
+    """The preset `algo` runs with when none is named."""
+    return ALGO_PRESETS[_check_choice("baseline", algo, BASELINES)][0]
+
+
 def _check_preset(algo: str, preset: Any) -> str:
-    """`preset` is one of `algo`'s presets (PRESETS, less those PRESET_ALGOS keeps for others)."""
+    """`preset` is one of `algo`'s presets (ALGO_PRESETS)."""
     _check_choice("preset", preset, PRESETS)
-    owners = PRESET_ALGOS.get(preset)
-    if owners is not None and algo not in owners:
-        valid = [p for p in PRESETS if algo in PRESET_ALGOS.get(p, (algo,))]
+    valid = ALGO_PRESETS[algo]
+    if preset not in valid:
+        owners = [a for a, presets in ALGO_PRESETS.items() if preset in presets]
+        whose = f"{owners[0]}'s only" if len(owners) == 1 else f"for {', '.join(owners)}"
         raise UserError(
-            f"preset {preset!r} is {' and '.join(owners)}'s only; {algo} has the presets "
-            f"{', '.join(valid)}"
+            f"preset {preset!r} is {whose}; {algo} has the presets {', '.join(valid)}"
         )
     return preset
 
 
-def _check_env(env: str) -> None:
-    """The baselines train the Playground DM Control tasks (JAX envs), not ManiSkill's."""
+def _check_env(algo: str, env: str) -> None:
+    """The DM Control baselines train the Playground DM Control tasks (JAX envs), ManiSkill's
+    PPO the ManiSkill3 tasks (torch)."""
     from reppo.envs.registry import DMC_TASKS, UnknownEnvError, list_envs
 
-    if env in DMC_TASKS:
-        return
-    if env in list_envs("maniskill"):
-        raise UserError(
-            f"{env} is a ManiSkill3 task; these baselines run the MuJoCo Playground DM "
-            f"Control tasks only (`reppo envs --family dm_control` lists them)"
-        )
+    maniskill = env in list_envs("maniskill")
+    if algo in MANISKILL_BASELINES:
+        if maniskill:
+            return
+        if env in DMC_TASKS:
+            raise UserError(
+                f"{env} is a Playground DM Control task; {algo} trains the ManiSkill3 tasks "
+                f"(`reppo envs --family maniskill` lists them); the DM Control baselines are "
+                f"{', '.join(DMC_BASELINES)}"
+            )
+    else:
+        if env in DMC_TASKS:
+            return
+        if maniskill:
+            raise UserError(
+                f"{env} is a ManiSkill3 task; {algo} trains the MuJoCo Playground DM Control "
+                f"tasks only (`reppo envs --family dm_control` lists them); ManiSkill3's "
+                f"baseline is {MANISKILL_PPO}"
+            )
     raise UserError(str(UnknownEnvError(env)))
 
 
@@ -146,7 +177,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def preset_hyperparameters(algo: str, env: str, preset: str = "playground") -> dict[str, Any]:
+def preset_hyperparameters(algo: str, env: str, preset: str | None = None) -> dict[str, Any]:
     """The keyword arguments of Brax's `train` for `algo` on `env` under `preset`.
 
     "playground" is `mujoco_playground.config.dm_control_suite_params.brax_ppo_config(env)` /
@@ -160,10 +191,13 @@ def preset_hyperparameters(algo: str, env: str, preset: str = "playground") -> d
     keyword arguments for Brax's `make_ppo_networks` / `make_sac_networks`.
     """
     _check_choice("baseline", algo, BASELINES)
+    preset = default_preset(algo) if preset is None else preset
     _check_preset(algo, preset)
-    _check_env(env)
+    _check_env(algo, env)
     if algo in FASTTD3:
         return _fasttd3_hyperparameters(algo, preset, None, None)
+    if algo == MANISKILL_PPO:
+        return _maniskill_ppo_hyperparameters(preset, None)
     from mujoco_playground.config import dm_control_suite_params
 
     from reppo.envs.registry import env_spec
@@ -204,10 +238,12 @@ def resolve_hyperparameters(
 ) -> dict[str, Any]:
     """The preset's hyperparameters with `overrides` applied (checked against Brax's `train`
     and network-factory signatures; `network_factory` entries are merged key by key)."""
-    if algo in FASTTD3:
+    if algo in FASTTD3 or algo == MANISKILL_PPO:
         _check_choice("baseline", algo, BASELINES)
         _check_preset(algo, preset)
-        _check_env(env)
+        _check_env(algo, env)
+        if algo == MANISKILL_PPO:
+            return _maniskill_ppo_hyperparameters(preset, overrides)
         return _fasttd3_hyperparameters(algo, preset, total_steps, overrides)
     hp = preset_hyperparameters(algo, env, preset)
     if algo == "brax-sac" and preset == "cpu":
@@ -251,3 +287,14 @@ def _fasttd3_hyperparameters(
 
     steps = total_steps if total_steps is not None else 10**12
     return dataclasses.asdict(fasttd3_preset(algo, preset, steps, overrides))
+
+
+def _maniskill_ppo_hyperparameters(
+    preset: str, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """ManiSkill PPO's settings as a dict (`reppo.experiments.maniskill_ppo.Hyperparameters`)."""
+    import dataclasses
+
+    from reppo.experiments.maniskill_ppo import preset_hyperparameters as maniskill_preset
+
+    return _plain(dataclasses.asdict(maniskill_preset(preset, overrides)))

@@ -23,12 +23,14 @@ from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
     FASTTD3,
     IMPL,
+    MANISKILL_PPO,
     _brax_train,
     _check_choice,
     _check_env,
     _check_int,
     _check_preset,
     _network_factory,
+    default_preset,
     resolve_hyperparameters,
 )
 from reppo.experiments.baseline_schedule import (
@@ -49,21 +51,26 @@ def train_baseline(
     total_steps: int,
     run_dir: Path,
     *,
-    preset: str = "playground",
+    preset: str | None = None,
     eval_interval_steps: int | None = None,
     eval_episodes: int = 16,
     echo: Callable[[str], None] | None = print,
     hyperparameters: Mapping[str, Any] | None = None,
+    device: str = "auto",
 ) -> BaselineResult:
     """Train baseline `algo` on `env` for `total_steps` env steps into the new `run_dir`.
 
     `eval_interval_steps` None evaluates about `DEFAULT_NUM_EVALS` times, 0 only at the end.
     `hyperparameters` overrides entries of the preset (Brax: keys of Brax's `train`, and
     `network_factory` keys of its network factory; FastTD3: fields of
-    `reppo.experiments.fasttd3.Hyperparameters`). Raises `UserError` for bad input before
-    anything is written.
+    `reppo.experiments.fasttd3.Hyperparameters`; ManiSkill PPO: fields of
+    `reppo.experiments.maniskill_ppo.Hyperparameters`). `preset` None is the algo's default
+    (`ALGO_PRESETS`). `device` places ManiSkill PPO's simulator and networks ("auto": the GPU
+    where torch sees one); the JAX baselines run on JAX's default device. Raises `UserError`
+    for bad input before anything is written.
     """
     _check_choice("baseline", algo, BASELINES)
+    preset = default_preset(algo) if preset is None else preset
     _check_preset(algo, preset)
     _check_int("seed", seed, 0)
     _check_int("total_steps", total_steps, 1)
@@ -71,9 +78,17 @@ def train_baseline(
     if eval_interval_steps is None:
         eval_interval_steps = default_eval_interval(total_steps)
     _check_int("eval_interval_steps", eval_interval_steps, 0)
-    _check_env(env)
+    _check_env(algo, env)
     run_dir = Path(run_dir)
     _refuse_existing(run_dir)
+    if algo == MANISKILL_PPO:
+        from reppo.experiments.maniskill_ppo_run import train_maniskill_ppo
+
+        return train_maniskill_ppo(
+            env, seed, total_steps, run_dir, preset=preset,
+            eval_interval_steps=eval_interval_steps, eval_episodes=eval_episodes, echo=echo,
+            hyperparameters=hyperparameters, device=device,
+        )
     if algo in FASTTD3:
         from reppo.experiments.fasttd3_run import train_fasttd3
 
@@ -165,15 +180,16 @@ def run_baseline(
     total_steps: int,
     run_dir: Path,
     *,
-    preset: str = "playground",
+    preset: str | None = None,
     eval_interval_steps: int | None = None,
     eval_episodes: int = 16,
     echo: Callable[[str], None] | None = print,
     hyperparameters: Mapping[str, Any] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train one baseline run (see `train_baseline`); returns its final evaluation record."""
     return train_baseline(
         algo, env, seed, total_steps, run_dir, preset=preset,
         eval_interval_steps=eval_interval_steps, eval_episodes=eval_episodes, echo=echo,
-        hyperparameters=hyperparameters,
+        hyperparameters=hyperparameters, device=device,
     ).final_record

@@ -1,7 +1,9 @@
-"""The baselines (Brax PPO, Brax SAC and FastTD3) that write REPPO's run-directory format.
+"""The baselines (Brax PPO, Brax SAC, FastTD3, ManiSkill's PPO) that write REPPO's run-directory
+format.
 
-FastTD3 is implemented here (`reppo.experiments.fasttd3`, docs/baselines.md); the rest of this
-docstring is about the Brax ones.
+FastTD3 is implemented here (`reppo.experiments.fasttd3`), ManiSkill's PPO runs rsl-rl-lib's
+PPO on ManiSkill3 tasks (`reppo.experiments.maniskill_ppo`; docs/baselines.md for both); the
+rest of this docstring is about the Brax ones.
 
 The baselines are Brax's own trainers (`brax.training.agents.ppo.train`,
 `brax.training.agents.sac.train`) with MuJoCo Playground's tuned per-task hyperparameters, on
@@ -45,6 +47,7 @@ from reppo.experiments.baseline_hyperparameters import (
     PRESETS,
     _check_choice,
     _check_preset,
+    default_preset,
     preset_hyperparameters,
     resolve_hyperparameters,
 )
@@ -91,17 +94,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", metavar="{" + ",".join(BASELINES) + "}",
                         help="the baseline to train")
     parser.add_argument("--env", metavar="TASK",
-                        help="Playground DM Control task, e.g. CartpoleBalance")
+                        help="Playground DM Control task, e.g. CartpoleBalance (maniskill-ppo: "
+                             "a ManiSkill3 task, e.g. PullCube-v1)")
     parser.add_argument("--seed", default="0", metavar="INT", help="random seed (default 0)")
     parser.add_argument("--steps", metavar="N",
                         help="env steps to train for, summed over envs (e.g. 100000 or 100k)")
     parser.add_argument("--run-dir", type=Path, metavar="DIR",
                         help="new run directory (must not exist, or be empty)")
-    parser.add_argument("--preset", default="playground", metavar="{" + ",".join(PRESETS) + "}",
+    parser.add_argument("--preset", default=None, metavar="{" + ",".join(PRESETS) + "}",
                         help="hyperparameters: playground (Playground's tuned values, the "
-                             "default), cpu (resized for a small CPU) or paper-tuned "
-                             "(brax-ppo only: the REPPO paper's PPO tuned for sample "
-                             "efficiency)")
+                             "default of the DM Control baselines), cpu (resized for a small "
+                             "CPU), paper-tuned (brax-ppo only: the REPPO paper's PPO tuned "
+                             "for sample efficiency) or maniskill (maniskill-ppo only, its "
+                             "default: ManiSkill's published PPO)")
+    parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda[:k]}",
+                        help="maniskill-ppo: where the simulator and networks run (default "
+                             "auto: the GPU where torch sees one)")
     parser.add_argument("--eval-interval-steps", default=None, metavar="N",
                         help=f"env steps between evaluations (default: total / "
                              f"{DEFAULT_NUM_EVALS}; 0: only at the end)")
@@ -116,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"missing {', '.join(missing)} (see --help)")
     algo = _check_choice("baseline (--algo)", args.algo, BASELINES)
-    preset = _check_preset(algo, _check_choice("preset (--preset)", args.preset, PRESETS))
+    preset = default_preset(algo) if args.preset is None else args.preset
+    preset = _check_preset(algo, _check_choice("preset (--preset)", preset, PRESETS))
     steps = _parse_count("--steps", args.steps, 1)
     seed = _parse_count("--seed", args.seed, 0)
     interval = _parse_count("--eval-interval-steps", args.eval_interval_steps, 0)
@@ -131,10 +140,12 @@ def run(args: argparse.Namespace) -> int:
 
     record = run_baseline(
         algo, args.env, seed, steps, args.run_dir, preset=preset,
-        eval_interval_steps=interval, eval_episodes=episodes, echo=echo,
+        eval_interval_steps=interval, eval_episodes=episodes, echo=echo, device=args.device,
     )
+    success = record.get("eval/success_once")
+    success = "" if success is None else f", success rate (once) {success:.2f}"
     echo(f"final evaluation at {record['env_steps']:,} env steps: return "
-         f"{record[EVAL_RETURN]:.1f} ± {record[EVAL_RETURN_STD]:.1f}; run saved in "
+         f"{record[EVAL_RETURN]:.1f} ± {record[EVAL_RETURN_STD]:.1f}{success}; run saved in "
          f"{args.run_dir}")
     return 0
 
@@ -142,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reppo.experiments.baselines",
-        description="Train a baseline (Brax PPO or SAC, FastTD3) into a REPPO-format run "
-                    "directory.",
+        description="Train a baseline (Brax PPO or SAC, FastTD3, ManiSkill's PPO) into a "
+                    "REPPO-format run directory.",
     )
     configure_parser(parser)
     args = parser.parse_args(argv)

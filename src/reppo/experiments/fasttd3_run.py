@@ -11,7 +11,6 @@ learning curve. Like the Brax baselines it cannot be resumed: an interrupted run
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,38 +24,15 @@ from reppo.experiments.baseline_evaluation import (
     _versions,
 )
 from reppo.experiments.fasttd3 import Hyperparameters, preset_hyperparameters
+from reppo.experiments.iteration_schedule import IterationSchedule, plan_iterations
 
 
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """`iterations` steps of every env, evaluated after every `iterations_per_eval` of them
-    and at the end (the last period may be shorter)."""
-
-    num_envs: int
-    iterations: int
-    iterations_per_eval: int
-
-    @property
-    def planned_env_steps(self) -> int:
-        return self.iterations * self.num_envs
-
-    def eval_iterations(self) -> list[int]:
-        marks = list(range(self.iterations_per_eval, self.iterations, self.iterations_per_eval))
-        return [*marks, self.iterations]
-
-    def eval_steps(self) -> list[int]:
-        return [i * self.num_envs for i in self.eval_iterations()]
-
-
-def plan_schedule(hp: Hyperparameters, total_steps: int, eval_interval_steps: int) -> Schedule:
-    """Whole iterations covering `total_steps` (at most num_envs - 1 steps more), evaluated
+def plan_schedule(
+    hp: Hyperparameters, total_steps: int, eval_interval_steps: int
+) -> IterationSchedule:
+    """Whole iterations (one env step of every env each) covering `total_steps`, evaluated
     about every `eval_interval_steps` (0: only at the end)."""
-    iterations = math.ceil(total_steps / hp.num_envs)
-    if eval_interval_steps == 0:
-        per_eval = iterations
-    else:
-        per_eval = min(iterations, max(1, round(eval_interval_steps / hp.num_envs)))
-    return Schedule(hp.num_envs, iterations, per_eval)
+    return plan_iterations(hp.num_envs, total_steps, eval_interval_steps)
 
 
 def resolve(
@@ -92,9 +68,7 @@ def train_fasttd3(
         "algo": algo, "env": env, "seed": seed, "num_seeds": 1, "total_steps": total_steps,
         "eval_episodes": eval_episodes, "eval_interval_steps": eval_interval_steps,
         "preset": preset, "impl": impl, "hyperparameters": dataclasses.asdict(hp),
-        "schedule": {**dataclasses.asdict(schedule),
-                     "planned_env_steps": schedule.planned_env_steps,
-                     "eval_steps": schedule.eval_steps()},
+        "schedule": schedule.as_config(),
     }
 
     start = time.perf_counter()

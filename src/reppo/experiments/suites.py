@@ -15,7 +15,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from reppo.experiments.baseline_hyperparameters import BASELINES, PRESET_ALGOS, PRESETS
+from reppo.experiments.baseline_hyperparameters import (
+    ALGO_PRESETS,
+    BASELINES,
+    DMC_BASELINES,
+    MANISKILL_BASELINES,
+    PRESETS,
+)
 from reppo.presets import ABLATIONS, ablation_preset
 
 Backend = Literal["jax", "torch"]
@@ -57,7 +63,7 @@ EVALS_PER_RUN = 10
 
 def baseline_presets(algo: str) -> tuple[str, ...]:
     """The presets baseline `algo` has."""
-    return tuple(p for p in PRESETS if algo in PRESET_ALGOS.get(p, (algo,)))
+    return ALGO_PRESETS[algo]
 
 
 def baseline_label(algo: str, preset: str, suite_preset: str | None) -> str:
@@ -101,6 +107,7 @@ class Suite:
     preset: str  # REPPO preset of a suite without variants
     steps: int  # default env steps per run (per seed)
     baseline_preset: str | None = None  # None: the baselines cannot run these tasks
+    baselines: tuple[str, ...] = ()  # the baselines that train these tasks
     variants: tuple[Variant, ...] = ()  # ablation suites: the REPPO methods compared
 
     def methods(self, algo: str) -> tuple[Variant, ...]:
@@ -131,6 +138,7 @@ SUITES: dict[str, Suite] = {
             preset="paper",
             steps=PAPER_STEPS,
             baseline_preset="playground",
+            baselines=DMC_BASELINES,
         ),
         Suite(
             name="maniskill",
@@ -139,6 +147,8 @@ SUITES: dict[str, Suite] = {
             backend="torch",
             preset="paper",
             steps=PAPER_STEPS,
+            baseline_preset="maniskill",
+            baselines=MANISKILL_BASELINES,
         ),
         Suite(
             name="cpu-smoke",
@@ -148,6 +158,7 @@ SUITES: dict[str, Suite] = {
             preset="cpu",
             steps=CPU_STEPS,
             baseline_preset="cpu",
+            baselines=DMC_BASELINES,
         ),
         Suite(
             name="ablations",

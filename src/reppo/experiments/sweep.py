@@ -85,9 +85,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="sweep directory (new, empty, or a sweep to resume)")
     parser.add_argument("--algo", choices=ALGOS, default=REPPO,
-                        help="algorithm (default reppo; the baselines, Brax PPO and SAC and "
-                             "FastTD3, run Playground tasks only); several algos may share "
-                             "one --out")
+                        help="algorithm (default reppo; the baselines Brax PPO and SAC and "
+                             "FastTD3 run the Playground DM Control suites, maniskill-ppo "
+                             "the maniskill suite); several algos may share one --out")
     parser.add_argument("--steps", type=_count, default=None, metavar="N",
                         help="env steps per run and seed (default: the suite's budget)")
     parser.add_argument("--tasks", default=None, metavar="A,B",
@@ -96,7 +96,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="ablation suites: only these methods (e.g. paper,paper-no-kl)")
     parser.add_argument("--preset", default=None,
                         help="REPPO preset (default: the suite's), or the baseline preset "
-                             f"({', '.join(BASELINE_PRESETS)})")
+                             f"({', '.join(BASELINE_PRESETS)}; each baseline has some: "
+                             "docs/baselines.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE",
                         help="a config field for every run (repeatable), e.g. --set "

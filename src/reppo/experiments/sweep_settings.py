@@ -182,10 +182,16 @@ def resolve(args: argparse.Namespace) -> Settings:
     if args.seeds < 1:
         raise _user_error(f"--seeds must be >= 1, got {args.seeds}")
     algo = args.algo
-    if algo != REPPO and suite.baseline_preset is None:
+    if algo != REPPO and algo not in suite.baselines:
+        if suite.baselines:
+            raise _user_error(
+                f"--algo {algo} does not train the {suite.name} suite's tasks; its baselines "
+                f"are {', '.join(suite.baselines)} (or use --algo reppo)"
+            )
         raise _user_error(
-            f"--algo {algo}: the {suite.name} suite has no baselines (they train "
-            "Playground tasks, and ablation suites compare REPPO variants); use --algo reppo"
+            f"--algo {algo}: the {suite.name} suite has no baselines (they train the "
+            "Playground DM Control and ManiSkill3 suites, and ablation suites compare REPPO "
+            "variants); use --algo reppo"
         )
     if not suite.tasks:
         tasks = _custom_tasks(args.tasks, suite)

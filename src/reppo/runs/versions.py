@@ -28,6 +28,8 @@ TRACKED_PACKAGES = (
     "torch",
     "mani-skill",
     "sapien",
+    "rsl-rl-lib",
+    "tensordict",
     "onnxruntime",
     "safetensors",
     "matplotlib",
