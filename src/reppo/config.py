@@ -52,6 +52,7 @@ Impl = Literal["auto", "jax", "warp"]
 Backend = Literal["jax", "torch"]
 Device = Literal["auto", "cpu", "cuda"]
 SeedBatching = Literal["map", "vmap"]
+LRSchedule = Literal["constant", "linear"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,13 @@ class Config:
         None, "Adam learning rate of log alpha and log beta. None: the actor's."
     )
     max_grad_norm: float = _f(0.5, "Global gradient-norm clip of each optimizer (Table 1).")
+    lr_schedule: LRSchedule = _f(
+        "constant",
+        "Learning rates of the actor and the critic: 'constant' (Table 1) or 'linear', decayed "
+        "with the iterations from their value to 0 at total_steps (iteration i of n steps at "
+        "1 - i/n of it), so that a fixed budget ends on a settled policy. The temperatures "
+        "keep their rate. Extending total_steps on resume stretches the rest of the decay.",
+    )
 
     # ---- networks --------------------------------------------------------------------------
     actor_hidden_dim: int = _f(512, "Width of the actor's hidden layers (Table 1).")

@@ -51,8 +51,9 @@ def _jax_plan(config, key, action_size):
         {},
         {"actor_objective": "full", "kl_estimator": "analytic", "norm": "layer"},
         {"use_hl_gauss": False, "norm": "none", "reward_prediction": False},
+        {"lr_schedule": "linear"},
     ],
-    ids=["default", "full-analytic-layer", "mse-nonorm"],
+    ids=["default", "full-analytic-layer", "mse-nonorm", "linear-lr"],
 )
 def test_one_update_matches_jax(tiny_config, changes):
     """Same initial weights and the same rollout data: both backends' parameters agree after
@@ -61,7 +62,9 @@ def test_one_update_matches_jax(tiny_config, changes):
     config = tiny_config.replace(**changes)
     env = make_env(config.env, config.num_envs)
     agent = Agent.create(config, env)
-    state = agent.init(jax.random.PRNGKey(3))
+    # The run's second iteration: under the linear schedule its learning rates are scaled.
+    iteration = 1
+    state = agent.init(jax.random.PRNGKey(3))._replace(iteration=jnp.asarray(iteration))
     # Large learning rates make any disagreement in a step visible in the parameters.
     _, _, data, _, _ = jax.jit(agent.rollout)(state, jax.random.PRNGKey(4))
     targets = JL.soft_td_lambda(
@@ -88,6 +91,7 @@ def test_one_update_matches_jax(tiny_config, changes):
     )
     np.testing.assert_allclose(t_targets.numpy(), np.asarray(targets), rtol=1e-5, atol=1e-5)
     t_flat = {n: x.reshape(-1, *x.shape[2:]) for n, x in {**t_data, "target": t_targets}.items()}
+    t_agent.set_lr_scale(iteration)
     t_metrics = t_agent.update(t_flat, _jax_plan(config, update_key, env.spec.action_size))
 
     # float32 sums in different orders drift by ~1e-6 per step; 4 Adam steps stay well inside.

@@ -26,6 +26,12 @@ import jax
 import jax.numpy as jnp
 
 from reppo.envs.contract import EnvSpec, EnvState, StepOutput
+from reppo.envs.reset_pool import reset_pool_size
+
+__all__ = ["SEED_AXIS", "AutoResetVecEnv", "InnerEnv", "flat_obs", "reset_pool_size"]
+
+# The axis name of the seeds when a trainer vmaps several seeds over one env (`seed_axis`).
+SEED_AXIS = "seeds"
 
 
 class InnerEnv(Protocol):
@@ -68,6 +74,10 @@ class AutoResetVecEnv:
         self.inner = inner
         self.num_envs = num_envs
         self.spec = spec
+        # Set (to SEED_AXIS) by a trainer that runs several seeds under jax.vmap with that axis
+        # name: the batch reset's "did any env end" is then taken over all seeds, so that it
+        # stays a branch taken only when needed instead of a select computed at every step.
+        self.seed_axis: str | None = None
 
     def _reset_inner(self, key: jax.Array) -> Any:
         return jax.vmap(self.inner.reset)(jax.random.split(key, self.num_envs))
@@ -96,8 +106,34 @@ class AutoResetVecEnv:
         )
         return state._replace(step_count=step_count)
 
-    def step(self, state: EnvState, action: jax.Array) -> tuple[EnvState, StepOutput]:
-        """Step every env once; ended envs are reset (see `reppo.envs.contract`)."""
+    def with_reset_pool(self, state: EnvState, size: int) -> EnvState:
+        """`state` with `size` fresh initial states (from the state's own key stream) that the
+        envs ending in the following steps take in turn; `size` 0 adds none."""
+        if size <= 0:
+            return state
+        key, pool_key = jax.random.split(state.key)
+        pool = jax.vmap(self.inner.reset)(jax.random.split(pool_key, size))
+        # The stepped states' dtypes, so that taking from the pool keeps the state's type.
+        pool = jax.tree.map(lambda p, s: p.astype(s.dtype), pool, state.inner)
+        return state._replace(key=key, pool=pool, pool_used=jnp.zeros((), jnp.int32))
+
+    def without_reset_pool(self, state: EnvState) -> EnvState:
+        """`state` without its pool (what checkpoints hold)."""
+        return state._replace(pool=None, pool_used=None)
+
+    def _anywhere(self, flags: jax.Array) -> jax.Array:
+        """Whether any flag is set, in this batch or, under the seeds' vmap, in any seed's."""
+        found = jnp.any(flags)
+        if self.seed_axis is not None:
+            found = jax.lax.pmax(found.astype(jnp.int32), self.seed_axis) > 0
+        return found
+
+    def step(
+        self, state: EnvState, action: jax.Array, autoreset: bool = True
+    ) -> tuple[EnvState, StepOutput]:
+        """Step every env once; ended envs are reset (see `reppo.envs.contract`), unless
+        `autoreset` is False: then an ended env stays at its final state (evaluation, which
+        counts each env's first episode only, needs no new ones)."""
         inner = jax.vmap(self.inner.step)(state.inner, action)
         obs = flat_obs(inner.obs)
         reward = jnp.asarray(inner.reward, jnp.float32)
@@ -114,24 +150,39 @@ class AutoResetVecEnv:
 
         # Split every step so each reset draws new initial states, never a replayed one.
         key, reset_key = jax.random.split(state.key)
+        pool, pool_used = state.pool, state.pool_used
+        if not autoreset:
+            reset = jnp.zeros_like(done)
+        else:
+            reset = done
+            pending = done
+            if pool is not None:
+                # The k-th env to end (counting over the rollout) takes pool state k.
+                size = jax.tree.leaves(pool)[0].shape[0]
+                rank = pool_used + jnp.cumsum(done, dtype=jnp.int32) - 1
+                from_pool = done & (rank < size)
+                taken = jax.tree.map(lambda p: p[jnp.clip(rank, 0, size - 1)], pool)
+                inner = _select(from_pool, taken, inner)
+                pending = done & ~from_pool
+                pool_used = pool_used + jnp.sum(done, dtype=jnp.int32)
 
-        def reset_ended(inner: Any) -> Any:
-            fresh = self._reset_inner(reset_key)
-            # Match the stepped state's dtypes so both cond branches have one type.
-            fresh = jax.tree.map(lambda f, s: f.astype(s.dtype), fresh, inner)
-            return _select(done, fresh, inner)
+            def reset_pending(inner: Any) -> Any:
+                fresh = self._reset_inner(reset_key)
+                # Match the stepped state's dtypes so both cond branches have one type.
+                fresh = jax.tree.map(lambda f, s: f.astype(s.dtype), fresh, inner)
+                return _select(pending, fresh, inner)
 
-        # A batched reset runs the physics' forward pass for every env, and most steps end no
-        # episode (DM Control only ends at the time limit): skip it then.
-        # (Under an outer vmap the predicate is batched and cond runs both branches; correct,
-        # only slower.)
-        inner = jax.lax.cond(jnp.any(done), reset_ended, lambda s: s, inner)
+            # A batched reset runs the physics' reset for every env, and most steps end no
+            # episode (or the pool served them): skip it then.
+            inner = jax.lax.cond(self._anywhere(pending), reset_pending, lambda s: s, inner)
 
         next_state = EnvState(
-            obs=jnp.where(done[:, None], flat_obs(inner.obs), final_obs),
+            obs=jnp.where(reset[:, None], flat_obs(inner.obs), final_obs),
             inner=inner,
-            step_count=jnp.where(done, 0, step_count).astype(jnp.int32),
+            step_count=jnp.where(reset, 0, step_count).astype(jnp.int32),
             key=key,
+            pool=pool,
+            pool_used=pool_used,
         )
         out = StepOutput(
             reward=reward,

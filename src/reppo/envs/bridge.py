@@ -49,6 +49,8 @@ class PlaygroundTorchEnv:
         self.device = torch.device(device)
         self._reset = jax.jit(self._env.reset)
         self._step = jax.jit(self._env.step)
+        self._with_pool = jax.jit(self._env.with_reset_pool, static_argnums=1)
+        self._without_pool = jax.jit(self._env.without_reset_pool)
         self._state: Any = None
 
     def reset(self, seed: int) -> torch.Tensor:
@@ -74,6 +76,17 @@ class PlaygroundTorchEnv:
             truncated=to_torch(out.truncated, d),
             final_obs=to_torch(out.final_obs, d),
         )
+
+    def begin_rollout(self, pool_size: int) -> None:
+        """Draw `pool_size` fresh initial states for the episodes that end in the coming
+        rollout (`AutoResetVecEnv.with_reset_pool`); 0 draws none."""
+        if pool_size > 0:
+            self._state = self._with_pool(self._state, pool_size)
+
+    def end_rollout(self) -> None:
+        """Drop the rollout's unused initial states (checkpoints never hold them)."""
+        if self._state is not None and self._state.pool is not None:
+            self._state = self._without_pool(self._state)
 
     # The env state is a JAX pytree: flat named arrays for checkpoints, like the JAX backend's.
     def get_state(self) -> dict[str, np.ndarray]:

@@ -8,6 +8,8 @@ An adapter is a set of pure, jittable functions over a batch of `num_envs` envir
     reset(key) -> EnvState        a fresh batch; `state.obs` has shape (num_envs, obs_size)
     stagger(state, key) -> EnvState   the batch with step counters spread over the episode
     step(state, action) -> (EnvState, StepOutput)
+    with_reset_pool(state, size) -> EnvState    `size` fresh initial states for the next steps
+    without_reset_pool(state) -> EnvState       drop them (before checkpointing the state)
 
 `action` has shape (num_envs, action_size) with entries in [-1, 1].
 
@@ -22,6 +24,13 @@ Episode ends are reported as two disjoint flags:
   `final_obs`).
 Both are float32 arrays of 0/1, shape (num_envs,). Physics that went non-finite counts as a
 termination, and the env is reset.
+
+An env's new episode normally comes from a reset of the whole batch, run whenever any env ended
+(the reset is computed once for all envs, as the batch is one vectorised program). Where resets
+are costly (CheetahRun settles its physics for 200 steps in each) and episodes are staggered, so
+that some env ends at most steps, a rollout draws a pool of `size` fresh initial states once
+(`with_reset_pool`) and ended envs take theirs from it in turn; only ends beyond the pool fall
+back to the batch reset. Either way every new episode starts from a fresh random state.
 
 ## Torch adapters (`TorchVecEnv`)
 
@@ -74,6 +83,11 @@ class EnvState(NamedTuple):
     inner: Any  # the simulator's own batched state
     step_count: jax.Array  # (num_envs,) int32 steps taken in the current episode
     key: jax.Array  # key for resets
+    # During a rollout only (`with_reset_pool`), None otherwise, so that checkpoints taken
+    # between rollouts hold neither: fresh initial states drawn for the rollout's episode ends,
+    # with a leading pool axis, and how many of them ended envs have taken.
+    pool: Any = None
+    pool_used: Any = None  # () int32
 
 
 class StepOutput(NamedTuple):
@@ -106,3 +120,13 @@ class TorchVecEnv(Protocol):
     def step(self, action: torch.Tensor) -> TorchStep: ...
 
     def close(self) -> None: ...
+
+
+class PooledTorchVecEnv(TorchVecEnv, Protocol):
+    """A torch adapter that can draw a rollout's new episodes ahead (the Playground bridge):
+    the torch agent calls `begin_rollout(size)` before a rollout and `end_rollout()` after it,
+    as the JAX agent calls `with_reset_pool` / `without_reset_pool`."""
+
+    def begin_rollout(self, pool_size: int) -> None: ...
+
+    def end_rollout(self) -> None: ...

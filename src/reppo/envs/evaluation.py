@@ -42,7 +42,8 @@ def _episodes(
 
     def body(carry: tuple, step_key: jax.Array | None) -> tuple[tuple, None]:
         state, returns, lengths, running = carry
-        state, out = env.step(state, act(state.obs, step_key))
+        # Only each env's first episode counts: ended envs need no new one.
+        state, out = env.step(state, act(state.obs, step_key), autoreset=False)
         returns = returns + running * out.reward
         lengths = lengths + running.astype(jnp.int32)
         ended = jnp.maximum(out.terminated, out.truncated)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from reppo.config import Config
+from reppo.envs.autoreset import reset_pool_size
 from reppo.envs.contract import EnvState
 from reppo.jax import distributions as D
 from reppo.jax import losses as L
@@ -55,6 +56,11 @@ def _optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
 
 
+def _scaled(updates: Any, lr_scale: jax.Array | None) -> Any:
+    """Adam's step is proportional to its learning rate: scaling the step scales the rate."""
+    return updates if lr_scale is None else optax.tree_utils.tree_scale(lr_scale, updates)
+
+
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
@@ -86,6 +92,16 @@ class Agent:
         if not c.use_hl_gauss:
             return None
         return L.Support.create(self.v_min, self.v_max, c.num_bins, c.hl_gauss_sigma_ratio)
+
+    @property
+    def reset_pool_size(self) -> int:
+        """Fresh initial states drawn once per rollout for the episodes that end in it
+        (`reppo.envs.autoreset.reset_pool_size`); with staggered episodes only, since envs in
+        lockstep all end at once, once per episode, where one batch reset serves them."""
+        c = self.config
+        if not c.stagger_episodes:
+            return 0
+        return reset_pool_size(c.num_envs, c.num_steps, self.env.spec.episode_length)
 
     @property
     def target_entropy(self) -> float:
@@ -182,13 +198,24 @@ class Agent:
             return (env_state, episode_return), (transition, env_state.obs, finished)
 
         keys = jax.random.split(key, c.num_steps)
+        env_state = self.env.with_reset_pool(state.env_state, self.reset_pool_size)
         (env_state, episode_return), (data, raw_obs, finished) = jax.lax.scan(
-            step, (state.env_state, state.episode_return), keys
+            step, (env_state, state.episode_return), keys
         )
+        env_state = self.env.without_reset_pool(env_state)
         return env_state, episode_return, data, raw_obs, finished
 
     # ---- step 3: update ----------------------------------------------------------------------
-    def minibatch_update(self, carry, inputs):
+    def lr_scale(self, iteration: jax.Array) -> jax.Array | None:
+        """The factor on the actor's and critic's learning rates in iteration `iteration`
+        (counted from 0): 1 - iteration / num_iterations under the linear schedule, None
+        (no factor) under the constant one."""
+        if self.config.lr_schedule == "constant":
+            return None
+        done = iteration.astype(jnp.float32) / self.config.num_iterations
+        return jnp.maximum(1.0 - done, 0.0)
+
+    def minibatch_update(self, carry, inputs, lr_scale: jax.Array | None = None):
         c, nets, support = self.config, self.nets, self.support
         actor, critic, temps, actor_opt, critic_opt, temp_opt, behaviour = carry
         batch, key = inputs
@@ -201,7 +228,7 @@ class Agent:
             critic, nets, critic_batch, support, c.aux_loss_mult
         )
         updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
-        critic = optax.apply_updates(critic, updates)
+        critic = optax.apply_updates(critic, _scaled(updates, lr_scale))
 
         # The actor step uses the critic just updated.
         k_action, k_kl = jax.random.split(key)
@@ -215,7 +242,7 @@ class Agent:
             c.actor_objective, c.kl_target,
         )
         updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
-        actor = optax.apply_updates(actor, updates)
+        actor = optax.apply_updates(actor, _scaled(updates, lr_scale))
 
         grads = jax.grad(L.temperature_loss)(
             temps, actor_metrics["entropy"], actor_metrics["kl"], self.target_entropy, c.kl_target
@@ -229,13 +256,17 @@ class Agent:
     def update(self, state: TrainState, data: dict[str, jax.Array], key: jax.Array):
         c = self.config
         size = c.steps_per_iteration
+        lr_scale = self.lr_scale(state.iteration)
+
+        def minibatch(carry, inputs):
+            return self.minibatch_update(carry, inputs, lr_scale)
 
         def epoch(carry, epoch_key):
             k_perm, k_mb = jax.random.split(epoch_key)
             perm = jax.random.permutation(k_perm, size).reshape(c.num_minibatches, -1)
             batches = jax.tree_util.tree_map(lambda x: x[perm], data)
             keys = jax.random.split(k_mb, c.num_minibatches)
-            return jax.lax.scan(self.minibatch_update, carry, (batches, keys))
+            return jax.lax.scan(minibatch, carry, (batches, keys))
 
         carry = (
             state.actor, state.critic, state.temps, state.actor_opt, state.critic_opt,

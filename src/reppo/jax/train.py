@@ -2,9 +2,10 @@
 
 The training state carries a leading seed axis. One seed runs unbatched (the axis is dropped
 inside the jitted call); several run one after another with `lax.map` or batched with
-`jax.vmap` (`config.seed_batching`). vmap is not the default: the auto-reset wrapper skips
-its reset branch with `lax.cond` when no episode ended, and a batched predicate turns that
-cond into a select that computes the reset at every step.
+`jax.vmap` (`config.seed_batching`). Under vmap the envs know the seeds' axis name
+(`AutoResetVecEnv.seed_axis`), so that the auto-reset's "did any episode end" is taken over all
+seeds and its reset stays a branch taken only when needed (a batched predicate would turn it
+into a select that computes the reset at every step).
 
 `reppo.training.train` drives it (logging, evaluation, checkpoints, faults).
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from reppo.config import Config
 from reppo.envs import make_env
+from reppo.envs.autoreset import SEED_AXIS
 from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
@@ -49,7 +51,7 @@ def over_seeds(fn: Callable, num_seeds: int, batching: str) -> Callable:
 
         return single
     if batching == "vmap":
-        return jax.vmap(fn)
+        return jax.vmap(fn, axis_name=SEED_AXIS)
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
 
@@ -60,6 +62,8 @@ class JaxTrainer:
         self.config = config
         self.env = make_env(config.env, config.num_envs, impl=config.impl)
         self.eval_env = make_env(config.env, config.eval_episodes, impl=config.impl)
+        if config.num_seeds > 1 and config.seed_batching == "vmap":
+            self.env.seed_axis = self.eval_env.seed_axis = SEED_AXIS
         self.agent = Agent.create(config, self.env)
         self._chunks: dict[int, Callable] = {}
         self._capacity = 0  # the longest chunk prepared so far (`prepare`)

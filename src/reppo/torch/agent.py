@@ -19,6 +19,7 @@ from torch import Tensor
 
 from reppo.config import Config, ConfigError
 from reppo.envs.contract import EnvSpec
+from reppo.envs.reset_pool import reset_pool_size
 from reppo.torch import distributions as D
 from reppo.torch import losses as L
 from reppo.torch import normalizer as N
@@ -114,6 +115,14 @@ class TorchAgent:
             self._actor_loss = torch.compile(L.actor_loss, mode=mode)
 
     # ---- pieces -----------------------------------------------------------------------------
+    def reset_pool_size(self, num_envs: int) -> int:
+        """Fresh initial states a rollout draws ahead for its episode ends, as the JAX agent
+        (staggered episodes only)."""
+        c = self.config
+        if not c.stagger_episodes:
+            return 0
+        return reset_pool_size(num_envs, c.num_steps, self.spec.episode_length)
+
     def normalize(self, obs: Tensor) -> Tensor:
         return N.normalize(self.obs_stats, obs) if self.config.normalize_obs else obs
 
@@ -138,6 +147,10 @@ class TorchAgent:
         n, k = env.num_envs, c.num_bootstrap_samples
         steps: list[Rollout] = []
         raw_obs = []
+        # Adapters that can draw the rollout's new episodes ahead (the Playground bridge) do.
+        pool_size = self.reset_pool_size(n)
+        if pool_size and hasattr(env, "begin_rollout"):
+            env.begin_rollout(pool_size)
         finished_sum = torch.zeros((), device=self.device)
         finished_count = torch.zeros((), device=self.device)
         success_sum = torch.zeros((), device=self.device)
@@ -173,6 +186,8 @@ class TorchAgent:
             ))
             raw_obs.append(out.obs)
             obs = out.obs
+        if pool_size and hasattr(env, "end_rollout"):
+            env.end_rollout()
         data = Rollout(*(torch.stack(x) for x in zip(*steps, strict=True)))
         stats = {"finished_sum": finished_sum, "finished": finished_count, "success": success_sum}
         return data, torch.stack(raw_obs), obs, episode_return, stats
@@ -244,10 +259,23 @@ class TorchAgent:
         count = c.num_epochs * c.num_minibatches
         return {name: value / count for name, value in totals.items()}
 
-    # ---- one whole iteration -------------------------------------------------------------------
-    def iteration(self, env: Any, obs: Tensor, episode_return: Tensor):
-        """Algorithm 1 once; returns (next obs, episode returns, metrics as floats)."""
+    def set_lr_scale(self, iteration: int) -> None:
+        """The actor's and critic's learning rates for iteration `iteration` (counted from 0):
+        constant, or times 1 - iteration / num_iterations under the linear schedule."""
         c = self.config
+        scale = 1.0
+        if c.lr_schedule == "linear":
+            scale = max(1.0 - iteration / c.num_iterations, 0.0)
+        for opt, lr in ((self.actor_opt, c.actor_lr), (self.critic_opt, c.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
+    # ---- one whole iteration -------------------------------------------------------------------
+    def iteration(self, env: Any, obs: Tensor, episode_return: Tensor, iteration: int = 0):
+        """Algorithm 1 once, as iteration `iteration` of the run (counted from 0); returns
+        (next obs, episode returns, metrics as floats)."""
+        c = self.config
+        self.set_lr_scale(iteration)
         data, raw_obs, obs, episode_return, stats = self.rollout(env, obs, episode_return)
         targets = L.soft_td_lambda(
             data.soft_reward, data.next_value, data.terminated, data.truncated, self.gamma, c.lam

@@ -112,7 +112,9 @@ class TorchTrainer:
         obs, episode_return = state.obs, state.episode_return
         for i in range(num_iterations):
             start = time.perf_counter()
-            obs, episode_return, metrics = self.agent.iteration(self.env, obs, episode_return)
+            obs, episode_return, metrics = self.agent.iteration(
+                self.env, obs, episode_return, state.iteration + i
+            )
             if not self._compiled:
                 # torch.compile compiles during the first iteration; count it as compile time.
                 self.compile_seconds += time.perf_counter() - start
