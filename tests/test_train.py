@@ -141,3 +141,24 @@ def test_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monk
     assert report.stochastic_returns.shape == report.returns.shape == (2, config.eval_episodes)
     assert not np.array_equal(report.returns[0], report.returns[1])
     np.testing.assert_array_equal(report.stochastic_returns, report.returns)
+
+
+@pytest.mark.timeout(300, method="thread")
+def test_batched_seeds_initialise_like_single_seeds():
+    """Under vmap the orthogonal initialisations of actor and critic at the cpu preset's widths
+    deadlocked in jaxlib 0.10 (batched QR on the CPU); seeds are initialised one by one, and
+    each equals its own single-seed initialisation."""
+    import jax
+
+    from reppo import preset
+    from reppo.jax.train import JaxTrainer
+
+    config = preset("cpu", env="CartpoleBalance", num_envs=8, num_seeds=2, seed=5)
+    assert config.seed_batching == "vmap"
+    pair = JaxTrainer(config).init_state()
+    jax.block_until_ready(pair)
+    single = JaxTrainer(config.replace(num_seeds=1, seed=6)).init_state()
+    for name in ("actor", "critic"):
+        a, b = getattr(pair, name), getattr(single, name)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x)[1], np.asarray(y)[0])

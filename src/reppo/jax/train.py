@@ -83,7 +83,11 @@ class JaxTrainer:
         seeds, batching = config.num_seeds, config.seed_batching
         self._evaluate = jax.jit(over_seeds(eval_one, seeds, batching))
         self._evaluate_stochastic = jax.jit(over_seeds(eval_one_stochastic, seeds, batching))
-        self._init = jax.jit(over_seeds(agent.init, seeds, batching))
+        # Seeds are initialised one after another even when they train batched: under vmap,
+        # the orthogonal initialisations of actor and critic (batched QR decompositions on
+        # the CPU) can deadlock each other in jaxlib 0.10 (tested). Initialising once costs
+        # nothing worth batching.
+        self._init = jax.jit(over_seeds(agent.init, seeds, "map"))
 
     def init_state(self) -> TrainState:
         return self._init(seed_keys(self.config))

@@ -1,0 +1,152 @@
+"""How REPPO's JAX backend scales with batched seeds and envs, as ratios measured in one run.
+
+    python benchmarks/bench_scaling.py --env CheetahRun
+    python benchmarks/bench_scaling.py --env CartpoleBalance --seeds 1,2,4,8 --envs 64,128,256
+
+Every setting trains in a fresh process (so that peak memory and compile caches do not carry
+over) with the `cpu` preset (or `--preset`): a warm-up chunk, then `--iterations` iterations
+timed. It prints, and appends to benchmarks/results.md, env steps per second over all seeds
+and the process's peak memory, each with its ratio to the first setting (one seed, the
+preset's envs). Ratios taken in one invocation cancel most of a shared machine's drift; the
+absolute figures do not. Settings:
+
+- seeds 1, 2, 4, 8 (`--seeds`) batched with jax.vmap (`seed_batching=vmap`, the default), and
+  the largest also one after another (`seed_batching=map`), the comparison that matters;
+- num_envs (`--envs`) for one seed.
+
+Data parallelism over several devices is not part of reppo yet, so there is no device axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results.md")
+
+
+def _child(args: argparse.Namespace) -> None:
+    import jax
+
+    from reppo.compile_cache import enable_compilation_cache
+    from reppo.jax.train import JaxTrainer
+    from reppo.presets import get_preset
+
+    enable_compilation_cache()
+    config = get_preset(args.preset, env=args.env).replace(
+        num_seeds=args.num_seeds, seed_batching=args.batching,
+        **({"num_envs": args.num_envs} if args.num_envs else {}),
+    )
+    trainer = JaxTrainer(config)
+    state = trainer.init_state()
+    start = time.perf_counter()
+    trainer.prepare(state, 1)
+    compile_s = time.perf_counter() - start
+    # Warm-up: the first iterations of staggered episodes end more episodes than later ones.
+    for _ in range(2):
+        state, _ = trainer.run_chunk(state, 1)
+    jax.block_until_ready(state.iteration)
+    start = time.perf_counter()
+    for _ in range(args.iterations):
+        state, _ = trainer.run_chunk(state, 1)
+    jax.block_until_ready(state.iteration)
+    seconds = time.perf_counter() - start
+    steps = args.iterations * config.steps_per_iteration * config.num_seeds
+    print(json.dumps({
+        "sps": steps / seconds,
+        "seconds_per_iteration": seconds / args.iterations,
+        "compile_s": compile_s,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "num_envs": config.num_envs,
+        "device": jax.devices()[0].device_kind,
+    }))
+
+
+def _measure(args: argparse.Namespace, seeds: int, batching: str, num_envs: int) -> dict:
+    command = [
+        sys.executable, __file__, "--child", "--env", args.env, "--preset", args.preset,
+        "--iterations", str(args.iterations), "--num-seeds", str(seeds),
+        "--batching", batching, "--num-envs", str(num_envs),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"setting failed: {' '.join(command)}\n{out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="CheetahRun")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--iterations", type=int, default=4, help="timed iterations a setting")
+    parser.add_argument("--seeds", default="1,2,4,8", help="seed counts, batched with vmap")
+    parser.add_argument("--envs", default="", help="num_envs values for one seed, e.g. 64,256")
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--num-seeds", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--batching", default="vmap", help=argparse.SUPPRESS)
+    parser.add_argument("--num-envs", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args)
+
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    settings = [(k, "vmap", 0) for k in seeds]
+    if max(seeds) > 1:
+        settings.append((max(seeds), "map", 0))
+    settings += [(1, "vmap", int(n)) for n in args.envs.split(",") if n]
+    rows = []
+    for k, batching, envs in settings:
+        figures = _measure(args, k, batching, envs)
+        rows.append((k, batching, figures))
+        base = rows[0][2]
+        f = figures
+        print(
+            f"seeds {k} ({batching}), {f['num_envs']} envs: {f['sps']:,.0f} env steps/s "
+            f"({f['sps'] / base['sps']:.2f}x), {f['seconds_per_iteration']:.2f} s/iteration, "
+            f"peak {f['peak_mib']:,.0f} MiB ({f['peak_mib'] / base['peak_mib']:.2f}x), "
+            f"compile {f['compile_s']:.0f} s",
+            flush=True,
+        )
+    if args.no_record:
+        return
+    base = rows[0][2]
+    table = [
+        f"\n### Scaling on {args.env}, `{args.preset}` preset ({dt.date.today().isoformat()}, "
+        f"{_cpu_name()}, {os.cpu_count()} cores, {base['device']})\n",
+        f"`python benchmarks/bench_scaling.py --env {args.env} --preset {args.preset} "
+        f"--seeds {args.seeds}" + (f" --envs {args.envs}" if args.envs else "") + "`; "
+        "ratios to the first row, measured in the same run.\n",
+        "| seeds | batching | envs per seed | env steps/s (all seeds) | ratio | s/iteration | "
+        "peak MiB | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, batching, f in rows:
+        table.append(
+            f"| {k} | {batching} | {f['num_envs']} | {f['sps']:,.0f} | "
+            f"{f['sps'] / base['sps']:.2f} | {f['seconds_per_iteration']:.2f} | "
+            f"{f['peak_mib']:,.0f} | {f['peak_mib'] / base['peak_mib']:.2f} |"
+        )
+    with RESULTS.open("a") as out:
+        out.write("\n".join(table) + "\n")
+    print(f"recorded in {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
