@@ -19,6 +19,9 @@ finished runs are skipped, interrupted REPPO runs continue from their latest che
 (`reppo train --resume`), and runs that cannot continue (baselines, or a REPPO run that
 stopped before its first checkpoint) are moved aside to `<dir>.partial-<time>` and started
 again. Different settings in the same OUT are refused; nothing is ever deleted.
+
+With `--launcher slurm` the same runs go to a SLURM cluster as one job array through submitit
+(`reppo.experiments.sweep_slurm`), with the same commands, logs and resumption rules.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from reppo.errors import UserError
 from reppo.experiments.suites import ALGOS, BASELINE_PRESETS, REPPO, SUITES
 from reppo.experiments.sweep_execute import (
     INTERRUPTED,
@@ -55,6 +59,8 @@ from reppo.experiments.sweep_plan import (
     write_experiment,
 )
 from reppo.experiments.sweep_settings import Echo, Settings, parse_overrides, resolve
+from reppo.experiments.sweep_slurm import SlurmOptions, require_submitit, submit
+from reppo.experiments.sweep_slurm import dry_run as slurm_dry_run
 
 # The parts live in sweep_settings (settings, shared helpers) <- sweep_plan (planned runs,
 # run-dir state) <- sweep_outdir (sweep.json, lock) <- sweep_execute (child processes); this
@@ -104,6 +110,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "eval_interval_steps=1e6")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what would run, and the commands, without running them")
+    slurm = parser.add_argument_group(
+        "SLURM", "--launcher slurm submits the runs as a job array through submitit (pip "
+        "install \"reppo[slurm]\") and returns; rerun the command to submit what is left")
+    slurm.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                       help="local: child processes here, one after another (default); "
+                            "slurm: one SLURM job per run")
+    slurm.add_argument("--slurm-partition", default=None, metavar="NAME")
+    slurm.add_argument("--slurm-account", default=None, metavar="NAME")
+    slurm.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MINUTES",
+                       help="time limit of each job (default 1440)")
+    slurm.add_argument("--slurm-gpus", type=int, default=1, metavar="N",
+                       help="GPUs of each job (default 1)")
+    slurm.add_argument("--slurm-cpus", type=int, default=8, metavar="N",
+                       help="CPU cores of each job (default 8)")
+    slurm.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB")
+    slurm.add_argument("--slurm-parallel", type=int, default=64, metavar="N",
+                       help="jobs of the array running at once (default 64)")
 
 
 def _count(text: str) -> int:
@@ -168,6 +191,32 @@ def dry_run(settings: Settings, runs: list[PlannedRun], echo: Echo) -> int:
     return 0
 
 
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    for name in ("slurm_time", "slurm_cpus", "slurm_parallel"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.slurm_gpus < 0:
+        raise UserError("--slurm-gpus must be 0 or more")
+    return SlurmOptions(
+        partition=args.slurm_partition, account=args.slurm_account, time_min=args.slurm_time,
+        gpus_per_node=args.slurm_gpus, cpus_per_task=args.slurm_cpus,
+        mem_gb=args.slurm_mem_gb, array_parallelism=args.slurm_parallel,
+    )
+
+
+def _run_on_slurm(args: argparse.Namespace, settings: Settings, runs: list[PlannedRun],
+                  echo: Echo) -> int:
+    options = slurm_options(args)
+    if args.dry_run:
+        return slurm_dry_run(settings, runs, echo, options)
+    require_submitit()
+    settings.out.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(settings.out):
+        existing = check_out_dir(settings)
+        record_invocation(settings, existing)
+        return submit(settings, runs, echo, options)
+
+
 def run(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, flush=True)
@@ -176,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     existing = check_out_dir(settings)
     runs = plan(settings)
     echo(_describe(settings, runs))
+    if getattr(args, "launcher", "local") == "slurm":
+        return _run_on_slurm(args, settings, runs, echo)
     if args.dry_run:
         return dry_run(settings, runs, echo)
     settings.out.mkdir(parents=True, exist_ok=True)
