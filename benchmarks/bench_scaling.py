@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scaling.py --env CheetahRun
     python benchmarks/bench_scaling.py --env CartpoleBalance --seeds 1,2,4,8 --envs 64,128,256
+    python benchmarks/bench_scaling.py --env CheetahRun --devices 2   # forced host devices
 
 Every setting trains in a fresh process (so that peak memory and compile caches do not carry
 over) with the `cpu` preset (or `--preset`): a warm-up chunk, then `--iterations` iterations
@@ -12,9 +13,11 @@ absolute figures do not. Settings:
 
 - seeds 1, 2, 4, 8 (`--seeds`) batched with jax.vmap (`seed_batching=vmap`, the default), and
   the largest also one after another (`seed_batching=map`), the comparison that matters;
-- num_envs (`--envs`) for one seed.
-
-Data parallelism over several devices is not part of reppo yet, so there is no device axis.
+- num_envs (`--envs`) for one seed;
+- devices (`--devices`) for one seed, its envs split over them (`num_devices`): on a machine
+  with several GPUs their count, on a CPU forced host devices
+  (`--xla_force_host_platform_device_count`), which share the same cores, so a CPU figure
+  measures the cost of the partitioned program, not a speed-up.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def _child(args: argparse.Namespace) -> None:
 
     enable_compilation_cache()
     config = get_preset(args.preset, env=args.env).replace(
-        num_seeds=args.num_seeds, seed_batching=args.batching,
+        num_seeds=args.num_seeds, seed_batching=args.batching, num_devices=args.num_devices,
         **({"num_envs": args.num_envs} if args.num_envs else {}),
     )
     trainer = JaxTrainer(config)
@@ -66,17 +69,24 @@ def _child(args: argparse.Namespace) -> None:
         "compile_s": compile_s,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "num_envs": config.num_envs,
+        "num_devices": trainer.num_devices,
         "device": jax.devices()[0].device_kind,
     }))
 
 
-def _measure(args: argparse.Namespace, seeds: int, batching: str, num_envs: int) -> dict:
+def _measure(
+    args: argparse.Namespace, seeds: int, batching: str, num_envs: int, devices: int
+) -> dict:
     command = [
         sys.executable, __file__, "--child", "--env", args.env, "--preset", args.preset,
         "--iterations", str(args.iterations), "--num-seeds", str(seeds),
-        "--batching", batching, "--num-envs", str(num_envs),
+        "--batching", batching, "--num-envs", str(num_envs), "--num-devices", str(devices),
     ]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if devices > 1 and args.forced_devices:
+        flags = env.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         raise SystemExit(f"setting failed: {' '.join(command)}\n{out.stderr[-2000:]}")
@@ -97,28 +107,38 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4, help="timed iterations a setting")
     parser.add_argument("--seeds", default="1,2,4,8", help="seed counts, batched with vmap")
     parser.add_argument("--envs", default="", help="num_envs values for one seed, e.g. 64,256")
+    parser.add_argument(
+        "--devices", default="", help="device counts for one seed, e.g. 2,4 (CPU: forced)"
+    )
     parser.add_argument("--no-record", action="store_true", help="print only")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--num-seeds", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--batching", default="vmap", help=argparse.SUPPRESS)
     parser.add_argument("--num-envs", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--num-devices", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return _child(args)
 
+    import jax
+
+    # Forced host devices on a CPU; real ones where the machine has several accelerators.
+    args.forced_devices = jax.default_backend() == "cpu"
     seeds = [int(x) for x in args.seeds.split(",") if x]
-    settings = [(k, "vmap", 0) for k in seeds]
+    settings = [(k, "vmap", 0, 1) for k in seeds]
     if max(seeds) > 1:
-        settings.append((max(seeds), "map", 0))
-    settings += [(1, "vmap", int(n)) for n in args.envs.split(",") if n]
+        settings.append((max(seeds), "map", 0, 1))
+    settings += [(1, "vmap", int(n), 1) for n in args.envs.split(",") if n]
+    settings += [(1, "vmap", 0, int(d)) for d in args.devices.split(",") if d]
     rows = []
-    for k, batching, envs in settings:
-        figures = _measure(args, k, batching, envs)
+    for k, batching, envs, devices in settings:
+        figures = _measure(args, k, batching, envs, devices)
         rows.append((k, batching, figures))
         base = rows[0][2]
         f = figures
         print(
-            f"seeds {k} ({batching}), {f['num_envs']} envs: {f['sps']:,.0f} env steps/s "
+            f"seeds {k} ({batching}), {f['num_envs']} envs on {f['num_devices']} device(s): "
+            f"{f['sps']:,.0f} env steps/s "
             f"({f['sps'] / base['sps']:.2f}x), {f['seconds_per_iteration']:.2f} s/iteration, "
             f"peak {f['peak_mib']:,.0f} MiB ({f['peak_mib'] / base['peak_mib']:.2f}x), "
             f"compile {f['compile_s']:.0f} s",
@@ -131,15 +151,18 @@ def main() -> None:
         f"\n### Scaling on {args.env}, `{args.preset}` preset ({dt.date.today().isoformat()}, "
         f"{_cpu_name()}, {os.cpu_count()} cores, {base['device']})\n",
         f"`python benchmarks/bench_scaling.py --env {args.env} --preset {args.preset} "
-        f"--seeds {args.seeds}" + (f" --envs {args.envs}" if args.envs else "") + "`; "
-        "ratios to the first row, measured in the same run.\n",
-        "| seeds | batching | envs per seed | env steps/s (all seeds) | ratio | s/iteration | "
-        "peak MiB | ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        f"--seeds {args.seeds}" + (f" --envs {args.envs}" if args.envs else "")
+        + (f" --devices {args.devices}" if args.devices else "") + "`; "
+        "ratios to the first row, measured in the same run"
+        + ("; devices are forced host devices sharing the cores" if args.forced_devices else "")
+        + ".\n",
+        "| seeds | batching | envs per seed | devices | env steps/s (all seeds) | ratio | "
+        "s/iteration | peak MiB | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for k, batching, f in rows:
         table.append(
-            f"| {k} | {batching} | {f['num_envs']} | {f['sps']:,.0f} | "
+            f"| {k} | {batching} | {f['num_envs']} | {f['num_devices']} | {f['sps']:,.0f} | "
             f"{f['sps'] / base['sps']:.2f} | {f['seconds_per_iteration']:.2f} | "
             f"{f['peak_mib']:,.0f} | {f['peak_mib'] / base['peak_mib']:.2f} |"
         )

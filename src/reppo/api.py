@@ -58,11 +58,22 @@ def preset(
     from reppo.presets import get_preset, resolve_preset_name
 
     check_backend(backend)
+    _join_jax_processes(backend)
     resolved = resolve_preset_name(name, backend=backend)
     if env is None:
         env = get_preset(resolved, backend=backend).env
     config = get_preset(resolved, backend=backend, env=env)
     return config.replace(backend=backend, **overrides).validated()
+
+
+def _join_jax_processes(backend: str) -> None:
+    """A multi-process JAX run's processes meet before anything asks JAX for its devices
+    (choosing the preset does); nothing happens unless the environment describes such a run
+    (`reppo.multihost.join_processes`)."""
+    if backend != "torch":
+        from reppo.multihost import join_processes
+
+        join_processes()
 
 
 def _enable_compilation_cache() -> None:
@@ -110,6 +121,10 @@ def _check_env(config: Config) -> None:
         env_spec(config.env, impl=config.impl)
 
 
+def _quiet(line: str) -> None:
+    del line
+
+
 def run_training(
     config: Config,
     run_dir: str | os.PathLike[str],
@@ -133,6 +148,10 @@ def run_training(
     if config.backend == "torch":
         # JAX (which runs Playground for torch runs) would otherwise take most of the GPU.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    # First: a multi-process JAX run's processes must meet before JAX starts its backends,
+    # which checking the env does.
+    if training.launched_processes(config).index > 0:
+        echo = _quiet  # process 0 of a several-process launch reports the run
     _check_env(config)
     _enable_compilation_cache()
     steps = config.num_iterations * config.steps_per_iteration

@@ -41,6 +41,13 @@ def save_state(trainer: Trainer, run_dir: Path, state: Any, wall_time: float) ->
 def restore_state(trainer: Trainer, path: Path) -> tuple[Any, dict[str, Any]]:
     """(state, metadata) of the checkpoint at `path`, refused with a CheckpointError naming the
     fix if another backend wrote it or its arrays do not fit the trainer's config."""
+    arrays, metadata = read_state(trainer, path)
+    return load_arrays(trainer, path, arrays, metadata), metadata
+
+
+def read_state(trainer: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arrays and metadata of the checkpoint at `path`, refused with a CheckpointError if
+    another backend wrote it (the first half of `restore_state`)."""
     arrays, metadata = load_checkpoint(path)
     written_by = metadata.get("backend", "jax")
     if written_by != trainer.backend:
@@ -48,11 +55,18 @@ def restore_state(trainer: Trainer, path: Path) -> tuple[Any, dict[str, Any]]:
             f"{path}: written by the {written_by} backend; resume it with --backend "
             f"{written_by} (either backend can eval or export it)"
         )
+    return arrays, metadata
+
+
+def load_arrays(
+    trainer: Trainer, path: Path, arrays: dict[str, Any], metadata: dict[str, Any]
+) -> Any:
+    """The trainer's state from the checkpoint arrays `read_state` gave (the second half of
+    `restore_state`); a CheckpointError where they do not fit the trainer's config."""
     try:
-        state = trainer.load_state(arrays, int(metadata["iteration"]))
+        return trainer.load_state(arrays, int(metadata["iteration"]))
     except StateMismatchError as err:
         raise CheckpointError(
             f"{path}: does not match this run's config ({err}); was it written by another "
             "version or config? Delete it to resume from an earlier checkpoint."
         ) from None
-    return state, metadata

@@ -25,6 +25,7 @@ from typing import Any, Literal
 RESUMABLE_FIELDS = frozenset({
     "total_steps", "log_interval_steps", "eval_interval_steps", "eval_episodes",
     "checkpoint_interval_steps", "keep_checkpoints", "tensorboard", "wandb", "wandb_project",
+    "num_devices",
 })
 
 
@@ -79,6 +80,14 @@ class Config:
         "auto",
         "MuJoCo Playground physics implementation: 'jax' (MJX), 'warp' (MuJoCo Warp) or 'auto' "
         "(MJX, which is 10-40x faster than warp on CPU).",
+    )
+    num_devices: int = _f(
+        0,
+        "Devices the JAX backend splits its envs across (data parallel: the compiler averages "
+        "the gradients). 0: every local GPU or TPU whose count divides num_envs and the "
+        "minibatch, 1 on a CPU (whose forced host devices share the same cores). The math "
+        "is that of one device; checkpoints do not depend on it, so a run may resume on "
+        "another count.",
     )
 
     # ---- torch backend ---------------------------------------------------------------------
@@ -299,6 +308,23 @@ class Config:
                 "num_seeds > 1 trains seeds side by side with jax.vmap and needs --backend jax; "
                 "with the torch backend run one process per seed (--seed S)"
             )
+        if self.num_devices < 0:
+            raise ConfigError(
+                f"num_devices must be >= 0 (0: all local accelerators), got {self.num_devices}"
+            )
+        if self.num_devices > 1:
+            if self.backend == "torch":
+                raise ConfigError(
+                    "num_devices > 1 splits the envs across JAX devices and needs --backend jax;"
+                    " the torch backend uses one process per device (torchrun)"
+                )
+            minibatch = self.steps_per_iteration // self.num_minibatches
+            for name, size in (("num_envs", self.num_envs), ("the minibatch", minibatch)):
+                if size % self.num_devices:
+                    raise ConfigError(
+                        f"{name} ({size}) is not divisible by num_devices = "
+                        f"{self.num_devices}; pick a device count that divides it"
+                    )
         if self.cuda_graphs and not self.torch_compile:
             raise ConfigError("cuda_graphs needs torch_compile; add --torch-compile")
         if self.seed < 0:

@@ -65,6 +65,27 @@ class EvalReport:
         return out
 
 
+class SingleProcess:
+    """The processes of a run trained by one process: this one. A backend whose trainer runs
+    one run over several processes gives it a `processes` object with the same interface
+    (`reppo.torch.distributed.TorchProcesses`); the loop drives both alike."""
+
+    index = 0
+    count = 1
+
+    def share(self, value: Any) -> Any:
+        """Process 0's `value` on every process."""
+        return value
+
+    def any_of(self, flag: bool) -> bool:
+        """Whether `flag` is true on any process."""
+        return flag
+
+    def gather_to_leader(self, value: Any) -> list[Any] | None:
+        """Every process's `value` on process 0 (None on the others)."""
+        return [value]
+
+
 class Trainer(Protocol):
     """What a backend provides to the loop. Metrics arrays have shape (num_seeds, iterations);
     names starting with `finite/` are booleans checked and not logged."""
@@ -98,6 +119,12 @@ class Trainer(Protocol):
         ...
 
     def device_description(self) -> dict[str, Any]: ...
+
+    # Optional, read with getattr: a trainer that runs one run over several processes says
+    # where this process stands (`process_index` of `process_count`, default 0 of 1) and gives
+    # the loop its `processes` (default `SingleProcess()`). Process 0 (the leader) writes the
+    # run directory; the others (followers) make the same calls in the same order and write
+    # nothing.
 
 
 @dataclass

@@ -5,12 +5,20 @@ that owns the algorithm; this loop owns everything else: the run directory, logg
 evaluation and checkpoint cadence, the non-finite stop and the clean stop on Ctrl-C (saving a
 checkpoint of the last completed chunk). All randomness lives in the trainer's state, so
 chunking, evaluating and resuming do not change what is learned.
+
+A run trained by several processes (`torchrun`, `reppo.torch.distributed`) runs this loop in
+each: process 0, the leader, does everything above; the others, followers, skip everything
+that reads or writes the run directory or prints, and make the same trainer calls in the same
+order (`run_chunk`, `evaluate`, `state_arrays` for each checkpoint), which are collective.
+Decisions that could differ between processes (a stop request, the leader's checks, the
+checkpoint to resume from, the best evaluation so far) are shared at fixed points.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from reppo.callbacks import Callback, StopTraining
-from reppo.checkpointing import restore_state, save_state
-from reppo.config import Config
+from reppo.checkpointing import load_arrays, read_state, save_state
+from reppo.config import Config, ConfigError
 from reppo.runs import (
     MetricsLogger,
     RunDir,
@@ -41,11 +49,11 @@ from reppo.runs.lock import RunLock
 from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
-from reppo.trainer import EvalReport, NonFiniteError, Trainer, TrainResult
+from reppo.trainer import EvalReport, NonFiniteError, SingleProcess, Trainer, TrainResult
 
 __all__ = [
     "Callback", "EvalReport", "NonFiniteError", "StopTraining", "TrainResult", "Trainer",
-    "make_trainer", "train",
+    "launched_processes", "make_trainer", "train",
 ]
 from reppo.runs.versions import collect_versions
 
@@ -58,6 +66,55 @@ def make_trainer(config: Config) -> Trainer:
     from reppo.jax.train import JaxTrainer
 
     return JaxTrainer(config)
+
+
+def launched_processes(config: Config) -> Any:
+    """Where this process stands among the processes that train one run (`index` of `count`,
+    with `share` and `any_of` collectives): `SingleProcess()` for a plain start. A torchrun
+    launch of the torch backend starts its process group here (`reppo.torch.distributed`), a
+    multi-process JAX run joins JAX's distributed runtime (`reppo.multihost`); a
+    ConfigError names what is wrong with a launch before anything is written."""
+    if config.backend == "torch":
+        from reppo.torch.distributed import processes_from_env
+
+        return processes_from_env(config)
+    world_size = os.environ.get("WORLD_SIZE", "1").strip()
+    if world_size not in ("", "1"):
+        raise ConfigError(
+            f"WORLD_SIZE={world_size}: torchrun's launch trains several processes with "
+            "--backend torch; a JAX run spans processes through JAX_COORDINATOR_ADDRESS, "
+            "JAX_NUM_PROCESSES and JAX_PROCESS_ID or a SLURM job step (docs/backends.md)"
+        )
+    from reppo.multihost import JaxProcesses, join_processes
+
+    if join_processes():
+        return JaxProcesses()
+    return SingleProcess()
+
+
+class LeaderStopped(RuntimeError):
+    """A follower's error when the leader (process 0) failed at a step they share."""
+
+
+def _on_leader(processes: Any, step: Callable[[], Any]) -> Any:
+    """`step()` on the leader, its result shared with the followers (`_from_leader`); an
+    error of the leader's stops the followers too, naming it, instead of leaving them waiting."""
+    if processes.count == 1:
+        return step()
+    try:
+        value = step()
+    except BaseException as err:
+        processes.share((None, f"{type(err).__name__}: {err}"))
+        raise
+    processes.share((value, None))
+    return value
+
+
+def _from_leader(processes: Any) -> Any:
+    value, problem = processes.share(None)
+    if problem is not None:
+        raise LeaderStopped(f"process 0 (the leader) stopped the run: {problem}")
+    return value
 
 
 def summarize(metrics: dict[str, np.ndarray]) -> dict[str, float]:
@@ -169,22 +226,38 @@ def train(
     `StopTraining` stops the run there like a stop request: a checkpoint is saved and the
     result says `interrupted` (unless that record was the run's last). Every callback sees
     every record; any other exception from a callback propagates as an error of the run would.
+
+    Several processes (`launched_processes`, or a given trainer's `processes`): only the
+    leader (process 0) checks, writes and prints, calls `callbacks` and uses `echo`; a stop
+    request or a callback's stop on any process stops all of them at the same iteration.
     """
     run_dir = Path(run_dir)
-    MetricsLogger.check_available(tensorboard=config.tensorboard, wandb=config.wandb)
+    processes = getattr(trainer, "processes", None) or launched_processes(config)
+    if processes.index > 0:
+        return _follow(config, run_dir, resume, trainer, processes)
     locks: list[RunLock] = []  # the run directory's lock, once taken
-    if resume:
-        # A clear error for a directory that is not a run, and the resume rule: a resumed run
-        # changes only what RESUMABLE_FIELDS allows, so that config.json describes it.
-        RunDir(run_dir).resumed_config(config)
-        if latest_checkpoint(run_dir) is None:
-            raise RunDirError(
-                f"{run_dir}: no checkpoint to resume from (the run stopped before its first "
-                "one); start it again with `reppo train --run-dir NEW_DIR`"
-            )
-        locks.append(RunLock.acquire(run_dir))
-    else:
-        check_run_dir_free(run_dir, config.to_dict())
+
+    def check() -> None:
+        MetricsLogger.check_available(tensorboard=config.tensorboard, wandb=config.wandb)
+        if resume:
+            # A clear error for a directory that is not a run, and the resume rule: a resumed
+            # run changes only what RESUMABLE_FIELDS allows, so that config.json describes it.
+            RunDir(run_dir).resumed_config(config)
+            if latest_checkpoint(run_dir) is None:
+                raise RunDirError(
+                    f"{run_dir}: no checkpoint to resume from (the run stopped before its "
+                    "first one); start it again with `reppo train --run-dir NEW_DIR`"
+                )
+            locks.append(RunLock.acquire(run_dir))
+        else:
+            check_run_dir_free(run_dir, config.to_dict())
+
+    try:
+        _on_leader(processes, check)
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
 
     def announce(name: str) -> None:
         with contextlib.suppress(RuntimeError):  # a print interrupted by the signal itself
@@ -196,7 +269,7 @@ def train(
     try:
         with StopSignals(on_first=announce) as stop:
             return _train_locked(config, run_dir, resume, echo, trainer, locks, stop,
-                                 tuple(callbacks))
+                                 tuple(callbacks), processes)
     finally:
         for lock in locks:
             lock.release()
@@ -211,12 +284,16 @@ def _train_locked(
     locks: list[RunLock],
     stop: StopSignals,
     callbacks: tuple[Callback, ...] = (),
+    processes: Any = None,
 ) -> TrainResult:
+    processes = processes or SingleProcess()
     trainer = trainer or make_trainer(config)
     wall_offset = 0.0
     if resume:
         path = latest_checkpoint(run_dir)
-        state, metadata = restore_state(trainer, path)
+        # The followers restore from the leader's reading of the same checkpoint.
+        arrays, metadata = _on_leader(processes, lambda: read_state(trainer, path))
+        state = load_arrays(trainer, path, arrays, metadata)
         saved = open_run_dir(run_dir)
         if saved != config.to_dict():
             # The run is extended or logged differently from now on: config.json says so, so
@@ -234,8 +311,8 @@ def _train_locked(
         forget_best_after(run_dir, metadata["env_steps"])
         echo(f"resuming {run_dir} from {path.name} ({metadata['env_steps']:,} env steps)")
         return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=False,
-                     callbacks=callbacks)
-    if stop.requested:
+                     callbacks=callbacks, processes=processes)
+    if processes.any_of(stop.requested):
         echo(f"{stop.name} before training started: nothing was written to {run_dir}")
         return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
                            interrupted=True, stop_signal=stop.signum)
@@ -244,7 +321,7 @@ def _train_locked(
     locks.append(RunLock.acquire(run_dir))
     try:
         return _loop(config, run_dir, echo, trainer, state, wall_offset, stop, created=True,
-                     callbacks=callbacks)
+                     callbacks=callbacks, processes=processes)
     except BaseException:
         if latest_checkpoint(run_dir) is None:
             # Nothing of value was written (config, versions, the lock): leave no dead
@@ -254,6 +331,33 @@ def _train_locked(
             locks.clear()
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _follow(
+    config: Config, run_dir: Path, resume: bool, trainer: Trainer | None, processes: Any
+) -> TrainResult:
+    """A follower's run: the leader's `train` and `_train_locked` without the run directory,
+    output or callbacks, making the same shared and trainer calls in the same order."""
+    _from_leader(processes)  # the leader's checks of the run directory
+    with StopSignals() as stop:  # stops quietly: the leader announces it
+        trainer = trainer or make_trainer(config)
+        if resume:
+            path = run_dir / "checkpoints"  # named in errors only; the leader read the file
+            arrays, metadata = _from_leader(processes)
+            state = load_arrays(trainer, path, arrays, metadata)
+            return _loop(config, run_dir, _silent, trainer, state,
+                         float(metadata.get("wall_time", 0.0)), stop, created=False,
+                         processes=processes)
+        if processes.any_of(stop.requested):
+            return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
+                               interrupted=True, stop_signal=stop.signum)
+        state = trainer.init_state()
+        return _loop(config, run_dir, _silent, trainer, state, 0.0, stop, created=True,
+                     processes=processes)
+
+
+def _silent(line: str) -> None:
+    del line
 
 
 def _loop(
@@ -266,14 +370,17 @@ def _loop(
     stop: StopSignals,
     created: bool,
     callbacks: tuple[Callback, ...] = (),
+    processes: Any = None,
 ) -> TrainResult:
+    processes = processes or SingleProcess()
+    leader = processes.index == 0
     logger = MetricsLogger(
         run_dir,
         tensorboard=config.tensorboard,
         wandb=config.wandb,
         wandb_project=config.wandb_project,
         config=config.to_dict(),
-    )
+    ) if leader else None
     per_iteration = config.steps_per_iteration
     final_steps = config.num_iterations * per_iteration
     chunk_size = max(1, config.log_interval_steps // per_iteration)
@@ -284,8 +391,9 @@ def _loop(
     history: list[dict[str, Any]] = []
     sps = 0.0
     eval_seconds: float | None = None
-    best = best_record(run_dir)
-    best_return = best["eval_return_mean"] if best else -math.inf
+    best = best_record(run_dir) if leader else None
+    # Every process decides alike whether an evaluation is the best so far (and saves).
+    best_return = processes.share(best["eval_return_mean"] if best else -math.inf)
     warned_divergence = False
     title = f"REPPO ({config.backend}) on {config.env}"
     # A resumed run's progress lines show its latest evaluation from the start.
@@ -293,16 +401,26 @@ def _loop(
         (r[EVAL_RETURN] for r in reversed(read_metrics(run_dir))
          if EVAL_RETURN in r),
         None,
-    )
+    ) if leader else None
     saved_at = None if created else iteration  # the iteration of the newest checkpoint
     stopped_by_callback = False
+    agreed_stop = False
 
     def stopping() -> bool:
+        if processes.count > 1:
+            return agreed_stop
         return stop.requested or stopped_by_callback
+
+    def agree_on_stopping() -> None:
+        """With several processes: whether any wants to stop, the same on all (collective,
+        so every process calls it at the same points)."""
+        nonlocal agreed_stop
+        if processes.count > 1:
+            agreed_stop = processes.any_of(stop.requested or stopped_by_callback)
 
     def call_back(record: dict[str, Any]) -> None:
         nonlocal stopped_by_callback
-        for callback in callbacks:
+        for callback in callbacks if leader else ():
             try:
                 answer = callback(dict(record))
                 wants_stop = isinstance(answer, (bool, np.bool_)) and bool(answer)
@@ -313,9 +431,13 @@ def _loop(
     def wall() -> float:
         return wall_offset + time.perf_counter() - start_time
 
-    def save() -> Path:
+    def save() -> Path | None:
         nonlocal saved_at
-        path = save_state(trainer, run_dir, state, wall())
+        if leader:
+            path = save_state(trainer, run_dir, state, wall())
+        else:
+            trainer.state_arrays(state)  # collective: the leader gathers every process's state
+            path = None
         saved_at = iteration
         return path
 
@@ -330,6 +452,7 @@ def _loop(
         last_eval = float(report.returns.mean())
         record.update(report.record())
 
+    agree_on_stopping()
     for name in ("eval_interval_steps", "checkpoint_interval_steps"):
         interval = getattr(config, name)
         if 0 < interval < per_iteration or (interval > 0 and interval % per_iteration):
@@ -355,7 +478,7 @@ def _loop(
             try:
                 check_finite(metrics, iteration, config)
             except NonFiniteError as err:
-                kept = latest_checkpoint(run_dir)
+                kept = latest_checkpoint(run_dir) if leader else None
                 tail = (
                     f"the last checkpoint, {kept.name}, is kept" if kept is not None
                     else "no checkpoint had been written" + (
@@ -367,6 +490,7 @@ def _loop(
                     "check the environment."
                 ) from None
             state = new_state
+            agree_on_stopping()
             previous_steps = iteration * per_iteration
             iteration += n
             env_steps = iteration * per_iteration
@@ -384,18 +508,21 @@ def _loop(
             ):
                 run_eval(record)
             record["wall_time"] = wall()
-            logger.log(record)
+            if logger is not None:
+                logger.log(record)
             history.append(record)
             evals_left = _remaining_evals(config, env_steps)
             extra = evals_left * eval_seconds if eval_seconds is not None else None
             extra = 0.0 if evals_left == 0 else extra
-            echo(format_progress(record, final_steps, last_eval, config.num_seeds,
-                                 extra_seconds=extra))
+            if leader:
+                echo(format_progress(record, final_steps, last_eval, config.num_seeds,
+                                     extra_seconds=extra))
             divergent = divergent_metrics(record)
-            if divergent and not warned_divergence:
+            if divergent and not warned_divergence and leader:
                 warned_divergence = True
                 echo(_divergence_warning(divergent, env_steps, run_dir))
             call_back(record)
+            agree_on_stopping()
             evaluated = EVAL_RETURN in record
             is_best = evaluated and record[EVAL_RETURN] > best_return
             if (
@@ -405,25 +532,43 @@ def _loop(
                 path = save()
                 if is_best:
                     best_return = record[EVAL_RETURN]
-                    mark_best_checkpoint(path, best_return)
-            if evaluated:
+                    if path is not None:
+                        mark_best_checkpoint(path, best_return)
+            if evaluated and leader:
                 plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
         if stopping() and iteration < config.num_iterations:
             interrupted = True
-            path = save() if saved_at != iteration else latest_checkpoint(run_dir)
-            name = stop.name if stop.requested else "stopped by a callback"
-            echo(f"\n{name}: saved {path.name}; continue with `reppo train --resume "
-                 f"{run_dir}`")
+            if saved_at != iteration:
+                path = save()
+            else:
+                path = latest_checkpoint(run_dir) if leader else None
+            if stop.requested:
+                name = stop.name
+            elif stopped_by_callback:
+                name = "stopped by a callback"
+            else:
+                name = "stopped by another process"
+            if path is not None:
+                echo(f"\n{name}: saved {path.name}; continue with `reppo train --resume "
+                     f"{run_dir}`")
     except KeyboardInterrupt:
         # Ctrl-C outside the signal handler's reach (training driven from another thread, or
         # a KeyboardInterrupt raised by other code): the state of the last completed chunk.
         interrupted = True
-        path = save()
-        echo(f"\ninterrupted: saved {path.name}; continue with `reppo train --resume {run_dir}`")
+        if processes.count > 1:
+            # Saving is collective, and the other processes are not at this point.
+            echo("\ninterrupted: not saved (several processes); continue from the last "
+                 f"checkpoint with `reppo train --resume {run_dir}`")
+        else:
+            path = save()
+            echo(f"\ninterrupted: saved {path.name}; continue with `reppo train --resume "
+                 f"{run_dir}`")
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
 
-    plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
+    if leader:
+        plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
     return TrainResult(
         run_dir=run_dir,
         env_steps=iteration * per_iteration,

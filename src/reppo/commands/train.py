@@ -97,15 +97,28 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
     env = overrides.get("env", get_preset(preset, backend=backend).env)
     config = get_preset(preset, backend=backend, env=env).replace(**overrides)
     own = {k: v for k, v in task_settings(preset, env).items() if k not in overrides}
-    if own:
+    if own and _is_leader(config):
         settings = ", ".join(f"{k}={v}" for k, v in own.items())
         print(f"preset {preset} with its {env} settings: {settings}", flush=True)
     return config
 
 
+def _is_leader(config: Config) -> bool:
+    """False in the processes of a several-process launch other than process 0."""
+    from reppo.training import launched_processes
+
+    return launched_processes(config).index == 0
+
+
 def run(args: argparse.Namespace) -> int:
     from reppo.runs import default_run_dir
 
+    # A multi-process JAX run's processes meet before the preset is chosen, which asks JAX
+    # whether it has a GPU (a plain start: nothing happens).
+    if args.backend != "torch":
+        from reppo.multihost import join_processes
+
+        join_processes()
     overrides = _overrides(args)
     if args.resume is not None:
         config, run_dir = _resumed_config(args, overrides), args.resume
@@ -118,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_training(config, run_dir, resume=args.resume is not None,
                           echo=lambda line: print(line, flush=True))
+    if not _is_leader(config):
+        # Process 0 of a several-process launch reports the run; the others print nothing.
+        from reppo.runs.signals import EXIT_STATUS
+
+        return EXIT_STATUS.get(result.stop_signal, 130) if result.interrupted else 0
     if result.eval_returns is not None and not result.interrupted:
         per_seed = ", ".join(f"{x:.1f}" for x in result.eval_returns.mean(axis=1))
         print(f"final evaluation: return {result.eval_return_mean:.1f} "

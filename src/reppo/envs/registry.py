@@ -6,9 +6,11 @@ that only list names or parse configs should not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -88,11 +90,29 @@ def _import_playground_registry() -> Any:
     return registry
 
 
+@contextlib.contextmanager
+def _this_process_first() -> Iterator[None]:
+    """In a multi-process run, `jax.devices()` answers this process's devices while the
+    simulator is built: MJX places its model on `jax.devices()[0]`, the first device of all
+    processes, which no other process can read, so their programs could not use the model.
+    One process: nothing changes."""
+    if jax.process_count() == 1:
+        yield
+        return
+    all_devices = jax.devices
+    jax.devices = jax.local_devices
+    try:
+        yield
+    finally:
+        jax.devices = all_devices
+
+
 @functools.cache
 def _load(name: str, impl: str) -> Any:
     """The Playground env (cached: loading compiles the MuJoCo model, which takes a second)."""
     registry = _import_playground_registry()
-    return registry.load(name, config_overrides={"impl": impl})
+    with _this_process_first():
+        return registry.load(name, config_overrides={"impl": impl})
 
 
 def _spec(name: str, inner: Any, episode_length: int | None) -> EnvSpec:

@@ -76,14 +76,17 @@ class Agent:
     gamma: float
     v_min: float
     v_max: float
+    # With several devices (`reppo.jax.sharding`): every minibatch is split over them, so
+    # each computes its share of the losses and the compiler averages the gradients.
+    batch_sharding: Any = None
 
     @classmethod
-    def create(cls, config: Config, env: Any) -> Agent:
+    def create(cls, config: Config, env: Any, batch_sharding: Any = None) -> Agent:
         spec = env.spec
         gamma = config.resolved_gamma(spec.episode_length)
         v_min, v_max = config.value_support(gamma, spec.reward_range)
         nets = Networks.from_config(config, spec.obs_size, spec.action_size)
-        return cls(config, env, nets, gamma, v_min, v_max)
+        return cls(config, env, nets, gamma, v_min, v_max, batch_sharding)
 
     # ---- pieces derived from the config ------------------------------------------------------
     @property
@@ -219,6 +222,8 @@ class Agent:
         c, nets, support = self.config, self.nets, self.support
         actor, critic, temps, actor_opt, critic_opt, temp_opt, behaviour = carry
         batch, key = inputs
+        if self.batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
 
         critic_batch = L.CriticBatch(
             batch["obs"], batch["action"], batch["reward"], batch["target"],

@@ -6,13 +6,16 @@ action. All log-probabilities, entropies and KLs are summed over action dimensio
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-_LOG_2 = jnp.log(2.0)
-_HALF_LOG_2PI = 0.5 * jnp.log(2.0 * jnp.pi)
+# Python floats, not arrays: an array at import would start JAX's backends, which a
+# multi-process run must not do before its processes meet.
+_LOG_2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # exp(log_std) is bounded above so a diverging head cannot produce inf; the lower end is
 # governed by min_std.
 _LOG_STD_MAX = 2.0

@@ -7,6 +7,11 @@ inside the jitted call); several run one after another with `lax.map` or batched
 seeds and its reset stays a branch taken only when needed (a batched predicate would turn it
 into a select that computes the reset at every step).
 
+With several devices (`config.num_devices`, `reppo.jax.sharding`) the envs are split across
+them and the compiler partitions the same program; states are gathered to host arrays for
+checkpoints and placed back on the devices when loaded, so checkpoints do not depend on the
+device count.
+
 `reppo.training.train` drives it (logging, evaluation, checkpoints, faults).
 """
 
@@ -26,13 +31,16 @@ from reppo.envs.autoreset import SEED_AXIS
 from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
+from reppo.jax.sharding import DataParallel, resolve_num_devices
+from reppo.multihost import join_processes
 from reppo.trainer import EvalReport, StateMismatchError
 
 __all__ = ["JaxTrainer"]
 
-def seed_keys(config: Config) -> jax.Array:
+def seed_keys(config: Config) -> np.ndarray:
+    """The seeds' keys as host data, which every process of a multi-process run holds alike."""
     seeds = jnp.arange(config.seed, config.seed + config.num_seeds, dtype=jnp.uint32)
-    return jax.vmap(jax.random.PRNGKey)(seeds)
+    return np.asarray(jax.vmap(jax.random.PRNGKey)(seeds))
 
 
 def device_description() -> dict[str, Any]:
@@ -60,11 +68,21 @@ class JaxTrainer:
 
     def __init__(self, config: Config):
         self.config = config
+        # Before anything starts JAX's backends: a multi-process run's processes meet here.
+        join_processes()
+        self.process_index, self.process_count = jax.process_index(), jax.process_count()
         self.env = make_env(config.env, config.num_envs, impl=config.impl)
         self.eval_env = make_env(config.env, config.eval_episodes, impl=config.impl)
         if config.num_seeds > 1 and config.seed_batching == "vmap":
             self.env.seed_axis = self.eval_env.seed_axis = SEED_AXIS
-        self.agent = Agent.create(config, self.env)
+        local_devices = resolve_num_devices(config)
+        # One device runs the plain program: no shardings, nothing to partition.
+        self.parallel = None
+        if local_devices > 1 or self.process_count > 1:
+            self.parallel = DataParallel(config, local_devices)
+        self.num_devices = self.parallel.num_devices if self.parallel else 1
+        batch_sharding = self.parallel.batch_sharding if self.parallel else None
+        self.agent = Agent.create(config, self.env, batch_sharding)
         self._chunks: dict[int, Callable] = {}
         self._capacity = 0  # the longest chunk prepared so far (`prepare`)
         self.compile_seconds = 0.0
@@ -81,13 +99,23 @@ class JaxTrainer:
             )
 
         seeds, batching = config.num_seeds, config.seed_batching
-        self._evaluate = jax.jit(over_seeds(eval_one, seeds, batching))
-        self._evaluate_stochastic = jax.jit(over_seeds(eval_one_stochastic, seeds, batching))
+        # Evaluation envs are not split: with several devices the returns come back whole.
+        replicated = {"out_shardings": self.parallel.replicated} if self.parallel else {}
+        self._evaluate = jax.jit(over_seeds(eval_one, seeds, batching), **replicated)
+        self._evaluate_stochastic = jax.jit(
+            over_seeds(eval_one_stochastic, seeds, batching), **replicated
+        )
         # Seeds are initialised one after another even when they train batched: under vmap,
         # the orthogonal initialisations of actor and critic (batched QR decompositions on
         # the CPU) can deadlock each other in jaxlib 0.10 (tested). Initialising once costs
         # nothing worth batching.
-        self._init = jax.jit(over_seeds(agent.init, seeds, "map"))
+        init = over_seeds(agent.init, seeds, "map")
+        self._state_shardings = None
+        if self.parallel is not None:
+            self._state_shardings = self.parallel.state_shardings(
+                jax.eval_shape(init, seed_keys(config))
+            )
+        self._init = jax.jit(init, out_shardings=self._state_shardings)
 
     def init_state(self) -> TrainState:
         return self._init(seed_keys(self.config))
@@ -106,8 +134,15 @@ class JaxTrainer:
                     self.config.seed_batching,
                 )(s)
 
-            active = jnp.asarray(capacity, jnp.int32)
-            self._chunks[capacity] = jax.jit(chunk).lower(state, active).compile()
+            active = np.int32(capacity)
+            shardings = {}
+            if self.parallel is not None:
+                replicated = self.parallel.replicated
+                shardings = {
+                    "in_shardings": (self._state_shardings, replicated),
+                    "out_shardings": (self._state_shardings, replicated),
+                }
+            self._chunks[capacity] = jax.jit(chunk, **shardings).lower(state, active).compile()
             self.compile_seconds += time.perf_counter() - start
         return self._chunks[capacity]
 
@@ -119,7 +154,7 @@ class JaxTrainer:
     def run_chunk(self, state: TrainState, num_iterations: int):
         capacity = max(num_iterations, self._capacity)
         program = self.chunk_fn(state, capacity)
-        new_state, metrics = program(state, jnp.asarray(num_iterations, jnp.int32))
+        new_state, metrics = program(state, np.int32(num_iterations))
         # Iterations beyond `num_iterations` did not run: drop their placeholder metrics.
         metrics = jax.tree_util.tree_map(lambda x: x[:, :num_iterations], metrics)
         return new_state, jax.device_get(metrics)
@@ -128,14 +163,14 @@ class JaxTrainer:
         return int(np.asarray(state.iteration).reshape(-1)[0])
 
     def device_description(self) -> dict[str, Any]:
-        return device_description()
+        return {**device_description(), "num_devices_used": self.num_devices}
 
     def evaluate(self, state: TrainState) -> EvalReport:
         """Returns of the deterministic and of the sampling policy, each of shape
         (num_seeds, eval_episodes), on the same episodes (the same env reset keys)."""
         env_steps = self.iteration_of(state) * self.config.steps_per_iteration
-        keys = jnp.stack([eval_key(self.config.seed + i, env_steps)
-                          for i in range(self.config.num_seeds)])
+        keys = np.stack([np.asarray(eval_key(self.config.seed + i, env_steps))
+                         for i in range(self.config.num_seeds)])
         result = self._evaluate(state.actor, state.obs_stats, keys)
         stochastic = self._evaluate_stochastic(state.actor, state.obs_stats, keys)
         return EvalReport(
@@ -150,10 +185,17 @@ class JaxTrainer:
         return self.env.spec.obs_size, self.env.spec.action_size
 
     def state_arrays(self, state: TrainState) -> dict[str, np.ndarray]:
+        if self.parallel is not None:
+            state = self.parallel.gather(state)
         return tree_io.flatten(state)
 
     def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> TrainState:
         try:
-            return tree_io.unflatten(jax.eval_shape(self.init_state), arrays)
+            state = tree_io.unflatten(
+                jax.eval_shape(self._init, seed_keys(self.config)), arrays
+            )
         except tree_io.TreeMismatchError as err:
             raise StateMismatchError(str(err)) from None
+        if self.parallel is not None:
+            state = self.parallel.place(state, self._state_shardings)
+        return state

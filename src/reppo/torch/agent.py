@@ -106,6 +106,10 @@ class TorchAgent:
         self.critic_opt = _adam(list(self.critic.parameters()), c.critic_lr)
         self.temp_opt = _adam([self.log_alpha, self.log_beta], c.temperature_lr or c.actor_lr)
         self.obs_stats = N.init_stats(spec.obs_size, device=device)
+        # Set for a run over several processes (`reppo.torch.distributed.TorchProcesses`):
+        # gradients are averaged over the ranks before each optimizer step, and observation
+        # statistics merged over them, so every rank takes the same steps.
+        self.data_parallel: Any = None
         self._critic_loss = L.critic_loss
         self._actor_loss = L.actor_loss
         if c.torch_compile:
@@ -219,6 +223,7 @@ class TorchAgent:
         )
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self._average_gradients(list(self.critic.parameters()))
         clip_global_norm_(list(self.critic.parameters()), c.max_grad_norm)
         self.critic_opt.step()
 
@@ -231,6 +236,7 @@ class TorchAgent:
         )
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self._average_gradients(list(self.actor.parameters()))
         clip_global_norm_(list(self.actor.parameters()), c.max_grad_norm)
         self.actor_opt.step()
 
@@ -240,9 +246,15 @@ class TorchAgent:
         )
         self.temp_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self._average_gradients([self.log_alpha, self.log_beta])
         clip_global_norm_([self.log_alpha, self.log_beta], c.max_grad_norm)
         self.temp_opt.step()
         return {**critic_metrics, **actor_metrics}
+
+    def _average_gradients(self, params: list[Tensor]) -> None:
+        # Before clipping: the clipped step is then the one of the whole (all ranks') minibatch.
+        if self.data_parallel is not None:
+            self.data_parallel.average_gradients(params)
 
     def update(self, data: dict[str, Tensor], plan: UpdatePlan) -> dict[str, Tensor]:
         """Epochs of minibatch steps over the flattened data; metrics averaged over them."""
@@ -288,7 +300,10 @@ class TorchAgent:
         with torch.no_grad():
             self.behaviour.load_state_dict(self.actor.state_dict())  # step 4: theta' <- theta
             if c.normalize_obs:
-                self.obs_stats = N.update_stats(self.obs_stats, raw_obs)
+                self.obs_stats = (
+                    N.update_stats(self.obs_stats, raw_obs) if self.data_parallel is None
+                    else self.data_parallel.update_stats(self.obs_stats, raw_obs)
+                )
 
         episodes = stats["finished"]
         out = {name: float(v) for name, v in metrics.items()}

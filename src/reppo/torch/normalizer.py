@@ -36,6 +36,15 @@ def update_stats(stats: RunningStats, batch: Tensor) -> RunningStats:
     n = float(batch.shape[0])
     batch_mean = torch.mean(batch, dim=0)
     batch_var = torch.var(batch, dim=0, correction=0)
+    return merge_moments(stats, n, batch_mean, batch_var)
+
+
+def merge_moments(
+    stats: RunningStats, n: float | Tensor, batch_mean: Tensor, batch_var: Tensor
+) -> RunningStats:
+    """Merge `n` observations with mean `batch_mean` and population variance `batch_var` into
+    the statistics: the exact combination of two sets' counts, means and sums of squared
+    deviations (M2 = var * count), as if their observations had been seen together."""
     total = stats.count + n
     delta = batch_mean - stats.mean
     mean = stats.mean + delta * n / total

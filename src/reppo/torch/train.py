@@ -3,6 +3,17 @@
 `reppo.training.train` drives it exactly like the JAX trainer, so run directories, metrics,
 checkpoints, resuming and progress lines are the same. One seed per process (`num_seeds` 1).
 
+Several processes can train one run (`torchrun --nproc-per-node N -m reppo.cli train
+--backend torch ...`; `reppo.torch.distributed`): `num_envs` stays the total, each rank steps
+`num_envs / N` envs seeded with `rank_seed(seed, rank)`, splits its batch into the run's
+`num_minibatches`, and averages every minibatch gradient (critic, actor, temperatures) over the
+ranks before the optimizer step, so one step equals a step on the N times larger minibatch of
+all ranks and the ranks' parameters stay identical. Observation statistics are merged exactly
+and metrics averaged over the ranks (`train/episodes` summed). Rank 0 evaluates (the whole
+`eval_episodes`, as a single process would) and shares its report; rank 0 alone writes the
+run directory, and its checkpoints hold every other rank's own state (envs, episode returns,
+generator) under `rank{r}/...`, from which every rank resumes.
+
 Checkpoints use the JAX backend's names for what both backends share (`actor/...`,
 `critic/...`, `behaviour/...`, `obs_stats/...`, `temps/...`, with a leading seed axis of 1),
 so either backend evaluates and exports the other's runs. Torch-only state (Adam moments, the
@@ -25,6 +36,8 @@ from reppo.envs.torch_registry import (
     make_torch_env,
     resolve_device,
 )
+from reppo.runs import CheckpointError
+from reppo.torch import distributed
 from reppo.torch import normalizer as N
 from reppo.torch.agent import TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
@@ -71,6 +84,20 @@ def _load_optimizer(
     opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
+# Where a checkpoint keeps rank r's own state (r >= 1; rank 0's has the plain names).
+RANK_PREFIX = "rank{}/"
+
+
+def _checkpoint_ranks(arrays: dict[str, np.ndarray]) -> int:
+    """How many processes wrote the checkpoint: 1 + the highest `rank{r}/` prefix."""
+    highest = 0
+    for name in arrays:
+        head, _, rest = name.partition("/")
+        if rest and head.startswith("rank") and head[4:].isdigit():
+            highest = max(highest, int(head[4:]))
+    return highest + 1
+
+
 class TorchTrainer:
     """Builds the envs and the agent for one config (`reppo.training.Trainer`)."""
 
@@ -78,24 +105,48 @@ class TorchTrainer:
         if config.num_seeds != 1:
             raise ValueError("the torch backend trains one seed per process")
         self.config = config
-        self.device = resolve_device(config.device)
+        self.processes = distributed.processes_from_env(config)
+        self.process_index = self.processes.index
+        self.process_count = self.processes.count
+        parallel = self.process_count > 1
+        self.device = self.processes.device if parallel else resolve_device(config.device)
+        # Each rank's own share of the run: its envs, and the batch they collect (the same
+        # number of iterations, so the learning-rate schedule is the run's).
+        local = config
+        if parallel:
+            num_envs = config.num_envs // self.process_count
+            local = config.replace(
+                num_envs=num_envs,
+                total_steps=config.num_iterations * num_envs * config.num_steps,
+            )
+        self.seed = distributed.rank_seed(config.seed, self.process_index)
         self.env = make_torch_env(
-            config.env, config.num_envs, device=self.device, seed=config.seed, impl=config.impl
+            config.env, local.num_envs, device=self.device, seed=self.seed, impl=config.impl
         )
+        # Rank 0 runs the whole evaluation protocol; the other ranks receive its report.
         self.eval_env = make_torch_env(
             config.env, config.eval_episodes, device=self.device, seed=config.seed,
             evaluation=True, impl=config.impl,
-        )
-        self.agent = TorchAgent(config, self.env.spec, self.device, config.seed)
+        ) if self.process_index == 0 else None
+        self.agent = TorchAgent(local, self.env.spec, self.device, self.seed)
+        if parallel:
+            a = self.agent
+            self.agent.data_parallel = self.processes
+            # Every rank starts from rank 0's weights (their seeds, and so their draws, differ).
+            self.processes.broadcast_tensors([
+                *a.actor.parameters(), *a.actor.buffers(), *a.behaviour.parameters(),
+                *a.behaviour.buffers(), *a.critic.parameters(), *a.critic.buffers(),
+                a.log_alpha, a.log_beta,
+            ])
         self.compile_seconds = 0.0
         self._compiled = not config.torch_compile
 
     # ---- the loop's interface ------------------------------------------------------------------
     def init_state(self) -> _State:
-        obs = self.env.reset(self.config.seed)
+        obs = self.env.reset(self.seed)
         if self.config.stagger_episodes:
-            self.env.stagger(self.config.seed)
-        return _State(obs, torch.zeros(self.config.num_envs, device=self.device), 0)
+            self.env.stagger(self.seed)
+        return _State(obs, torch.zeros(self.env.num_envs, device=self.device), 0)
 
     def iteration_of(self, state: _State) -> int:
         return state.iteration
@@ -105,7 +156,12 @@ class TorchTrainer:
             torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
             else platform.processor() or platform.machine()
         )
-        return {"torch": torch.__version__, "torch_device": str(self.device), "devices": [name]}
+        description = {
+            "torch": torch.__version__, "torch_device": str(self.device), "devices": [name],
+        }
+        if self.process_count > 1:
+            description["processes"] = self.process_count
+        return description
 
     def run_chunk(self, state: _State, num_iterations: int):
         rows: list[dict[str, float]] = []
@@ -119,6 +175,9 @@ class TorchTrainer:
                 # torch.compile compiles during the first iteration; count it as compile time.
                 self.compile_seconds += time.perf_counter() - start
                 self._compiled = True
+            if self.process_count > 1:
+                # The same metrics (and finite flags) on every rank, so all stop together.
+                metrics = self.processes.reduce_metrics(metrics)
             rows.append(metrics)
             if not all(v for k, v in metrics.items() if k.startswith("finite/")):
                 num_iterations = i + 1
@@ -128,6 +187,10 @@ class TorchTrainer:
         return new_state, {k: np.array([[row[k] for row in rows]]) for k in names}
 
     def evaluate(self, state: _State) -> EvalReport:
+        report = self._evaluate(state) if self.process_index == 0 else None
+        return self.processes.share(report) if self.process_count > 1 else report
+
+    def _evaluate(self, state: _State) -> EvalReport:
         seed = eval_seed(self.config.seed, state.iteration * self.config.steps_per_iteration)
         result = evaluate_torch(self.eval_env, self.agent.act_deterministic, seed=seed)
         # The same episodes (reset with the same seed) with actions sampled from the policy;
@@ -147,6 +210,17 @@ class TorchTrainer:
         )
 
     # ---- checkpoints ---------------------------------------------------------------------------
+    def _own_state(self, state: _State) -> dict[str, np.ndarray]:
+        """What differs between ranks: this rank's envs, episode returns and generator."""
+        flat = {
+            "episode_return": state.episode_return.cpu().numpy(),
+            "env_obs": state.obs.cpu().numpy(),
+            "rng/torch": self.agent.generator.get_state().cpu().numpy(),
+        }
+        if hasattr(self.env, "get_state"):
+            flat.update({f"env_state/{k}": v for k, v in self.env.get_state().items()})
+        return _seed_axis(flat)
+
     def _flat_state(self, state: _State) -> dict[str, np.ndarray]:
         a = self.agent
         flat = {
@@ -156,17 +230,12 @@ class TorchTrainer:
             "temps/log_alpha": a.log_alpha.detach().cpu().numpy(),
             "temps/log_beta": a.log_beta.detach().cpu().numpy(),
             **{f"obs_stats/{k}": v.cpu().numpy() for k, v in a.obs_stats._asdict().items()},
-            "episode_return": state.episode_return.cpu().numpy(),
-            "env_obs": state.obs.cpu().numpy(),
             "iteration": np.asarray(state.iteration, np.int32),
-            "rng/torch": a.generator.get_state().cpu().numpy(),
             **_optimizer_flat(a.actor_opt, self._names(a.actor), "actor_opt/"),
             **_optimizer_flat(a.critic_opt, self._names(a.critic), "critic_opt/"),
             **_optimizer_flat(a.temp_opt, ["log_alpha", "log_beta"], "temp_opt/"),
         }
-        if hasattr(self.env, "get_state"):
-            flat.update({f"env_state/{k}": v for k, v in self.env.get_state().items()})
-        return _seed_axis(flat)
+        return {**_seed_axis(flat), **self._own_state(state)}
 
     @staticmethod
     def _names(module: torch.nn.Module) -> list[str]:
@@ -178,10 +247,39 @@ class TorchTrainer:
         return self.env.spec.obs_size, self.env.spec.action_size
 
     def state_arrays(self, state: _State) -> dict[str, np.ndarray]:
-        return self._flat_state(state)
+        """The checkpoint's arrays (rank 0's state, and with several processes every other
+        rank's own state under `rank{r}/`). Every rank calls it; the others get {}."""
+        if self.process_count == 1:
+            return self._flat_state(state)
+        gathered = self.processes.gather_to_leader(
+            self._own_state(state) if self.process_index > 0 else None
+        )
+        if gathered is None:
+            return {}
+        flat = self._flat_state(state)
+        for rank, own in enumerate(gathered[1:], start=1):
+            flat.update({f"{RANK_PREFIX.format(rank)}{k}": v for k, v in own.items()})
+        return flat
 
     def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> _State:
+        """Every rank restores from the same arrays: the shared state, and its own part (rank
+        0's under the plain names, rank r's under `rank{r}/`)."""
         a, dev = self.agent, self.device
+        ranks = _checkpoint_ranks(arrays)
+        if ranks != self.process_count:
+            # Not a config mismatch (no other checkpoint of the run would fit better).
+            raise CheckpointError(
+                f"the checkpoint holds the state of {ranks} process(es) and this run has "
+                f"{self.process_count}; resume it with {ranks} process(es) in all ("
+                + ("a plain `reppo train --resume`" if ranks == 1 else
+                   f"torchrun with --nnodes x --nproc-per-node = {ranks}")
+                + ")"
+            )
+        if self.process_index > 0:
+            prefix = RANK_PREFIX.format(self.process_index)
+            arrays = {**arrays, **{
+                k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)
+            }}
         try:
             for module, prefix in ((a.actor, "actor/"), (a.behaviour, "behaviour/"),
                                    (a.critic, "critic/")):
@@ -206,7 +304,7 @@ class TorchTrainer:
                 obs = self.env.set_state(env_state)
             else:
                 # Simulators whose state cannot be saved (ManiSkill) restart their episodes.
-                restart_seed = self.config.seed + iteration
+                restart_seed = self.seed + iteration
                 obs = self.env.reset(restart_seed)
                 if self.config.stagger_episodes:
                     self.env.stagger(restart_seed)
