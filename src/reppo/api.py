@@ -150,7 +150,9 @@ def run_training(
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     # First: a multi-process JAX run's processes must meet before JAX starts its backends,
     # which checking the env does.
-    if training.launched_processes(config).index > 0:
+    from reppo.processes import launched_processes
+
+    if launched_processes(config).index > 0:
         echo = _quiet  # process 0 of a several-process launch reports the run
     _check_env(config)
     _enable_compilation_cache()

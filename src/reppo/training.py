@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,17 @@ import numpy as np
 
 from reppo.callbacks import Callback, StopTraining
 from reppo.checkpointing import load_arrays, read_state, save_state
-from reppo.config import Config, ConfigError
+from reppo.chunks import (
+    check_finite,
+    chunk_length,
+    crossed,
+    divergence_warning,
+    divergent_metrics,
+    remaining_evals,
+    summarize,
+)
+from reppo.config import Config
+from reppo.processes import from_leader, launched_processes, on_leader
 from reppo.runs import (
     MetricsLogger,
     RunDir,
@@ -49,13 +58,13 @@ from reppo.runs.lock import RunLock
 from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
+from reppo.runs.versions import collect_versions
 from reppo.trainer import EvalReport, NonFiniteError, SingleProcess, Trainer, TrainResult
 
 __all__ = [
     "Callback", "EvalReport", "NonFiniteError", "StopTraining", "TrainResult", "Trainer",
-    "launched_processes", "make_trainer", "train",
+    "chunk_length", "launched_processes", "make_trainer", "train",
 ]
-from reppo.runs.versions import collect_versions
 
 
 def make_trainer(config: Config) -> Trainer:
@@ -66,135 +75,6 @@ def make_trainer(config: Config) -> Trainer:
     from reppo.jax.train import JaxTrainer
 
     return JaxTrainer(config)
-
-
-def launched_processes(config: Config) -> Any:
-    """Where this process stands among the processes that train one run (`index` of `count`,
-    with `share` and `any_of` collectives): `SingleProcess()` for a plain start. A torchrun
-    launch of the torch backend starts its process group here (`reppo.torch.distributed`), a
-    multi-process JAX run joins JAX's distributed runtime (`reppo.multihost`); a
-    ConfigError names what is wrong with a launch before anything is written."""
-    if config.backend == "torch":
-        from reppo.torch.distributed import processes_from_env
-
-        return processes_from_env(config)
-    world_size = os.environ.get("WORLD_SIZE", "1").strip()
-    if world_size not in ("", "1"):
-        raise ConfigError(
-            f"WORLD_SIZE={world_size}: torchrun's launch trains several processes with "
-            "--backend torch; a JAX run spans processes through JAX_COORDINATOR_ADDRESS, "
-            "JAX_NUM_PROCESSES and JAX_PROCESS_ID or a SLURM job step (docs/backends.md)"
-        )
-    from reppo.multihost import JaxProcesses, join_processes
-
-    if join_processes():
-        return JaxProcesses()
-    return SingleProcess()
-
-
-class LeaderStopped(RuntimeError):
-    """A follower's error when the leader (process 0) failed at a step they share."""
-
-
-def _on_leader(processes: Any, step: Callable[[], Any]) -> Any:
-    """`step()` on the leader, its result shared with the followers (`_from_leader`); an
-    error of the leader's stops the followers too, naming it, instead of leaving them waiting."""
-    if processes.count == 1:
-        return step()
-    try:
-        value = step()
-    except BaseException as err:
-        processes.share((None, f"{type(err).__name__}: {err}"))
-        raise
-    processes.share((value, None))
-    return value
-
-
-def _from_leader(processes: Any) -> Any:
-    value, problem = processes.share(None)
-    if problem is not None:
-        raise LeaderStopped(f"process 0 (the leader) stopped the run: {problem}")
-    return value
-
-
-def summarize(metrics: dict[str, np.ndarray]) -> dict[str, float]:
-    """Chunk metrics (num_seeds, iterations) -> scalars: means, and last values of temps."""
-    record = {}
-    for name, values in metrics.items():
-        if name.startswith("finite/"):
-            continue
-        values = values[:, -1] if name.startswith("temp/") else values
-        finite = values[np.isfinite(values)]
-        record[name] = float(np.mean(finite)) if finite.size else math.nan
-    return record
-
-
-def check_finite(metrics: dict[str, np.ndarray], first_iteration: int, config: Config) -> None:
-    flags = {k.removeprefix("finite/"): v for k, v in metrics.items() if k.startswith("finite/")}
-    if not flags:
-        return
-    bad = ~np.stack([np.asarray(v, bool) for v in flags.values()])  # (flags, seeds, iters)
-    if not bad.any():
-        return
-    where = np.argwhere(bad)
-    _, seed, it = where[np.argmin(where[:, 2])]
-    what = [name for name, ok in flags.items() if not ok[seed, it]]
-    raise NonFiniteError(
-        f"non-finite {', '.join(what)} at iteration {first_iteration + it + 1} "
-        f"(seed {config.seed + seed}); training stopped"
-    )
-
-
-# Values a healthy run never reaches: past them training has diverged even while every number
-# is still finite (alpha ~ 5e24 and a critic error ~ 1e27 were seen before an overflow).
-# Temperatures start at 0.01 and settle around 1e-3..1; errors and losses are in units of the
-# (normalized-reward) return.
-DIVERGENCE_LIMITS: dict[str, float] = {
-    "temp/alpha": 1e4,
-    "temp/beta": 1e4,
-    "critic/value_error": 1e8,
-    "loss/critic": 1e8,
-    "loss/aux": 1e8,
-    "loss/actor": 1e8,
-}
-
-
-def divergent_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The entries of `record` beyond `DIVERGENCE_LIMITS` (empty for a healthy record)."""
-    out = {}
-    for name, limit in DIVERGENCE_LIMITS.items():
-        value = record.get(name)
-        if isinstance(value, (int, float)) and math.isfinite(value) and abs(value) > limit:
-            out[name] = float(value)
-    return out
-
-
-def chunk_length(config: Config, iteration: int, chunk_size: int) -> int:
-    """Iterations of the next chunk from `iteration`: at most `chunk_size`, ending at the
-    budget and at the first iteration where an evaluation or a checkpoint falls due, so that
-    both happen at their promised cadence rather than at the next log point."""
-    per_iteration = config.steps_per_iteration
-    n = min(chunk_size, config.num_iterations - iteration)
-    for interval in (config.eval_interval_steps, config.checkpoint_interval_steps):
-        if interval > 0:
-            next_boundary = (iteration * per_iteration // interval + 1) * interval
-            n = min(n, max(1, -(-next_boundary // per_iteration) - iteration))
-    return n
-
-
-def _crossed(interval: int, before: int, after: int) -> bool:
-    return interval > 0 and after // interval > before // interval
-
-
-def _remaining_evals(config: Config, env_steps: int) -> int:
-    """Evaluations still to come after `env_steps` (interval ones and the final one)."""
-    final = config.num_iterations * config.steps_per_iteration
-    interval = config.eval_interval_steps
-    count = final // interval - env_steps // interval if interval > 0 else 0
-    on_boundary = interval > 0 and _crossed(
-        interval, final - config.steps_per_iteration, final
-    )
-    return count + (0 if on_boundary else 1) if env_steps < final else 0
 
 
 def train(
@@ -253,7 +133,7 @@ def train(
             check_run_dir_free(run_dir, config.to_dict())
 
     try:
-        _on_leader(processes, check)
+        on_leader(processes, check)
     except BaseException:
         for lock in locks:
             lock.release()
@@ -292,7 +172,7 @@ def _train_locked(
     if resume:
         path = latest_checkpoint(run_dir)
         # The followers restore from the leader's reading of the same checkpoint.
-        arrays, metadata = _on_leader(processes, lambda: read_state(trainer, path))
+        arrays, metadata = on_leader(processes, lambda: read_state(trainer, path))
         state = load_arrays(trainer, path, arrays, metadata)
         saved = open_run_dir(run_dir)
         if saved != config.to_dict():
@@ -338,12 +218,12 @@ def _follow(
 ) -> TrainResult:
     """A follower's run: the leader's `train` and `_train_locked` without the run directory,
     output or callbacks, making the same shared and trainer calls in the same order."""
-    _from_leader(processes)  # the leader's checks of the run directory
+    from_leader(processes)  # the leader's checks of the run directory
     with StopSignals() as stop:  # stops quietly: the leader announces it
         trainer = trainer or make_trainer(config)
         if resume:
             path = run_dir / "checkpoints"  # named in errors only; the leader read the file
-            arrays, metadata = _from_leader(processes)
+            arrays, metadata = from_leader(processes)
             state = load_arrays(trainer, path, arrays, metadata)
             return _loop(config, run_dir, _silent, trainer, state,
                          float(metadata.get("wall_time", 0.0)), stop, created=False,
@@ -504,14 +384,14 @@ def _loop(
             }
             final = iteration >= config.num_iterations
             if not stopping() and (
-                _crossed(config.eval_interval_steps, previous_steps, env_steps) or final
+                crossed(config.eval_interval_steps, previous_steps, env_steps) or final
             ):
                 run_eval(record)
             record["wall_time"] = wall()
             if logger is not None:
                 logger.log(record)
             history.append(record)
-            evals_left = _remaining_evals(config, env_steps)
+            evals_left = remaining_evals(config, env_steps)
             extra = evals_left * eval_seconds if eval_seconds is not None else None
             extra = 0.0 if evals_left == 0 else extra
             if leader:
@@ -520,14 +400,14 @@ def _loop(
             divergent = divergent_metrics(record)
             if divergent and not warned_divergence and leader:
                 warned_divergence = True
-                echo(_divergence_warning(divergent, env_steps, run_dir))
+                echo(divergence_warning(divergent, env_steps, run_dir))
             call_back(record)
             agree_on_stopping()
             evaluated = EVAL_RETURN in record
             is_best = evaluated and record[EVAL_RETURN] > best_return
             if (
                 final or stopping() or is_best
-                or _crossed(config.checkpoint_interval_steps, previous_steps, env_steps)
+                or crossed(config.checkpoint_interval_steps, previous_steps, env_steps)
             ):
                 path = save()
                 if is_best:
@@ -580,21 +460,4 @@ def _loop(
         sps=sps,
         history=history,
         stop_signal=stop.signum,
-    )
-
-
-def _divergence_warning(divergent: dict[str, float], env_steps: int, run_dir: Path) -> str:
-    values = ", ".join(
-        f"{name} = {value:.3g} (healthy below {DIVERGENCE_LIMITS[name]:.0e})"
-        for name, value in divergent.items()
-    )
-    best = best_record(run_dir)
-    kept = (
-        f"the best checkpoint so far, {best['checkpoint']} (eval {best['eval_return_mean']:.1f}"
-        f" at {best['env_steps']:,} steps), is kept whatever keep_checkpoints says"
-        if best else "no evaluated checkpoint exists yet"
-    )
-    return (
-        f"  warning: training looks divergent at {env_steps:,} env steps: {values}; {kept}. "
-        "Lower learning rates (--actor-lr/--critic-lr) usually prevent this."
     )

@@ -80,7 +80,7 @@ def test_the_config_must_split_over_the_processes(tmp_path):
 
 
 def test_the_jax_backend_refuses_a_torchrun_launch(monkeypatch):
-    from reppo.training import launched_processes
+    from reppo.processes import launched_processes
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="JAX_COORDINATOR_ADDRESS"):

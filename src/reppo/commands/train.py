@@ -105,7 +105,7 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
 
 def _is_leader(config: Config) -> bool:
     """False in the processes of a several-process launch other than process 0."""
-    from reppo.training import launched_processes
+    from reppo.processes import launched_processes
 
     return launched_processes(config).index == 0
 
