@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -288,9 +290,29 @@ class FakeLaunch:
     def __init__(self, behaviour: dict[str, str] | None = None):
         self.behaviour = behaviour or {}
         self.commands: list[list[str]] = []
+        self.cores: list[list[int] | None] = []
+        # The first `barrier.parties` runs must be in flight together.
+        self.barrier: threading.Barrier | None = None
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
 
-    def __call__(self, command, *, prefix, log_path, echo, on_line=None):
-        self.commands.append(command)
+    def __call__(self, command, *, prefix, log_path, echo, on_line=None, cores=None,
+                 children=None):
+        with self._lock:
+            self.commands.append(command)
+            self.cores.append(cores)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            first = len(self.commands) <= (self.barrier.parties if self.barrier else 0)
+        try:
+            if first:
+                self.barrier.wait()  # BrokenBarrierError unless the others come too
+            return self._child(command, log_path, on_line)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _child(self, command, log_path, on_line):
         assert log_path.parent.is_dir()
         if "--resume" in command:
             run_dir = Path(command[command.index("--resume") + 1])
@@ -514,6 +536,68 @@ def test_ctrl_c_stops_the_sweep_and_prints_the_table(tmp_path, capsys, fake):
     assert _table(stdout)["reppo/PendulumSwingup"][0] == "interrupted"
     assert _table(stdout)["reppo/ReacherEasy"][0] == "not started"
     assert "run the same command again to resume" in stdout
+
+
+# ---- several runs at a time (--jobs) -----------------------------------------------------------
+
+
+def test_core_sets_split_the_cores_into_disjoint_equal_shares():
+    ex = sweep_execute
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this OS")
+    assert ex.core_sets(2, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    assert ex.core_sets(2, [4, 5, 6]) == [[4], [5]]  # the odd core is left to the sweep
+    assert ex.core_sets(3, [0, 1]) == [None, None, None]  # fewer cores than runs: no pinning
+    assert ex.core_sets(1, [0, 1]) == [None]  # one run at a time keeps every core
+
+
+def test_jobs_run_side_by_side_on_their_own_cores_in_the_runs_order(tmp_path, capsys, fake):
+    fake.barrier = threading.Barrier(2, timeout=30)  # the first two runs must overlap
+    code, stdout, _ = _sweep(capsys, tmp_path / "s", "--jobs", "2", seeds="1")
+    assert code == 0 and "3 of 3 runs finished" in stdout
+    assert sorted(fake.tasks()) == sorted(suites.CPU_TASKS)
+    shares = sweep_execute.core_sets(2)
+    assert all(cores in shares for cores in fake.cores)
+    # The table lists the runs in the plan's order, whatever order they ended in.
+    assert list(_table(stdout)) == [f"reppo/{task}" for task in suites.CPU_TASKS]
+
+
+def test_jobs_one_runs_one_at_a_time_on_every_core(tmp_path, capsys, fake):
+    code, _, _ = _sweep(capsys, tmp_path / "s", "--jobs", "1", seeds="1")
+    assert code == 0 and fake.tasks() == list(suites.CPU_TASKS)
+    assert fake.most_in_flight == 1 and fake.cores == [None, None, None]
+
+
+def test_ctrl_c_with_jobs_starts_nothing_more(tmp_path, capsys, fake):
+    fake.behaviour = {"CartpoleBalance": "ctrl-c"}
+    code, stdout, _ = _sweep(capsys, tmp_path / "s", "--jobs", "2", "--tasks",
+                             "CartpoleBalance,ReacherEasy", seeds="1")
+    assert code == 130 and "run the same command again to resume" in stdout
+    assert _table(stdout)["reppo/CartpoleBalance"][0] == "interrupted"
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_bad_jobs_are_usage_errors(tmp_path, capsys, jobs):
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "--suite", "cpu-smoke", "--seeds", "1", "--out", str(tmp_path / "s"),
+              "--jobs", jobs])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --jobs: expected a count >= 1 or auto" in err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_launch_pins_the_child_to_its_cores(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    core = sweep_execute.usable_cores()[-1]
+    # The child waits a moment so the affinity set after it started is in place when it looks.
+    child = ("import os, time; time.sleep(0.5); "
+             "print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])")
+    lines: list[str] = []
+    children = sweep_execute.Children()
+    code = sweep.launch([sys.executable, "-c", child], prefix="[x]", log_path=tmp_path / "log",
+                        echo=lines.append, cores=[core], children=children)
+    assert code == 0 and lines == [f"[x] [{core}] 1"]
 
 
 # ---- the real launcher -------------------------------------------------------------------------

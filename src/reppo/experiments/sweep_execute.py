@@ -1,19 +1,27 @@
-"""Running the planned runs of a sweep: one child process each, in turn.
+"""Running the planned runs of a sweep: one child process each, `jobs` at a time.
 
 `launch` runs one child command with its output echoed (with the run's prefix) and appended to
 its log, and passes a Ctrl-C on to the child; `execute` skips, starts, resumes or restarts every
 run as its directory says, carrying on past failures. `_sigterm_as_interrupt` makes a SIGTERM
 to the sweep stop it like Ctrl-C.
+
+Why several at a time: on a CPU one run is a chain of small operations that one core carries
+as fast as two (benchmarks/results.md), so a machine's other cores only work when other runs
+use them. Runs side by side get disjoint sets of the cores (`core_sets`): without that their
+thread pools spin on each other's cores.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shlex
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,15 +58,60 @@ def _pump(proc: subprocess.Popen[str], prefix: str, log: TextIO, echo: Echo,
             on_line()
 
 
+class Children:
+    """The child processes running side by side, so that a Ctrl-C can reach every one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen[str]] = set()
+
+    def add(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._procs.add(proc)
+
+    def remove(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def signal_all(self, how: Callable[[subprocess.Popen[str]], None]) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                how(proc)
+
+
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def core_sets(jobs: int, cores: list[int] | None = None) -> list[list[int] | None]:
+    """`jobs` disjoint, equal shares of the usable cores, one per run slot (None for every
+    slot where the cores are fewer than the jobs, or cannot be assigned on this OS)."""
+    cores = usable_cores() if cores is None else cores
+    if jobs < 2 or len(cores) < jobs or not hasattr(os, "sched_setaffinity"):
+        return [None] * jobs
+    share = len(cores) // jobs
+    return [cores[i * share:(i + 1) * share] for i in range(jobs)]
+
+
 def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
-           on_line: Callable[[], None] | None = None) -> int:
+           on_line: Callable[[], None] | None = None, cores: list[int] | None = None,
+           children: Children | None = None) -> int:
     """Run `command`, echoing and logging its output; returns its exit status.
 
     The child gets its own session, so a Ctrl-C at the terminal reaches this process alone:
     it then sends the child one SIGINT (on which `reppo train` saves a checkpoint and exits)
-    and waits for it, a second Ctrl-C kills it, and the KeyboardInterrupt propagates.
+    and waits for it, a second Ctrl-C kills it, and the KeyboardInterrupt propagates. Runs
+    side by side register in `children` (the sweep then signals them itself) and are pinned to
+    `cores`, with as many compute threads for torch.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if cores:
+        env.setdefault("OMP_NUM_THREADS", str(len(cores)))
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"# {_now()} $ {shlex.join(command)}\n")
         log.flush()
@@ -66,6 +119,13 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, errors="replace", env=env, start_new_session=os.name == "posix",
         )
+        if cores:
+            # Set from here rather than in the child before exec, which is unsafe with threads;
+            # the child starts its compute threads long after, and they inherit it.
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(proc.pid, cores)
+        if children is not None:
+            children.add(proc)
         try:
             _pump(proc, prefix, log, echo, on_line)
             return proc.wait()
@@ -82,6 +142,9 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
                 echo(f"{prefix} killed")
             log.write(f"# {_now()} sweep interrupted; exit status {proc.returncode}\n")
             raise
+        finally:
+            if children is not None:
+                children.remove(proc)
 
 
 # ---- running the sweep -----------------------------------------------------------------------
@@ -101,8 +164,10 @@ def _outcome(run: PlannedRun, status: str, ok: bool) -> Outcome:
     return Outcome(run, status, ok, ret, wall)
 
 
-def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo) -> Outcome:
-    """Skip, start, resume or restart one run, as its directory says."""
+def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
+             **side_by_side: Any) -> Outcome:
+    """Skip, start, resume or restart one run, as its directory says (`side_by_side`: the
+    `cores` and `children` of a run among several at a time, for `launch`)."""
     state = inspect(run, settings)
     if state.action == "skip":
         echo(f"{head}: finished before, skipped")
@@ -123,7 +188,7 @@ def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo) -> Outc
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         code = launch(command, prefix=run.prefix, log_path=run.log_path, echo=echo,
-                      on_line=lambda: write_experiment(run, settings.suite))
+                      on_line=lambda: write_experiment(run, settings.suite), **side_by_side)
     except OSError as err:
         echo(f"{head}: could not start {command[0]}: {err}")
         return Outcome(run, "failed (could not start)", False)
@@ -141,8 +206,12 @@ def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo) -> Outc
     return _outcome(run, status, False)
 
 
-def execute(settings: Settings, runs: list[PlannedRun], echo: Echo) -> tuple[list[Outcome], bool]:
-    """Every run in turn, carrying on past failures; (outcomes, stopped by Ctrl-C)."""
+def execute(settings: Settings, runs: list[PlannedRun], echo: Echo,
+            jobs: int = 1) -> tuple[list[Outcome], bool]:
+    """Every run, `jobs` at a time, carrying on past failures; (outcomes in the runs' order,
+    stopped by Ctrl-C)."""
+    if jobs > 1 and len(runs) > 1:
+        return _execute_side_by_side(settings, runs, echo, min(jobs, len(runs)))
     outcomes: list[Outcome] = []
     for i, run in enumerate(runs):
         try:
@@ -152,6 +221,58 @@ def execute(settings: Settings, runs: list[PlannedRun], echo: Echo) -> tuple[lis
             outcomes += [Outcome(r, "not started", False) for r in runs[i + 1:]]
             return outcomes, True
     return outcomes, False
+
+
+def _execute_side_by_side(settings: Settings, runs: list[PlannedRun], echo: Echo,
+                          jobs: int) -> tuple[list[Outcome], bool]:
+    """`execute` with `jobs` runs at once, each slot pinned to its own cores. A Ctrl-C (or
+    SIGTERM) asks every running child to save a checkpoint and stop, waits for them, and
+    starts nothing more; a second one kills them."""
+    lock = threading.Lock()
+
+    def locked_echo(line: str) -> None:
+        with lock:
+            echo(line)
+
+    slots: queue.Queue[list[int] | None] = queue.Queue()
+    for cores in core_sets(jobs):
+        slots.put(cores)
+    children = Children()
+    stopping = threading.Event()
+
+    def one(i: int, run: PlannedRun) -> Outcome:
+        if stopping.is_set():
+            return Outcome(run, "not started", False)
+        cores = slots.get()
+        try:
+            if stopping.is_set():
+                return Outcome(run, "not started", False)
+            return _run_one(run, settings, f"[{i + 1}/{len(runs)}] {run.name}", locked_echo,
+                            cores=cores, children=children)
+        except KeyboardInterrupt:
+            stopping.set()
+            return _outcome(run, "interrupted", False)
+        finally:
+            slots.put(cores)
+
+    interrupted = False
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep-run") as pool:
+        futures: list[Future[Outcome]] = [pool.submit(one, i, r) for i, r in enumerate(runs)]
+        pending = set(futures)
+        while pending:
+            try:
+                _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                if interrupted:
+                    children.signal_all(lambda p: p.kill())
+                    locked_echo("killed the running runs")
+                    continue
+                interrupted = True
+                stopping.set()
+                locked_echo("stopping: the running runs save a checkpoint when their current "
+                            "chunk ends (Ctrl-C again to kill them)")
+                children.signal_all(lambda p: p.send_signal(signal.SIGINT))
+    return [f.result() for f in futures], interrupted or stopping.is_set()
 
 
 @contextlib.contextmanager
