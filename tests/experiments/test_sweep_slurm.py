@@ -114,6 +114,9 @@ def test_without_srun_submission_is_refused_before_anything_is_written(tmp_path,
 def test_bad_slurm_settings_are_one_line_errors(tmp_path, capsys):
     code, _, stderr = _sweep(capsys, tmp_path / "sweep", "--slurm-time", "0", "--dry-run")
     assert code == 2 and "--slurm-time must be at least 1" in stderr
+    code, _, stderr = _sweep(capsys, tmp_path / "sweep", "--jobs", "2", "--dry-run")
+    assert code == 2 and "use --slurm-parallel N" in stderr
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_submit_then_resubmit_skips_finished_and_resumes_interrupted_runs(tmp_path, capsys,

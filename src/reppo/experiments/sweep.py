@@ -221,6 +221,9 @@ def slurm_options(args: argparse.Namespace) -> SlurmOptions:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.slurm_gpus < 0:
         raise UserError("--slurm-gpus must be 0 or more")
+    if getattr(args, "jobs", 1) != 1:
+        raise UserError("--jobs sets the local launcher's runs at once; with --launcher slurm "
+                        "use --slurm-parallel N")
     return SlurmOptions(
         partition=args.slurm_partition, account=args.slurm_account, time_min=args.slurm_time,
         gpus_per_node=args.slurm_gpus, cpus_per_task=args.slurm_cpus,
