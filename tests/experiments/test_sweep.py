@@ -569,11 +569,16 @@ def test_jobs_one_runs_one_at_a_time_on_every_core(tmp_path, capsys, fake):
 
 
 def test_ctrl_c_with_jobs_starts_nothing_more(tmp_path, capsys, fake):
-    fake.behaviour = {"CartpoleBalance": "ctrl-c"}
-    code, stdout, _ = _sweep(capsys, tmp_path / "s", "--jobs", "2", "--tasks",
-                             "CartpoleBalance,ReacherEasy", seeds="1")
+    # Both running runs see the Ctrl-C (the barrier holds them in flight together), so the
+    # third run's slot frees only after the sweep is stopping: it must never start.
+    fake.barrier = threading.Barrier(2, timeout=30)
+    fake.behaviour = {"CartpoleBalance": "ctrl-c", "PendulumSwingup": "ctrl-c"}
+    code, stdout, _ = _sweep(capsys, tmp_path / "s", "--jobs", "2", seeds="1")
     assert code == 130 and "run the same command again to resume" in stdout
-    assert _table(stdout)["reppo/CartpoleBalance"][0] == "interrupted"
+    table = _table(stdout)
+    assert table["reppo/CartpoleBalance"][0] == table["reppo/PendulumSwingup"][0] == "interrupted"
+    assert table["reppo/ReacherEasy"][0] == "not started"
+    assert sorted(fake.tasks()) == ["CartpoleBalance", "PendulumSwingup"]
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1", "two"])

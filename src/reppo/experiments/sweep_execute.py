@@ -243,10 +243,8 @@ def _execute_side_by_side(settings: Settings, runs: list[PlannedRun], echo: Echo
     def one(i: int, run: PlannedRun) -> Outcome:
         if stopping.is_set():
             return Outcome(run, "not started", False)
-        cores = slots.get()
+        cores = slots.get()  # as many slots as workers: one is always free here
         try:
-            if stopping.is_set():
-                return Outcome(run, "not started", False)
             return _run_one(run, settings, f"[{i + 1}/{len(runs)}] {run.name}", locked_echo,
                             cores=cores, children=children)
         except KeyboardInterrupt:
