@@ -39,10 +39,15 @@ def _cpu_name() -> str:
 
 
 def _insert_row(path: Path, line: str) -> None:
-    """Add a row at the end of the results table, above the notes that follow it."""
+    """Add a row at the end of this script's table (the one under HEADER), above the notes
+    and the other tables that follow it."""
     lines = path.read_text().splitlines()
-    table_rows = [i for i, text in enumerate(lines) if text.startswith("|")]
-    at = table_rows[-1] + 1 if table_rows else len(lines)
+    header = HEADER.splitlines()[0]
+    if header not in lines:
+        raise SystemExit(f"{path} has no table headed {header!r}; restore it or move the file")
+    at = lines.index(header) + 1
+    while at < len(lines) and lines[at].startswith("|"):
+        at += 1
     lines.insert(at, line)
     path.write_text("\n".join(lines) + "\n")
 
@@ -53,10 +58,17 @@ def main() -> None:
     parser.add_argument("--preset", default="auto")
     parser.add_argument("--total-steps", type=int, required=True)
     parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None,
+        help="keep the run (metrics.jsonl, config.json, checkpoints) here; must not exist "
+        "(default: a temporary directory, removed afterwards)",
+    )
     args, rest = parser.parse_known_args()
     if len(rest) % 2:
         parser.error("overrides come as --field value pairs")
     overrides = {rest[i].lstrip("-").replace("-", "_"): rest[i + 1] for i in range(0, len(rest), 2)}
+    if args.run_dir is not None and args.run_dir.exists():
+        parser.error(f"--run-dir {args.run_dir} exists; name a new directory")
 
     import jax
 
@@ -72,11 +84,12 @@ def main() -> None:
     if backend == "torch":
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     preset = default_preset_name(backend) if args.preset == "auto" else args.preset
-    config = get_preset(preset).replace(
-        env=args.env, total_steps=args.total_steps, eval_interval_steps=0, **typed
-    )
+    # One evaluation at the end unless an override asks for a learning curve.
+    fields = {"env": args.env, "total_steps": args.total_steps, "eval_interval_steps": 0}
+    config = get_preset(preset, backend, env=args.env).replace(**{**fields, **typed})
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(config, Path(tmp) / "run", echo=lambda line: print(line, flush=True))
+        run_dir = args.run_dir or Path(tmp) / "run"
+        result = train(config, run_dir, echo=lambda line: print(line, flush=True))
 
     chunk_sps = sorted(r["sps"] for r in result.history[1:] or result.history)
     steady = chunk_sps[len(chunk_sps) // 2]
