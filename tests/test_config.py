@@ -239,6 +239,8 @@ _INVALID = [
     ("temperature_lr", -1e-3),
     ("max_grad_norm", -0.5),
     ("min_std", -0.1),
+    ("action_noise_correlation", 1.0),  # a chain that never forgets: no fresh noise at all
+    ("action_noise_correlation", -0.5),
     ("aux_loss_mult", -1.0),
     ("eval_interval_steps", -1),
     ("norm", "batch"),

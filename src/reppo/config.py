@@ -180,6 +180,14 @@ class Config:
         "'clipped' (eq. 21, per-state KL switch; the paper's numbers), 'full' (eq. 20) or "
         "'value' (no KL term: the no-KL ablation).",
     )
+    action_noise_correlation: float = _f(
+        0.0,
+        "Correlation rho in [0, 1) of the rollout's exploration noise from one env step to the "
+        "next: eps_t = rho * eps_(t-1) + sqrt(1 - rho^2) * xi_t, so each action is still a draw "
+        "of the policy (eps_t ~ N(0, I)) but consecutive ones push the same way for about "
+        "1 / (1 - rho) steps. 0: independent noise (the paper). The chain restarts at every "
+        "rollout; updates and the bootstrap actions a' always sample independently.",
+    )
     alpha_init: float = _f(0.01, "Initial entropy temperature alpha (Table 1).")
     beta_init: float = _f(0.01, "Initial KL temperature beta (Table 1).")
     target_entropy_per_dim: float = _f(
@@ -296,6 +304,11 @@ class Config:
             raise ConfigError(f"lam must lie in [0, 1], got {self.lam}")
         if self.min_std < 0:
             raise ConfigError(f"min_std must be >= 0, got {self.min_std}")
+        if not 0.0 <= self.action_noise_correlation < 1.0:
+            raise ConfigError(
+                f"action_noise_correlation must lie in [0, 1) (0: independent noise), got "
+                f"{self.action_noise_correlation}"
+            )
         if self.aux_loss_mult < 0:
             raise ConfigError(f"aux_loss_mult must be >= 0, got {self.aux_loss_mult}")
         if self.eval_interval_steps < 0:

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from reppo.envs import make_env
+from reppo.jax import distributions as D
 from reppo.jax import losses as L
 from reppo.jax import tree_io
 from reppo.jax.agent import Agent
+from tests.conftest import TINY
 
 
 def _one_step_update(config, iteration):
@@ -61,3 +63,64 @@ def test_lr_scale_runs_from_one_to_zero_over_the_budget(tiny_config):
     assert constant.lr_scale(jnp.asarray(2)) is None
     scales = [float(linear.lr_scale(jnp.asarray(i))) for i in range(6)]
     assert scales == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+
+
+# ---- correlated exploration noise ----------------------------------------------------------------
+def _lag_one_correlation(u):
+    """Mean over envs and action dims of the lag-1 autocorrelation along the time axis (0)."""
+    u = u - u.mean(axis=0, keepdims=True)
+    num = (u[1:] * u[:-1]).mean(axis=0)
+    den = np.sqrt(u[1:].var(axis=0) * u[:-1].var(axis=0))
+    return float(np.mean(num / den))
+
+
+_NOISE_CONFIG = {"num_envs": 64, "num_steps": 64}
+
+
+def _rollout(config):
+    env = make_env(config.env, config.num_envs)
+    agent = Agent.create(config, env)
+    state = agent.init(jax.random.PRNGKey(0))
+    _, _, data, _, _ = jax.jit(agent.rollout)(state, jax.random.PRNGKey(1))
+    return agent, state, data
+
+
+def _pre_tanh(actions):
+    return np.arctanh(np.clip(np.asarray(actions, np.float64), -0.999999, 0.999999))
+
+
+@pytest.fixture(scope="module")
+def independent_rollout():
+    return _rollout(TINY.replace(**_NOISE_CONFIG))
+
+
+def test_correlated_noise_keeps_each_action_a_policy_draw_and_links_consecutive_ones(
+    tiny_config, independent_rollout
+):
+    rho = 0.9
+    independent = _pre_tanh(independent_rollout[2].action)
+    config = tiny_config.replace(**_NOISE_CONFIG, action_noise_correlation=rho)
+    correlated = _pre_tanh(_rollout(config)[2].action)
+    # The untrained actor's mean hardly moves with the state, so consecutive pre-tanh actions
+    # correlate about as the noise does.
+    assert abs(_lag_one_correlation(independent)) < 0.15
+    assert _lag_one_correlation(correlated) == pytest.approx(rho, abs=0.1)
+    # The chain's law at every step is N(0, I): the spread of the actions stays the policy's,
+    # at the first step of the rollout as at the last.
+    spread = independent.std()
+    assert correlated.std() == pytest.approx(spread, rel=0.1)
+    assert correlated[0].std() == pytest.approx(spread, rel=0.25)
+    assert correlated[-1].std() == pytest.approx(spread, rel=0.25)
+
+
+def test_no_correlation_draws_the_actions_it_always_drew(tiny_config, independent_rollout):
+    """0 is the independent noise of before, key for key: runs made before the option
+    existed reproduce."""
+    agent, state, data = independent_rollout
+    # The first action, drawn as the rollout always drew it: the step keys split from the
+    # rollout key, the action key the first of each step key's two.
+    step_key = jax.random.split(jax.random.PRNGKey(1), agent.config.num_steps)[0]
+    k_act, _ = jax.random.split(step_key)
+    obs = agent.normalize(state.obs_stats, state.env_state.obs)
+    expected, _, _ = D.sample(agent.nets.policy(state.behaviour, obs), k_act)
+    np.testing.assert_allclose(np.asarray(data.action[0]), np.asarray(expected), rtol=1e-6)

@@ -230,3 +230,46 @@ def test_torch_stochastic_evaluation_resets_with_the_same_seed():
     torch.testing.assert_close(first["returns"], again["returns"])
     assert not torch.equal(first["returns"], other["returns"])
     assert torch.all((first["returns"] > 0) & (first["returns"] < 3))
+
+
+# ---- correlated exploration noise ----------------------------------------------------------------
+class _StillEnv:
+    """Envs whose observation never changes: every action is drawn at the same state, so the
+    actions' correlation is the noise's."""
+
+    def __init__(self, num_envs, spec):
+        from reppo.envs.bridge import TorchStep
+
+        self.num_envs, self.spec, self._step = num_envs, spec, TorchStep
+        self.obs = torch.zeros(num_envs, spec.obs_size)
+
+    def step(self, action):
+        zeros = torch.zeros(self.num_envs)
+        return self._step(self.obs, zeros, zeros, zeros, self.obs)
+
+
+def _torch_rollout_pre_tanh(tiny_config, rho):
+    from reppo.envs.contract import EnvSpec
+
+    spec = EnvSpec("Still", 3, 2, 1000, (0.0, 1.0), "dm_control")
+    config = tiny_config.replace(backend="torch", num_envs=64, num_steps=64,
+                                 stagger_episodes=False, action_noise_correlation=rho)
+    agent = TorchAgent(config, spec, torch.device("cpu"), seed=0)
+    env = _StillEnv(config.num_envs, spec)
+    data = agent.rollout(env, env.obs, torch.zeros(config.num_envs))[0]
+    return np.arctanh(np.clip(data.action.double().numpy(), -0.999999, 0.999999))
+
+
+def test_torch_correlated_noise_links_consecutive_actions_and_keeps_their_spread(tiny_config):
+    def lag_one(u):
+        u = u - u.mean(axis=0, keepdims=True)
+        return float(np.mean((u[1:] * u[:-1]).mean(0) / np.sqrt(u[1:].var(0) * u[:-1].var(0))))
+
+    independent = _torch_rollout_pre_tanh(tiny_config, 0.0)
+    correlated = _torch_rollout_pre_tanh(tiny_config, 0.9)
+    assert abs(lag_one(independent)) < 0.1
+    assert lag_one(correlated) == pytest.approx(0.9, abs=0.1)
+    spread = independent.std()
+    assert correlated.std() == pytest.approx(spread, rel=0.1)
+    assert correlated[0].std() == pytest.approx(spread, rel=0.25)
+    assert correlated[-1].std() == pytest.approx(spread, rel=0.25)

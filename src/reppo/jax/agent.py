@@ -8,6 +8,7 @@ behaviour policy. `Agent.chunk` scans it over a number of iterations; the traini
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -162,11 +163,17 @@ class Agent:
         alpha = jnp.exp(state.temps.log_alpha)
         behaviour, critic, stats = state.behaviour, state.critic, state.obs_stats
 
+        rho = c.action_noise_correlation
+
         def step(carry, step_key):
-            env_state, episode_return = carry
+            env_state, episode_return, prev_noise = carry
             k_act, k_boot = jax.random.split(step_key)
             obs = self.normalize(stats, env_state.obs)
-            action, _, _ = D.sample(nets.policy(behaviour, obs), k_act)
+            dist = nets.policy(behaviour, obs)
+            act_noise = jax.random.normal(k_act, dist.mean.shape, dist.mean.dtype)
+            if rho > 0.0:
+                act_noise = rho * prev_noise + math.sqrt(1.0 - rho**2) * act_noise
+            action, _, _ = D.sample_from_noise(dist, act_noise)
             env_state, out = self.env.step(env_state, action)
 
             # Bootstrap at the true next observation with fresh actions a' ~ pi_theta'.
@@ -198,12 +205,20 @@ class Agent:
                 terminated=out.terminated,
                 truncated=out.truncated,
             )
-            return (env_state, episode_return), (transition, env_state.obs, finished)
+            return (env_state, episode_return, act_noise), (transition, env_state.obs, finished)
 
+        noise_shape = (*state.env_state.obs.shape[:-1], nets.action_size)
+        if rho > 0.0:
+            # The chain starts from its stationary law, N(0, I): every action of the rollout
+            # is a draw of pi_theta'. (Without correlation the key stream is as it always was.)
+            key, k_first = jax.random.split(key)
+            first_noise = jax.random.normal(k_first, noise_shape, jnp.float32)
+        else:
+            first_noise = jnp.zeros(noise_shape, jnp.float32)
         keys = jax.random.split(key, c.num_steps)
         env_state = self.env.with_reset_pool(state.env_state, self.reset_pool_size)
-        (env_state, episode_return), (data, raw_obs, finished) = jax.lax.scan(
-            step, (env_state, state.episode_return), keys
+        (env_state, episode_return, _), (data, raw_obs, finished) = jax.lax.scan(
+            step, (env_state, state.episode_return, first_noise), keys
         )
         env_state = self.env.without_reset_pool(env_state)
         return env_state, episode_return, data, raw_obs, finished

@@ -158,11 +158,15 @@ class TorchAgent:
         finished_sum = torch.zeros((), device=self.device)
         finished_count = torch.zeros((), device=self.device)
         success_sum = torch.zeros((), device=self.device)
+        rho = c.action_noise_correlation
+        # The correlated chain starts from its stationary law, N(0, I) (see the JAX agent).
+        act_noise = self.randn(n, self.spec.action_size) if rho > 0.0 else None
+        fresh_weight = math.sqrt(1.0 - rho**2)
         for _ in range(c.num_steps):
             norm_obs = self.normalize(obs)
-            action, _, _ = D.sample_from_noise(
-                self.behaviour(norm_obs), self.randn(n, self.spec.action_size)
-            )
+            fresh = self.randn(n, self.spec.action_size)
+            act_noise = rho * act_noise + fresh_weight * fresh if rho > 0.0 else fresh
+            action, _, _ = D.sample_from_noise(self.behaviour(norm_obs), act_noise)
             out = env.step(action)
 
             # Bootstrap at the true next observation with fresh actions a' ~ pi_theta'.
