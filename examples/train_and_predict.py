@@ -1,7 +1,7 @@
 """Train REPPO on CartpoleBalance from Python, then act with the trained policy.
 
 The budget is tiny (65,536 env steps) so that this runs in about a minute on a CPU; the pole
-is not balanced yet. For a real run drop `total_steps=` (the cpu preset's 851,968 steps
+is not balanced yet. For a real run drop `total_steps=` (the cpu preset's 507,904 steps
 balance it; `reppo.preset("paper", env=...)` on a GPU) and pass a `run_dir` to keep the run.
 REPPO_EXAMPLE_STEPS=N sets the budget (the tests use 8192, one iteration).
 `python examples/train_and_predict.py torch` does the same with the PyTorch backend.

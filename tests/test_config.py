@@ -83,7 +83,10 @@ def test_per_task_settings_apply_to_their_task_only():
     assert reacher.env == "ReacherEasy" and reacher.kl_target == 0.2
     # Nothing else differs from the preset.
     base, tuned = PRESETS["cpu"].to_dict(), reacher.to_dict()
-    assert {k for k in base if base[k] != tuned[k]} == {"env", "kl_target"}
+    assert {k for k in base if base[k] != tuned[k]} == {
+        "env", "kl_target", "action_noise_correlation"
+    }
+    assert reacher.action_noise_correlation == 0.0 < PRESETS["cpu"].action_noise_correlation
     assert get_preset("cpu", env="CartpoleBalance") == PRESETS["cpu"]
     assert get_preset("cpu", env="PendulumSwingup").kl_target == PRESETS["cpu"].kl_target
     # Ablations of a base inherit its per-task settings; other presets have none.
@@ -114,10 +117,17 @@ def test_cli_applies_per_task_settings_unless_a_flag_overrides_them(monkeypatch,
     monkeypatch.setattr(training, "train", fake_train)
     base = ["train", "--preset", "cpu", "--env", "ReacherEasy"]
     assert cli.main([*base, "--run-dir", str(tmp_path / "a")]) == 0
-    assert "preset cpu with its ReacherEasy settings: kl_target=0.2" in capsys.readouterr().out
+    assert ("preset cpu with its ReacherEasy settings: kl_target=0.2, "
+            "action_noise_correlation=0.0") in capsys.readouterr().out
+    # A flag replaces its field's setting; the other setting still applies, and says so.
     assert cli.main([*base, "--kl-target", "0.05", "--run-dir", str(tmp_path / "b")]) == 0
+    head = capsys.readouterr().out.split("REPPO")[0]
+    assert "settings: action_noise_correlation=0.0" in head and "kl_target" not in head
+    flags = ["--kl-target", "0.05", "--action-noise-correlation", "0.9"]
+    assert cli.main([*base, *flags, "--run-dir", str(tmp_path / "c")]) == 0
     assert "settings" not in capsys.readouterr().out.split("REPPO")[0]
-    assert [c.kl_target for c in seen] == [0.2, 0.05]
+    assert [c.kl_target for c in seen] == [0.2, 0.05, 0.05]
+    assert [c.action_noise_correlation for c in seen] == [0.0, 0.0, 0.9]
 
 
 def test_auto_preset_is_cpu_without_a_gpu():

@@ -47,11 +47,11 @@ def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_config):
     assert all(math.isfinite(records[-1][k]) for k in _STOCHASTIC_KEYS)
 
 
-# With correlated exploration noise too: its chain restarts at every rollout from the state's
-# own key, so a checkpoint between iterations holds everything it needs.
-@pytest.mark.parametrize("rho", [0.0, 0.9])
-def test_resume_continues_exactly(tmp_path, tiny_config, rho):
-    tiny_config = tiny_config.replace(action_noise_correlation=rho)
+def test_resume_continues_exactly(tmp_path, tiny_config):
+    # With correlated exploration noise (the cpu preset's): its chain restarts at every
+    # rollout from the state's own key, so a checkpoint between iterations holds all it needs.
+    # Without it the rollout is the same code less one key split.
+    tiny_config = tiny_config.replace(action_noise_correlation=0.9)
     straight = train(tiny_config, tmp_path / "straight", echo=_quiet)
     half = tiny_config.replace(total_steps=256)
     train(half, tmp_path / "split", echo=_quiet)
