@@ -116,6 +116,14 @@ class Config:
     normalize_obs: bool = _f(
         True, "Running mean/variance observation normalization, applied inside the policy."
     )
+    bootstrap_terminations: bool | None = _f(
+        None,
+        "Treat an env's termination as the end of an episode that could have gone on: train on "
+        "it like a time-limit truncation, bootstrapping from the value of the observation it "
+        "reached (and the episode still restarts). False: a termination has no future (G = r). "
+        "None: the task family's convention, True for ManiSkill3 (whose terminations are "
+        "successes and failures of a task whose reward would go on) and False elsewhere.",
+    )
     stagger_episodes: bool = _f(
         True,
         "Start each training env at a random step of its first episode (uniform in [0, "
@@ -231,6 +239,12 @@ class Config:
 
     def resolved_gamma(self, episode_length: int) -> float:
         return self.gamma if self.gamma is not None else 1.0 - 10.0 / episode_length
+
+    def resolved_bootstrap_terminations(self, family: str) -> bool:
+        """Whether terminations bootstrap, for an env of `family` (`EnvSpec.family`)."""
+        if self.bootstrap_terminations is not None:
+            return self.bootstrap_terminations
+        return family == "maniskill"
 
     def value_support(
         self, gamma: float, reward_range: tuple[float, float]

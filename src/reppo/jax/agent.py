@@ -68,6 +68,15 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 @dataclass(frozen=True)
+def ends(out: Any, bootstrap_terminations: bool) -> tuple[jax.Array, jax.Array]:
+    """(terminated, truncated) as training sees a step: with `bootstrap_terminations` every
+    termination is relabelled a truncation, so its target bootstraps from the value of the
+    observation it reached (`Config.bootstrap_terminations`)."""
+    if not bootstrap_terminations:
+        return out.terminated, out.truncated
+    return jnp.zeros_like(out.terminated), jnp.maximum(out.terminated, out.truncated)
+
+
 class Agent:
     """REPPO for one config and one batched env; hashable so its methods can be jitted."""
 
@@ -90,6 +99,10 @@ class Agent:
         return cls(config, env, nets, gamma, v_min, v_max, batch_sharding)
 
     # ---- pieces derived from the config ------------------------------------------------------
+    @property
+    def bootstrap_terminations(self) -> bool:
+        return self.config.resolved_bootstrap_terminations(self.env.spec.family)
+
     @property
     def support(self) -> L.Support | None:
         c = self.config
@@ -175,6 +188,7 @@ class Agent:
                 act_noise = rho * prev_noise + math.sqrt(1.0 - rho**2) * act_noise
             action, _, _ = D.sample_from_noise(dist, act_noise)
             env_state, out = self.env.step(env_state, action)
+            terminated, truncated = ends(out, self.bootstrap_terminations)
 
             # Bootstrap at the true next observation with fresh actions a' ~ pi_theta'.
             next_obs = self.normalize(stats, out.final_obs)
@@ -189,9 +203,9 @@ class Agent:
             values = L.hl_gauss_value(head, support) if support is not None else head[..., 0]
             # No next action follows a termination, so no entropy bonus there.
             bonus = -self.gamma * alpha * jnp.mean(next_log_prob, axis=0)
-            soft_reward = out.reward + (1.0 - out.terminated) * bonus
+            soft_reward = out.reward + (1.0 - terminated) * bonus
 
-            done = jnp.maximum(out.terminated, out.truncated)
+            done = jnp.maximum(terminated, truncated)
             episode_return = episode_return + out.reward
             finished = (jnp.sum(done * episode_return), jnp.sum(done))
             episode_return = episode_return * (1.0 - done)
@@ -202,8 +216,8 @@ class Agent:
                 soft_reward=soft_reward,
                 next_value=jnp.mean(values, axis=0),
                 next_latent=next_latent[0],
-                terminated=out.terminated,
-                truncated=out.truncated,
+                terminated=terminated,
+                truncated=truncated,
             )
             return (env_state, episode_return, act_noise), (transition, env_state.obs, finished)
 

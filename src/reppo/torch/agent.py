@@ -65,6 +65,15 @@ def _all_finite(tensors: list[Tensor]) -> bool:
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
+def ends(out: Any, bootstrap_terminations: bool) -> tuple[Tensor, Tensor]:
+    """(terminated, truncated) as training sees a step: with `bootstrap_terminations` every
+    termination is relabelled a truncation, so its target bootstraps from the value of the
+    observation it reached (`Config.bootstrap_terminations`)."""
+    if not bootstrap_terminations:
+        return out.terminated, out.truncated
+    return torch.zeros_like(out.terminated), torch.maximum(out.terminated, out.truncated)
+
+
 def require_compile_toolchain(device: torch.device) -> None:
     """Fail before training, not at the first update, where inductor would need a compiler."""
     if device.type != "cpu":
@@ -93,6 +102,7 @@ class TorchAgent:
             else None
         )
         self.target_entropy = c.target_entropy_per_dim * spec.action_size
+        self.bootstrap_terminations = c.resolved_bootstrap_terminations(spec.family)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         torch.manual_seed(seed)  # the networks' initial weights
@@ -168,6 +178,7 @@ class TorchAgent:
             act_noise = rho * act_noise + fresh_weight * fresh if rho > 0.0 else fresh
             action, _, _ = D.sample_from_noise(self.behaviour(norm_obs), act_noise)
             out = env.step(action)
+            terminated, truncated = ends(out, self.bootstrap_terminations)
 
             # Bootstrap at the true next observation with fresh actions a' ~ pi_theta'.
             next_obs = self.normalize(out.final_obs)
@@ -179,9 +190,9 @@ class TorchAgent:
             values = L.hl_gauss_value(head, support) if support is not None else head[..., 0]
             # No next action follows a termination, so no entropy bonus there.
             bonus = -self.gamma * alpha * next_log_prob.mean(0)
-            soft_reward = out.reward + (1.0 - out.terminated) * bonus
+            soft_reward = out.reward + (1.0 - terminated) * bonus
 
-            done = torch.maximum(out.terminated, out.truncated)
+            done = torch.maximum(terminated, truncated)
             episode_return = episode_return + out.reward
             finished_sum += (done * episode_return).sum()
             finished_count += done.sum()
@@ -190,7 +201,7 @@ class TorchAgent:
             episode_return = episode_return * (1.0 - done)
             steps.append(Rollout(
                 norm_obs, action, out.reward, soft_reward, values.mean(0), next_latent[0],
-                out.terminated, out.truncated,
+                terminated, truncated,
             ))
             raw_obs.append(out.obs)
             obs = out.obs
