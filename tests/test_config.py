@@ -413,3 +413,41 @@ def test_counts_that_are_not_whole_numbers_are_refused(text):
         parse_count(text)
     with pytest.raises(ConfigError, match="total_steps must be a whole number .*100k"):
         coerce_field("total_steps", text)
+
+
+# ---- the ManiSkill3 presets ----------------------------------------------------------------------
+def test_maniskill_presets_hold_the_authors_maniskill_settings():
+    from reppo.presets import PRESETS
+
+    ms = PRESETS["maniskill"]
+    # Table 1 with the authors' ManiSkill overrides: 4 epochs of 128 minibatches, support
+    # [-15, 15], successes bootstrapped; gamma stays 1 - 10 / episode_length (0.8 at T = 50).
+    assert (ms.num_envs, ms.num_steps, ms.num_epochs, ms.num_minibatches) == (1024, 128, 4, 128)
+    assert (ms.v_min, ms.v_max, ms.gamma, ms.bootstrap_terminations) == (-15.0, 15.0, None, True)
+    assert ms.backend == "torch" and ms.resolved_gamma(50) == pytest.approx(0.8)
+    cpu = PRESETS["maniskill-cpu"]
+    changed = {k for k, v in cpu.to_dict().items() if v != ms.to_dict()[k]}
+    assert changed <= {
+        "total_steps", "num_envs", "num_steps", "num_minibatches", "actor_hidden_dim",
+        "critic_hidden_dim", "actor_lr", "critic_lr", "num_bootstrap_samples",
+        "log_interval_steps", "eval_interval_steps", "checkpoint_interval_steps",
+        "eval_episodes",
+    }
+    assert (cpu.v_min, cpu.v_max, cpu.num_epochs, cpu.bootstrap_terminations) == (
+        -15.0, 15.0, 4, True
+    )
+
+
+@pytest.mark.parametrize("cuda, expected", [(False, "maniskill-cpu"), (True, "maniskill")])
+def test_auto_picks_the_maniskill_preset_for_a_maniskill_task(monkeypatch, cuda, expected):
+    from reppo import presets
+
+    monkeypatch.setattr(presets, "_torch_sees_cuda", lambda: cuda)
+    assert presets.resolve_preset_name("auto", backend="torch", env="PushCube-v1") == expected
+    assert presets.resolve_preset_name("auto", backend="jax", env="PickCube-v1") == expected
+    assert presets.get_preset("auto", backend="torch", env="PullCube-v1").env == "PullCube-v1"
+    assert presets.resolve_preset_name("cpu", backend="torch", env="PushCube-v1") == "cpu"
+    # Other tasks keep the backend's rule.
+    assert presets.resolve_preset_name("auto", backend="torch", env="CheetahRun") == (
+        "paper" if cuda else "cpu"
+    )

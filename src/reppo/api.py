@@ -51,7 +51,8 @@ def preset(
     """A validated `Config`: the named preset (`reppo train --preset`), with its per-task
     settings for `env`, for `backend`, with `overrides` (config fields) applied on top.
 
-    `name` "auto" is `cpu` when the backend sees no GPU, else `paper`. `env` None keeps the
+    `name` "auto" is `cpu` when the backend sees no GPU, else `paper` (for a ManiSkill3 task
+    `maniskill-cpu` or `maniskill`). `env` None keeps the
     preset's task. An unknown preset, an unknown field or a bad value raises ConfigError with
     the command line's message.
     """
@@ -59,7 +60,7 @@ def preset(
 
     check_backend(backend)
     _join_jax_processes(backend)
-    resolved = resolve_preset_name(name, backend=backend)
+    resolved = resolve_preset_name(name, backend=backend, env=env)
     if env is None:
         env = get_preset(resolved, backend=backend).env
     config = get_preset(resolved, backend=backend, env=env)

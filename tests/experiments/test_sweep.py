@@ -88,6 +88,11 @@ def test_suites_hold_the_papers_tasks():
     )
     assert "PickCube-v1" not in ms.tasks
     assert (ms.baseline_preset, ms.baselines) == ("maniskill", ("maniskill-ppo",))
+    assert ms.preset == "maniskill"
+    ms_cpu = suites.SUITES["maniskill-cpu"]
+    assert ms_cpu.tasks == ("PushCube-v1", "PickCube-v1", "PullCube-v1")
+    assert (ms_cpu.backend, ms_cpu.preset, ms_cpu.steps) == ("torch", "maniskill-cpu", 507_904)
+    assert (ms_cpu.baseline_preset, ms_cpu.baselines) == ("cpu", ("maniskill-ppo",))
     smoke = suites.SUITES["cpu-smoke"]
     assert smoke.tasks == ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
     assert (smoke.preset, smoke.steps, smoke.baseline_preset) == ("cpu", 1_000_000, "cpu")

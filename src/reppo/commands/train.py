@@ -93,9 +93,11 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
     backend = overrides.get("backend", "jax")
     if backend == "torch":
         check_torch_installed()
-    preset = resolve_preset_name(args.preset or "auto", backend=backend)
+    preset = resolve_preset_name(args.preset or "auto", backend=backend, env=overrides.get("env"))
     env = overrides.get("env", get_preset(preset, backend=backend).env)
     config = get_preset(preset, backend=backend, env=env).replace(**overrides)
+    if config.backend == "torch" and backend != "torch":  # a ManiSkill3 preset's backend
+        check_torch_installed()
     own = {k: v for k, v in task_settings(preset, env).items() if k not in overrides}
     if own and _is_leader(config):
         settings = ", ".join(f"{k}={v}" for k, v in own.items())

@@ -54,8 +54,13 @@ MANISKILL9: tuple[str, ...] = (
 # preset (docs/experiments.md has what one seed of each reached).
 CPU_TASKS: tuple[str, ...] = ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
 
+# ManiSkill3 tasks whose episodes are short enough (50 steps) and whose scenes are cheap enough
+# for ManiSkill's CPU simulator (docs/maniskill.md).
+MANISKILL_CPU_TASKS: tuple[str, ...] = ("PushCube-v1", "PickCube-v1", "PullCube-v1")
+
 PAPER_STEPS = 50_000_000  # Table 1: 50M env steps per task
 CPU_STEPS = 1_000_000
+MANISKILL_CPU_STEPS = 507_904
 # Every algorithm of a sweep is evaluated about this many times per run (Playground's
 # `num_evals`), so that learning curves of REPPO and the baselines have the same resolution.
 EVALS_PER_RUN = 10
@@ -145,7 +150,7 @@ SUITES: dict[str, Suite] = {
             description="the paper's ManiSkill3 tasks and OpenCabinetDrawer (torch backend)",
             tasks=MANISKILL9,
             backend="torch",
-            preset="paper",
+            preset="maniskill",
             steps=PAPER_STEPS,
             baseline_preset="maniskill",
             baselines=MANISKILL_BASELINES,
@@ -159,6 +164,17 @@ SUITES: dict[str, Suite] = {
             steps=CPU_STEPS,
             baseline_preset="cpu",
             baselines=DMC_BASELINES,
+        ),
+        Suite(
+            name="maniskill-cpu",
+            description="three ManiSkill3 tasks on ManiSkill's CPU simulator, about half an "
+                        "hour per run on one core (torch backend)",
+            tasks=MANISKILL_CPU_TASKS,
+            backend="torch",
+            preset="maniskill-cpu",
+            steps=MANISKILL_CPU_STEPS,
+            baseline_preset="cpu",
+            baselines=MANISKILL_BASELINES,
         ),
         Suite(
             name="ablations",
