@@ -51,7 +51,9 @@ def preset(
     """A validated `Config`: the named preset (`reppo train --preset`), with its per-task
     settings for `env`, for `backend`, with `overrides` (config fields) applied on top.
 
-    `name` "auto" is `cpu` when the backend sees no GPU, else `paper`. `env` None keeps the
+    `name` "auto" is `cpu` when the backend sees no GPU, else `paper`; a path ending in .json
+    is a preset file (`reppo.preset_files`, e.g. the best.json of `reppo tune`). `env` None
+    keeps the
     preset's task. An unknown preset, an unknown field or a bad value raises ConfigError with
     the command line's message.
     """

@@ -147,7 +147,13 @@ def resolve_preset_name(name: str, backend: str = "jax") -> str:
 
 def get_preset(name: str, backend: str = "jax", env: str | None = None) -> Config:
     """The preset's config; for a run on `env`, with the preset's settings for that task
-    (`TASK_SETTINGS`) applied and `env` set."""
+    (`TASK_SETTINGS`) applied and `env` set. `name` may also be a preset file (FILE.json,
+    `reppo.preset_files`), which has no per-task settings."""
+    from reppo.preset_files import is_preset_file, load_preset_file
+
+    if is_preset_file(name):
+        config = load_preset_file(name)
+        return config if env is None else config.replace(env=env)
     name = resolve_preset_name(name, backend)
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
