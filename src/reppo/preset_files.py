@@ -85,10 +85,12 @@ def preset_description(path: str | os.PathLike[str]) -> str | None:
     return description if isinstance(description, str) else None
 
 
-def write_preset_file(path: str | os.PathLike[str], config: Config, description: str) -> None:
+def write_preset_file(path: str | os.PathLike[str], config: Config, description: str, *,
+                      overwrite: bool = False) -> None:
     """Write `config` whole (every field, so that later changes of the named presets cannot
-    change what it means) with its description; never replaces an existing file."""
+    change what it means) with its description, atomically; an existing file is replaced only
+    with `overwrite` (FileExistsError otherwise)."""
     from reppo.runs import atomic_write_json
 
     atomic_write_json(Path(path), {DESCRIPTION: description, **config.to_dict()},
-                      overwrite=False)
+                      overwrite=overwrite)

@@ -120,21 +120,23 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
 
 
 @contextlib.contextmanager
-def sweep_lock(out: Path) -> Iterator[None]:
-    """Hold OUT/sweep.lock, so two sweeps never run the same runs at once (POSIX)."""
+def sweep_lock(out: Path, lock_file: str = LOCK_FILE,
+               command: str = "reppo sweep") -> Iterator[None]:
+    """Hold OUT/sweep.lock (or `lock_file`), so two sweeps (or searches: `command`) never run
+    the same runs at once (POSIX)."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; the run dirs still refuse reuse
         yield
         return
-    with open(out / LOCK_FILE, "a+") as f:
+    with open(out / lock_file, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "?"
             raise _user_error(
-                f"another reppo sweep (pid {holder}) is running in {out}; wait for it to end "
+                f"another {command} (pid {holder}) is running in {out}; wait for it to end "
                 "or stop it first"
             ) from None
         f.seek(0)
