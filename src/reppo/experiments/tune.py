@@ -227,12 +227,15 @@ def _check_rungs(settings: TuneSettings, start: Any) -> None:
     interval = settings.sweep.overrides.get("eval_interval_steps",
                                             default_eval_interval(settings.sweep.steps))
     per_iteration = start.steps_per_iteration
-    if interval == 0 or max(interval, per_iteration) > rungs[0]:
+    # The loop evaluates at the end of the first iteration that reaches the interval.
+    first_eval = -(-interval // per_iteration) * per_iteration if interval else None
+    if first_eval is None or first_eval > rungs[0]:
         raise UserError(
             f"the first rung is at {rungs[0]:,} env steps but the runs evaluate every "
-            f"{interval:,} (an iteration is {per_iteration:,}): the pruner would have no score "
-            "there; give fewer --rungs, a larger --steps, or --set eval_interval_steps=N with "
-            "N at most the first rung"
+            f"{interval:,} (an iteration is {per_iteration:,}), first at "
+            f"{first_eval or settings.sweep.steps:,}: the pruner would have no score there; "
+            "give fewer --rungs, a larger --steps, or --set eval_interval_steps=N with N at "
+            "most the first rung"
         )
 
 
