@@ -52,7 +52,8 @@ def preset(
     settings for `env`, for `backend`, with `overrides` (config fields) applied on top.
 
     `name` "auto" is `cpu` when the backend sees no GPU, else `paper` (for a ManiSkill3 task
-    `maniskill-cpu` or `maniskill`). `env` None keeps the
+    `maniskill-cpu` or `maniskill`); a path ending in .json is a preset file
+    (`reppo.preset_files`, e.g. the best.json of `reppo tune`). `env` None keeps the
     preset's task. An unknown preset, an unknown field or a bad value raises ConfigError with
     the command line's message.
     """

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("reppo.experiments.baselines",
                  "train a baseline run (Brax PPO or SAC, FastTD3, ManiSkill PPO)"),
     "sweep": ("reppo.experiments.sweep", "train every task of a suite x K seeds (resumable)"),
+    "tune": ("reppo.experiments.tune",
+             "search config values on a suite with Optuna; writes the best as a preset file"),
     "report": ("reppo.analysis.report", "figures and tables from run directories"),
     "memory": ("reppo.experiments.memory", "bytes held by rollout storage vs a replay buffer"),
     "toy": ("reppo.experiments.toy", "the six-hump camel study of MC vs pathwise gradients"),

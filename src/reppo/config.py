@@ -72,14 +72,13 @@ class Config:
         "How the JAX backend runs --num-seeds seeds in one jitted call: 'vmap' batched (one "
         "program over all seeds, each with its own envs, networks and keys) or 'map' one after "
         "another (lax.map). Both give every seed the same computation; vmap is faster where "
-        "one seed leaves the device idle (on a 2-core CPU, 4 CheetahRun seeds ran 1.45x "
-        "faster batched).",
+        "one seed leaves the device idle, as on a CPU (benchmarks/results.md).",
     )
     total_steps: int = _f(50_000_000, "Environment steps to train for, summed over envs (Table 1).")
     impl: Impl = _f(
         "auto",
         "MuJoCo Playground physics implementation: 'jax' (MJX), 'warp' (MuJoCo Warp) or 'auto' "
-        "(MJX, which is 10-40x faster than warp on CPU).",
+        "(MJX, many times faster than warp on a CPU; docs/algorithm.md).",
     )
     num_devices: int = _f(
         0,
@@ -146,7 +145,9 @@ class Config:
         "Learning rates of the actor and the critic: 'constant' (Table 1) or 'linear', decayed "
         "with the iterations from their value to 0 at total_steps (iteration i of n steps at "
         "1 - i/n of it), so that a fixed budget ends on a settled policy. The temperatures "
-        "keep their rate. Extending total_steps on resume stretches the rest of the decay.",
+        "keep their rate. Not the released code's anneal_lr, which decays per optimizer step "
+        "and the temperatures too (docs/algorithm.md). Extending total_steps on resume "
+        "stretches the rest of the decay.",
     )
 
     # ---- networks --------------------------------------------------------------------------
@@ -193,8 +194,11 @@ class Config:
         "Correlation rho in [0, 1) of the rollout's exploration noise from one env step to the "
         "next: eps_t = rho * eps_(t-1) + sqrt(1 - rho^2) * xi_t, so each action is still a draw "
         "of the policy (eps_t ~ N(0, I)) but consecutive ones push the same way for about "
-        "1 / (1 - rho) steps. 0: independent noise (the paper). The chain restarts at every "
-        "rollout; updates and the bootstrap actions a' always sample independently.",
+        "1 / (1 - rho) steps. 0: independent noise (the paper). Given the state, the executed "
+        "action is then not a draw of pi: its noise leans the way the previous actions "
+        "pushed, so the data, the critic's (x, a) pairs and the targets follow that "
+        "correlated behaviour (docs/algorithm.md). The chain restarts at every rollout; "
+        "updates and the bootstrap actions a' always sample independently.",
     )
     alpha_init: float = _f(0.01, "Initial entropy temperature alpha (Table 1).")
     beta_init: float = _f(0.01, "Initial KL temperature beta (Table 1).")
@@ -207,7 +211,11 @@ class Config:
         "Forward KL(pi_old || pi): 'sample' (kl_num_samples draws of pi_old, as the paper) or "
         "'analytic' (closed-form Gaussian KL, equal in expectation).",
     )
-    kl_num_samples: int = _f(16, "Samples of pi_old per state for the sampled KL (the paper: 16).")
+    kl_num_samples: int = _f(
+        16,
+        "Samples of pi_old per state for the sampled KL: 16 as the released JAX code (the "
+        "paper gives no number; docs/algorithm.md).",
+    )
 
     # ---- logging, evaluation, checkpoints --------------------------------------------------
     log_interval_steps: int = _f(

@@ -102,6 +102,73 @@ def test_suites_hold_the_papers_tasks():
             get_preset(variant.preset)
 
 
+def test_the_tuning_and_evaluation_suites_are_apart():
+    smoke, cpu_eval = suites.SUITES["cpu-smoke"], suites.SUITES["cpu-eval"]
+    assert (smoke.role, smoke.first_seed) == ("tuning", 0)
+    assert cpu_eval.tasks == ("CartpoleSwingup", "AcrobotSwingup", "PointMass",
+                              "FingerTurnEasy", "HopperStand", "WalkerStand")
+    assert set(cpu_eval.tasks) <= set(DMC_TASKS) and not set(cpu_eval.tasks) & set(smoke.tasks)
+    assert (cpu_eval.role, cpu_eval.first_seed, cpu_eval.steps) == ("evaluation", 100, 507_904)
+    assert (cpu_eval.preset, cpu_eval.baseline_preset) == ("cpu", "cpu")
+    assert "evaluation suite" in cpu_eval.description and "tuning suite" in smoke.description
+    # No other suite is an evaluation suite, and no ablation suite tunes.
+    assert [s.name for s in suites.SUITES.values() if s.is_evaluation] == ["cpu-eval"]
+
+
+def test_an_evaluation_suite_trains_fresh_seeds_only(tmp_path, capsys):
+    settings = sweep.resolve(_args(tmp_path, "cpu-eval", seeds=5))
+    runs = sweep.plan(settings)
+    assert [r.task for r in runs] == list(suites.CPU_EVAL_TASKS)
+    assert {r.seeds for r in runs} == {(100, 101, 102, 103, 104)}
+    flags = _flags(sweep.start_command(runs[0], settings))
+    assert (flags["--seed"], flags["--num-seeds"], flags["--total-steps"]) == (
+        "100", "5", "507904")
+    ppo = sweep.resolve(_args(tmp_path, "cpu-eval", seeds=2, algo="brax-ppo"))
+    assert [r.run_dir.name for r in sweep.plan(ppo)][:2] == ["seed100", "seed101"]
+    assert _flags(sweep.start_command(sweep.plan(ppo)[1], ppo))["--seed"] == "101"
+    later = sweep.resolve(_args(tmp_path, "cpu-eval", seeds=5, first_seed=105))
+    assert sweep.plan(later)[0].seeds == (105, 106, 107, 108, 109)
+    assert "--first-seed 105" in later.command() and "--first-seed" not in settings.command()
+    # Other suites start at 0 and take any first seed.
+    assert sweep.plan(sweep.resolve(_args(tmp_path, seeds=2)))[0].seeds == (0, 1)
+    assert sweep.plan(sweep.resolve(_args(tmp_path, seeds=2, first_seed=5)))[0].seeds == (5, 6)
+
+    code = main(["sweep", "--suite", "cpu-eval", "--seeds", "5", "--first-seed", "0",
+                 "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "evaluation suite, whose seeds start at 100" in err and "100 or more" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_first_seed_is_part_of_a_sweeps_settings(tmp_path, capsys, fake):
+    out = tmp_path / "s"
+    assert _sweep(capsys, out, "--tasks", "CartpoleBalance", "--first-seed", "10")[0] == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["first_seed"] == 10
+    config = json.loads((out / "reppo" / "CartpoleBalance" / "config.json").read_text())
+    assert config["seed"] == 10
+    code, _, err = _sweep(capsys, out, "--tasks", "CartpoleBalance")
+    assert code == 2 and "first_seed 10 there, 0 now" in err
+
+
+def test_a_preset_file_is_passed_to_every_run_and_must_not_change(tmp_path, capsys, fake,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("best.json").write_text(json.dumps({"base": "cpu", "actor_lr": 0.002}))
+    out = tmp_path / "s"
+    assert _sweep(capsys, out, "--tasks", "CartpoleBalance", "--preset", "best.json")[0] == 0
+    # Absolute, so that children and reruns from elsewhere read the same file.
+    assert _flags(fake.commands[0])["--preset"] == str(tmp_path / "best.json")
+    record = json.loads((out / "sweep.json").read_text())["algos"]["reppo"]
+    assert record["preset_config"]["actor_lr"] == 0.002
+    Path("best.json").write_text(json.dumps({"base": "cpu", "actor_lr": 0.003}))
+    code, _, err = _sweep(capsys, out, "--tasks", "CartpoleBalance", "--preset", "best.json")
+    assert code == 2 and "the preset file" in err and "has changed since: actor_lr" in err
+    code, _, err = _sweep(capsys, out, "--preset", "missing.json")
+    assert code == 2 and "missing.json does not exist" in err
+
+
 def test_ablation_suites_compare_the_full_algorithm_with_each_ablation():
     labels = [v.label for v in suites.SUITES["ablations"].variants]
     assert labels == [
@@ -124,7 +191,7 @@ def _args(out: Path, suite: str = "cpu-smoke", seeds: int = 2, **kw):
     import argparse
 
     values = dict(suite=suite, seeds=seeds, out=out, algo="reppo", steps=None, tasks=None,
-                  variants=None, preset=None, overrides=[], dry_run=False)
+                  variants=None, preset=None, overrides=[], dry_run=False, first_seed=None)
     values.update(kw)
     return argparse.Namespace(**values)
 

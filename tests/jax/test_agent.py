@@ -154,3 +154,109 @@ def test_no_correlation_draws_the_actions_it_always_drew(tiny_config, independen
     obs = agent.normalize(state.obs_stats, state.env_state.obs)
     expected, _, _ = D.sample(agent.nets.policy(state.behaviour, obs), k_act)
     np.testing.assert_allclose(np.asarray(data.action[0]), np.asarray(expected), rtol=1e-6)
+
+
+# ---- envs whose state moves ----------------------------------------------------------------------
+class _Cart:
+    """A frictionless cart on a line, pushed by the action: v += 0.1 a, x += 0.1 v; the
+    observation is (x, v) and the reward exp(-x^2). Unlike `_Still`, the state carries the
+    past actions, so whatever the noise remembers of them shows in the state."""
+
+    action_size = 1
+
+    def reset(self, rng):
+        del rng
+        return _StillState(jnp.zeros(2), jnp.zeros(()), jnp.zeros(()))
+
+    def step(self, state, action):
+        x, v = state.obs[0], state.obs[1]
+        v = v + 0.1 * action[0]
+        x = x + 0.1 * v
+        return _StillState(jnp.stack([x, v]), jnp.exp(-x * x), jnp.zeros(()))
+
+
+@pytest.fixture(scope="module")
+def cart_env():
+    register_env("CartForAgentTests", _Cart, episode_length=1000, reward_range=(0.0, 1.0))
+    yield
+    unregister_env("CartForAgentTests")
+
+
+_CART_CONFIG = {"env": "CartForAgentTests", "stagger_episodes": False}
+
+
+def test_several_bootstrap_actions_average_the_value_of_the_same_draws(cart_env):
+    """V(x') with num_bootstrap_samples K = 3 is the mean of Q(x', a'_k) over the K actions
+    drawn from the step's bootstrap key, and the soft reward's bonus the mean of their log pi:
+    recomputed here by hand from the same keys."""
+    k = 3
+    config = TINY.replace(**_CART_CONFIG, num_envs=8, num_steps=6, num_bootstrap_samples=k)
+    env = make_env(config.env, config.num_envs)
+    agent = Agent.create(config, env)
+    state = agent.init(jax.random.PRNGKey(0))
+    # A fresh critic's values are its prior's, nearly the same for every action: perturb it
+    # so that the K actions' values differ and an average of the wrong draws shows.
+    leaves, tree = jax.tree_util.tree_flatten(state.critic)
+    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+    leaves = [x + 0.5 * jax.random.normal(kk, x.shape, x.dtype)
+              for x, kk in zip(leaves, keys, strict=True)]
+    state = state._replace(critic=jax.tree_util.tree_unflatten(tree, leaves))
+    _, _, data, raw_obs, _ = jax.jit(agent.rollout)(state, jax.random.PRNGKey(1))
+    nets, critic = agent.nets, state.critic
+    alpha = float(jnp.exp(state.temps.log_alpha))
+
+    @jax.jit
+    def by_hand(step_key, next_raw_obs):
+        _, k_boot = jax.random.split(step_key)
+        next_obs = agent.normalize(state.obs_stats, next_raw_obs)
+        dist = nets.policy(state.behaviour, next_obs)
+        noise = jax.random.normal(k_boot, (k, *dist.mean.shape), jnp.float32)
+        actions, _, log_probs = D.sample_from_noise(dist, noise)
+        latents = nets.encode(critic, jnp.broadcast_to(next_obs, (k, *next_obs.shape)), actions)
+        return L.hl_gauss_value(nets.value_head(critic, latents), agent.support), log_probs, latents
+
+    step_keys = jax.random.split(jax.random.PRNGKey(1), config.num_steps)
+    single_sample_gap = 0.0
+    for t in range(config.num_steps):
+        # No episode ends here, so the true next observation is the next one acted on.
+        values, log_probs, latents = by_hand(step_keys[t], raw_obs[t])
+        np.testing.assert_allclose(np.asarray(data.next_value[t]),
+                                   np.asarray(values.mean(axis=0)), rtol=1e-5, atol=1e-5)
+        expected_reward = data.reward[t] - agent.gamma * alpha * log_probs.mean(axis=0)
+        np.testing.assert_allclose(np.asarray(data.soft_reward[t]),
+                                   np.asarray(expected_reward), rtol=1e-5, atol=1e-6)
+        # The self-prediction target is the latent of the first of the K actions.
+        np.testing.assert_allclose(np.asarray(data.next_latent[t]), np.asarray(latents[0]),
+                                   rtol=1e-5, atol=1e-6)
+        single_sample_gap = max(single_sample_gap,
+                                float(jnp.abs(values[0] - values.mean(axis=0)).max()))
+    # The K draws differ, so a target of one of them alone would have failed the checks above.
+    assert single_sample_gap > 1e-4
+    assert float(jnp.abs(data.reward).max()) > 0 and not np.asarray(data.terminated).any()
+
+
+def _noise_and_velocity(config):
+    """The rollout's exploration noise eps_t, recovered from the executed pre-tanh actions
+    (u = mu + sigma * eps at the stored observation), and the cart's velocity there."""
+    agent, state, data = _rollout(config)
+    dist = agent.nets.policy(state.behaviour, data.obs)
+    eps = (_pre_tanh(data.action) - np.asarray(dist.mean)) / np.asarray(dist.std)
+    return eps[1:, :, 0].ravel(), np.asarray(data.obs)[1:, :, 1].ravel()
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.9])
+def test_correlated_noise_leans_the_way_the_state_moves(cart_env, rho):
+    """Each action is a draw of pi only marginally: with rho > 0 the noise given the state
+    leans in the direction of motion, which the previous steps' noise caused (the bias
+    docs/algorithm.md states); with rho = 0 it is independent of the state."""
+    config = TINY.replace(**_CART_CONFIG, num_envs=64, num_steps=64,
+                          action_noise_correlation=rho)
+    eps, velocity = _noise_and_velocity(config)
+    assert eps.std() == pytest.approx(1.0, abs=0.1)  # marginally N(0, 1) either way
+    slow, fast = np.quantile(velocity, [0.1, 0.9])
+    lean = eps[velocity >= fast].mean() - eps[velocity <= slow].mean()
+    correlation = np.corrcoef(eps, velocity)[0, 1]
+    if rho == 0.0:
+        assert abs(correlation) < 0.06 and abs(lean) < 0.25
+    else:
+        assert correlation > 0.08 and lean > 0.5

@@ -273,3 +273,93 @@ def test_torch_correlated_noise_links_consecutive_actions_and_keeps_their_spread
     assert correlated.std() == pytest.approx(spread, rel=0.1)
     assert correlated[0].std() == pytest.approx(spread, rel=0.25)
     assert correlated[-1].std() == pytest.approx(spread, rel=0.25)
+
+
+# ---- envs whose state moves ----------------------------------------------------------------------
+class _CartEnv:
+    """Frictionless carts on a line, pushed by the action (v += 0.1 a, x += 0.1 v; observation
+    (x, v), reward exp(-x^2)): the state carries the past actions, unlike `_StillEnv`."""
+
+    def __init__(self, num_envs, spec):
+        from reppo.envs.bridge import TorchStep
+
+        self.num_envs, self.spec, self._step = num_envs, spec, TorchStep
+        self.obs = torch.zeros(num_envs, 2)
+
+    def step(self, action):
+        x, v = self.obs[:, 0], self.obs[:, 1]
+        v = v + 0.1 * action[:, 0]
+        x = x + 0.1 * v
+        self.obs = torch.stack([x, v], dim=1)
+        zeros = torch.zeros(self.num_envs)
+        return self._step(self.obs, torch.exp(-x * x), zeros, zeros, self.obs)
+
+
+def _cart_agent(tiny_config, **changes):
+    from reppo.envs.contract import EnvSpec
+
+    spec = EnvSpec("Cart", 2, 1, 1000, (0.0, 1.0), "dm_control")
+    config = tiny_config.replace(backend="torch", stagger_episodes=False, **changes)
+    return TorchAgent(config, spec, torch.device("cpu"), seed=0), _CartEnv(config.num_envs, spec)
+
+
+def test_torch_several_bootstrap_actions_average_the_value_of_the_same_draws(tiny_config):
+    """As the JAX test: with K = 3 bootstrap actions V(x') is the mean of Q(x', a'_k) over the
+    K actions the rollout drew, the bonus the mean of their log pi; recomputed by hand from the
+    rollout's recorded draws of its generator."""
+    from reppo.torch import distributions as TD
+
+    k = 3
+    agent, env = _cart_agent(tiny_config, num_envs=8, num_steps=6, num_bootstrap_samples=k)
+    with torch.no_grad():  # a fresh critic's values are its prior's: make the actions matter
+        for p in agent.critic.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(7)))
+    draws = []
+    draw = agent.randn
+
+    def recording_randn(*shape):
+        draws.append(draw(*shape))
+        return draws[-1]
+
+    agent.randn = recording_randn
+    data, raw_obs, *_ = agent.rollout(env, env.obs, torch.zeros(8))
+    assert [tuple(d.shape) for d in draws[:2]] == [(8, 1), (k, 8, 1)]  # per step: a, then a'
+    alpha = float(torch.exp(agent.log_alpha.detach()))
+    single_sample_gap = 0.0
+    with torch.no_grad():
+        for t in range(6):
+            next_obs = agent.normalize(raw_obs[t])
+            noise = draws[2 * t + 1]  # step t's draws: its actions', then its a' (K of them)
+            actions, _, log_probs = TD.sample_from_noise(agent.behaviour(next_obs), noise)
+            latents = agent.critic.encode(next_obs.expand(k, *next_obs.shape), actions)
+            values = TL.hl_gauss_value(agent.critic.value_head(latents), agent.support)
+            torch.testing.assert_close(data.next_value[t], values.mean(0), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                data.soft_reward[t], data.reward[t] - agent.gamma * alpha * log_probs.mean(0),
+                rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(data.next_latent[t], latents[0])
+            single_sample_gap = max(single_sample_gap,
+                                    float((values[0] - values.mean(0)).abs().max()))
+    assert single_sample_gap > 1e-4
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.9])
+def test_torch_correlated_noise_leans_the_way_the_state_moves(tiny_config, rho):
+    """As the JAX test: with rho > 0 the noise given the state leans in the direction of
+    motion; with rho = 0 it is independent of the state."""
+    agent, env = _cart_agent(tiny_config, num_envs=64, num_steps=64,
+                             action_noise_correlation=rho)
+    data = agent.rollout(env, env.obs, torch.zeros(64))[0]
+    with torch.no_grad():
+        dist = agent.behaviour(data.obs)
+    u = np.arctanh(np.clip(data.action.double().numpy(), -0.999999, 0.999999))
+    eps = ((u - dist.mean.double().numpy()) / dist.std.double().numpy())[1:, :, 0].ravel()
+    velocity = data.obs[1:, :, 1].double().numpy().ravel()
+    assert eps.std() == pytest.approx(1.0, abs=0.1)
+    slow, fast = np.quantile(velocity, [0.1, 0.9])
+    lean = eps[velocity >= fast].mean() - eps[velocity <= slow].mean()
+    correlation = np.corrcoef(eps, velocity)[0, 1]
+    if rho == 0.0:
+        assert abs(correlation) < 0.06 and abs(lean) < 0.25
+    else:
+        assert correlation > 0.08 and lean > 0.5

@@ -268,8 +268,9 @@ def _family(task: str, has_success: bool) -> str:
     return raw_family(task)
 
 
-def load_run_dir(path: str | os.PathLike[str]) -> list[Run]:
-    """The runs of one finished run directory, one per seed.
+def load_run_dir(path: str | os.PathLike[str], *, finished_only: bool = True) -> list[Run]:
+    """The runs of one finished run directory, one per seed (with `finished_only` False, also
+    of one still training: its curve so far, as `reppo tune` reads it for pruning).
 
     Raises RunSkipped, whose message is the reason, for an unreadable config, metrics without
     evaluations, malformed or non-finite evaluation values, or an unfinished run.
@@ -311,7 +312,7 @@ def load_run_dir(path: str | os.PathLike[str]) -> list[Run]:
         raise RunSkipped("no evaluation records in metrics.jsonl yet")
     steps = np.array(sorted(evaluations), dtype=np.int64)
     records = [evaluations[s] for s in steps]
-    if not RunDir(path).is_finished():
+    if finished_only and not RunDir(path).is_finished():
         raise RunSkipped(
             f"unfinished: last evaluation at {steps[-1]:,} of {total_steps:,} env steps"
         )

@@ -40,7 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None,
                         help="named config: auto (cpu without a GPU, else paper; the "
                              "default), paper, medium, small, cpu, and the ablations "
-                             "BASE-no-hl-gauss|no-norm|no-aux|no-kl of each; with --resume "
+                             "BASE-no-hl-gauss|no-norm|no-aux|no-kl of each; or a preset "
+                             "file FILE.json of config fields (the best.json of `reppo "
+                             "tune`, a run's config.json; docs/experiments.md); with --resume "
                              "it must describe the run being resumed")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="run directory (default: runs/ENV-DATE-TIME)")
@@ -99,6 +101,11 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
     if config.backend == "torch" and backend != "torch":  # a ManiSkill3 preset's backend
         check_torch_installed()
     own = {k: v for k, v in task_settings(preset, env).items() if k not in overrides}
+    from reppo.preset_files import is_preset_file, preset_description
+
+    if is_preset_file(preset) and _is_leader(config):
+        about = preset_description(preset)
+        print(f"preset file {preset}" + (f": {about}" if about else ""), flush=True)
     if own and _is_leader(config):
         settings = ", ".join(f"{k}={v}" for k, v in own.items())
         print(f"preset {preset} with its {env} settings: {settings}", flush=True)

@@ -51,8 +51,15 @@ MANISKILL9: tuple[str, ...] = (
     "OpenCabinetDrawer-v1",
 )
 # Playground tasks cheap enough for minutes per 1M-step run on a 2-core CPU with the `cpu`
-# preset (docs/experiments.md has what one seed of each reached).
+# preset (docs/experiments.md has what one seed of each reached): the tuning suite.
 CPU_TASKS: tuple[str, ...] = ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
+# Playground DM Control tasks that no preset was tuned or screened on, to evaluate the `cpu`
+# preset (and whatever `reppo tune` finds) on tasks it was not chosen for: the evaluation
+# suite. Nothing may be tuned on them, or they stop being a fair test.
+CPU_EVAL_TASKS: tuple[str, ...] = (
+    "CartpoleSwingup", "AcrobotSwingup", "PointMass", "FingerTurnEasy", "HopperStand",
+    "WalkerStand",
+)
 
 # ManiSkill3 tasks whose episodes are short enough (50 steps) and whose scenes are cheap enough
 # for ManiSkill's CPU simulator (docs/maniskill.md).
@@ -61,6 +68,14 @@ MANISKILL_CPU_TASKS: tuple[str, ...] = ("PushCube-v1", "PickCube-v1", "PullCube-
 PAPER_STEPS = 50_000_000  # Table 1: 50M env steps per task
 CPU_STEPS = 1_000_000
 MANISKILL_CPU_STEPS = 507_904
+# The budget of the comparisons on the evaluation suite: the `cpu` preset's own (62
+# iterations of 8,192 transitions), the same for REPPO and the baselines.
+CPU_EVAL_STEPS = 507_904
+# Seeds below this are for tuning, screening and development; an evaluation suite's runs use
+# seeds from here on, which no choice of a setting has seen.
+EVALUATION_FIRST_SEED = 100
+
+Role = Literal["tuning", "evaluation"]
 # Every algorithm of a sweep is evaluated about this many times per run (Playground's
 # `num_evals`), so that learning curves of REPPO and the baselines have the same resolution.
 EVALS_PER_RUN = 10
@@ -114,6 +129,14 @@ class Suite:
     baseline_preset: str | None = None  # None: the baselines cannot run these tasks
     baselines: tuple[str, ...] = ()  # the baselines that train these tasks
     variants: tuple[Variant, ...] = ()  # ablation suites: the REPPO methods compared
+    # "tuning": settings may be chosen on it (`reppo tune`); "evaluation": it reports settings
+    # chosen elsewhere, on seeds from `first_seed` on, and `reppo tune` refuses it.
+    role: Role | None = None
+    first_seed: int = 0  # the first seed `reppo sweep --seeds K` trains (seeds first..first+K-1)
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.role == "evaluation"
 
     def methods(self, algo: str) -> tuple[Variant, ...]:
         """The methods `algo` trains on this suite (one for a suite without variants)."""
@@ -157,13 +180,28 @@ SUITES: dict[str, Suite] = {
         ),
         Suite(
             name="cpu-smoke",
-            description="three cheap Playground tasks, minutes per run on a 2-core CPU",
+            description="the tuning suite: three cheap Playground tasks, minutes per run on a "
+                        "2-core CPU",
             tasks=CPU_TASKS,
             backend="jax",
             preset="cpu",
             steps=CPU_STEPS,
             baseline_preset="cpu",
             baselines=DMC_BASELINES,
+            role="tuning",
+        ),
+        Suite(
+            name="cpu-eval",
+            description="the evaluation suite: six Playground DM Control tasks nothing was "
+                        f"tuned on, seeds from {EVALUATION_FIRST_SEED}",
+            tasks=CPU_EVAL_TASKS,
+            backend="jax",
+            preset="cpu",
+            steps=CPU_EVAL_STEPS,
+            baseline_preset="cpu",
+            baselines=DMC_BASELINES,
+            role="evaluation",
+            first_seed=EVALUATION_FIRST_SEED,
         ),
         Suite(
             name="maniskill-cpu",

@@ -88,7 +88,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--suite", required=True, help=f"the suite: {suites}")
     parser.add_argument("--seeds", type=int, required=True, metavar="K",
-                        help="seeds per task: 0..K-1")
+                        help="seeds per task: S..S+K-1, S the first seed (below)")
+    parser.add_argument("--first-seed", type=int, default=None, metavar="S",
+                        help="the first seed (default: the suite's, 0, or 100 for the "
+                             "evaluation suite cpu-eval, which refuses seeds below 100)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="sweep directory (new, empty, or a sweep to resume)")
     parser.add_argument("--algo", choices=ALGOS, default=REPPO,
@@ -192,9 +195,14 @@ def _describe(settings: Settings, runs: list[PlannedRun]) -> str:
     per = "seeds batched in one process" if settings.batched_seeds else "one seed each"
     return (
         f"sweep {settings.suite.name} ({settings.algo}): {len(settings.tasks)} task(s) x "
-        f"{len(settings.methods)} method(s) [{methods}] x {settings.seeds} seed(s), "
+        f"{len(settings.methods)} method(s) [{methods}] x {settings.seeds} seed(s) "
+        f"({_seed_text(settings.seed_range)}), "
         f"{settings.steps:,} env steps each -> {len(runs)} run(s), {per}, in {settings.out}"
     )
+
+
+def _seed_text(seeds: tuple[int, ...]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
 
 
 def dry_run(settings: Settings, runs: list[PlannedRun], echo: Echo) -> int:

@@ -59,19 +59,25 @@ def _pump(proc: subprocess.Popen[str], prefix: str, log: TextIO, echo: Echo,
 
 
 class Children:
-    """The child processes running side by side, so that a Ctrl-C can reach every one."""
+    """The child processes running side by side, so that a Ctrl-C can reach every one; a
+    run's own registry (with the sweep's as `parent`) lets the run alone be signalled."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Children | None = None) -> None:
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen[str]] = set()
+        self._parent = parent
 
     def add(self, proc: subprocess.Popen[str]) -> None:
         with self._lock:
             self._procs.add(proc)
+        if self._parent is not None:
+            self._parent.add(proc)
 
     def remove(self, proc: subprocess.Popen[str]) -> None:
         with self._lock:
             self._procs.discard(proc)
+        if self._parent is not None:
+            self._parent.remove(proc)
 
     def signal_all(self, how: Callable[[subprocess.Popen[str]], None]) -> None:
         with self._lock:
@@ -164,10 +170,18 @@ def _outcome(run: PlannedRun, status: str, ok: bool) -> Outcome:
     return Outcome(run, status, ok, ret, wall)
 
 
+# `reppo tune`'s hook: given a run, a check called after each line of its output that says
+# whether the run has gone far enough for now; the run is then asked to stop as on Ctrl-C (it
+# saves a checkpoint) and its outcome is "paused".
+PauseWatch = Callable[[PlannedRun], Callable[[], bool]]
+PAUSED = "paused"
+
+
 def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
-             **side_by_side: Any) -> Outcome:
+             pause: PauseWatch | None = None, **side_by_side: Any) -> Outcome:
     """Skip, start, resume or restart one run, as its directory says (`side_by_side`: the
-    `cores` and `children` of a run among several at a time, for `launch`)."""
+    `cores` and `children` of a run among several at a time, for `launch`; `pause`: see
+    `PauseWatch`)."""
     state = inspect(run, settings)
     if state.action == "skip":
         echo(f"{head}: finished before, skipped")
@@ -186,9 +200,19 @@ def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
     resume = state.action == "resume"
     command = resume_command(run) if resume else start_command(run, settings)
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    far_enough = pause(run) if pause is not None else None
+    own = Children(parent=side_by_side.pop("children", None))
+    paused = threading.Event()
+
+    def on_line() -> None:
+        write_experiment(run, settings.suite)
+        if far_enough is not None and not paused.is_set() and far_enough():
+            paused.set()
+            own.signal_all(lambda p: p.send_signal(signal.SIGINT))
+
     try:
         code = launch(command, prefix=run.prefix, log_path=run.log_path, echo=echo,
-                      on_line=lambda: write_experiment(run, settings.suite), **side_by_side)
+                      on_line=on_line, children=own, **side_by_side)
     except OSError as err:
         echo(f"{head}: could not start {command[0]}: {err}")
         return Outcome(run, "failed (could not start)", False)
@@ -196,6 +220,9 @@ def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
         write_experiment(run, settings.suite)
     if code == 0 and is_finished(run.run_dir):
         return _outcome(run, "resumed" if resume else "done", True)
+    if code == INTERRUPTED and paused.is_set() and inspect(run, settings).action == "resume":
+        echo(f"{head}: paused with a checkpoint")
+        return _outcome(run, PAUSED, True)
     if code == 0:
         status = "failed (ended unfinished)"
     elif code == INTERRUPTED:
@@ -207,15 +234,16 @@ def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
 
 
 def execute(settings: Settings, runs: list[PlannedRun], echo: Echo,
-            jobs: int = 1) -> tuple[list[Outcome], bool]:
+            jobs: int = 1, pause: PauseWatch | None = None) -> tuple[list[Outcome], bool]:
     """Every run, `jobs` at a time, carrying on past failures; (outcomes in the runs' order,
-    stopped by Ctrl-C)."""
+    stopped by Ctrl-C). `pause`: see `PauseWatch`."""
     if jobs > 1 and len(runs) > 1:
-        return _execute_side_by_side(settings, runs, echo, min(jobs, len(runs)))
+        return _execute_side_by_side(settings, runs, echo, min(jobs, len(runs)), pause)
     outcomes: list[Outcome] = []
     for i, run in enumerate(runs):
         try:
-            outcomes.append(_run_one(run, settings, f"[{i + 1}/{len(runs)}] {run.name}", echo))
+            outcomes.append(_run_one(run, settings, f"[{i + 1}/{len(runs)}] {run.name}", echo,
+                                     pause))
         except KeyboardInterrupt:
             outcomes.append(_outcome(run, "interrupted", False))
             outcomes += [Outcome(r, "not started", False) for r in runs[i + 1:]]
@@ -224,7 +252,8 @@ def execute(settings: Settings, runs: list[PlannedRun], echo: Echo,
 
 
 def _execute_side_by_side(settings: Settings, runs: list[PlannedRun], echo: Echo,
-                          jobs: int) -> tuple[list[Outcome], bool]:
+                          jobs: int, pause: PauseWatch | None = None
+                          ) -> tuple[list[Outcome], bool]:
     """`execute` with `jobs` runs at once, each slot pinned to its own cores. A Ctrl-C (or
     SIGTERM) asks every running child to save a checkpoint and stop, waits for them, and
     starts nothing more; a second one kills them."""
@@ -246,7 +275,7 @@ def _execute_side_by_side(settings: Settings, runs: list[PlannedRun], echo: Echo
         cores = slots.get()  # as many slots as workers: one is always free here
         try:
             return _run_one(run, settings, f"[{i + 1}/{len(runs)}] {run.name}", locked_echo,
-                            cores=cores, children=children)
+                            pause, cores=cores, children=children)
         except KeyboardInterrupt:
             stopping.set()
             return _outcome(run, "interrupted", False)

@@ -36,8 +36,9 @@ def _differences(existing: dict[str, Any], settings: Settings) -> list[str]:
     """What differs between a sweep.json and these settings, one phrase per difference."""
     diffs = []
     for key, new in (("suite", settings.suite.name), ("seeds", settings.seeds),
-                     ("steps", settings.steps)):
-        if existing.get(key) != new:
+                     ("first_seed", settings.first_seed), ("steps", settings.steps)):
+        # A sweep.json written before first seeds existed trained seeds from 0.
+        if existing.get(key, 0 if key == "first_seed" else None) != new:
             diffs.append(f"{key} {existing.get(key)!r} there, {new!r} now")
     old_algo = existing.get("algos", {}).get(settings.method_key)
     if old_algo is None:
@@ -45,6 +46,13 @@ def _differences(existing: dict[str, Any], settings: Settings) -> list[str]:
     if old_algo.get("preset") != settings.preset:
         diffs.append(f"{settings.method_key} preset {old_algo.get('preset')!r} there, "
                      f"{settings.preset!r} now")
+    old_file = old_algo.get("preset_config") or {}
+    new_file = json.loads(json.dumps(settings.algo_record())).get("preset_config") or {}
+    if old_file and new_file and old_file != new_file:
+        changed = sorted(k for k in set(old_file) | set(new_file)
+                         if old_file.get(k) != new_file.get(k))
+        diffs.append(f"the preset file {settings.preset} has changed since: "
+                     f"{', '.join(changed)}")
     old_set, new_set = old_algo.get("overrides", {}), settings.overrides
     for name in sorted(set(old_set) | set(new_set)):
         if old_set.get(name, _UNSET) != new_set.get(name, _UNSET):
@@ -93,7 +101,8 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
         settings.out.mkdir(parents=True, exist_ok=True)
         record = {
             "suite": settings.suite.name, "backend": settings.suite.backend,
-            "seeds": settings.seeds, "steps": settings.steps,
+            "seeds": settings.seeds, "first_seed": settings.first_seed,
+            "steps": settings.steps,
             "algos": {settings.method_key: settings.algo_record()},
             "command": invocation["command"], "date": invocation["date"],
             "invocations": [invocation],
@@ -111,21 +120,23 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
 
 
 @contextlib.contextmanager
-def sweep_lock(out: Path) -> Iterator[None]:
-    """Hold OUT/sweep.lock, so two sweeps never run the same runs at once (POSIX)."""
+def sweep_lock(out: Path, lock_file: str = LOCK_FILE,
+               command: str = "reppo sweep") -> Iterator[None]:
+    """Hold OUT/sweep.lock (or `lock_file`), so two sweeps (or searches: `command`) never run
+    the same runs at once (POSIX)."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; the run dirs still refuse reuse
         yield
         return
-    with open(out / LOCK_FILE, "a+") as f:
+    with open(out / lock_file, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "?"
             raise _user_error(
-                f"another reppo sweep (pid {holder}) is running in {out}; wait for it to end "
+                f"another {command} (pid {holder}) is running in {out}; wait for it to end "
                 "or stop it first"
             ) from None
         f.seek(0)

@@ -78,12 +78,11 @@ def plan(settings: Settings) -> list[PlannedRun]:
         for task in settings.tasks:
             base = settings.out / method.label / task_dir_name(task)
             if settings.batched_seeds:
-                runs.append(PlannedRun(method, settings.algo, task,
-                                       tuple(range(settings.seeds)), base))
+                runs.append(PlannedRun(method, settings.algo, task, settings.seed_range, base))
             else:
                 runs.extend(
                     PlannedRun(method, settings.algo, task, (seed,), base / f"seed{seed}")
-                    for seed in range(settings.seeds)
+                    for seed in settings.seed_range
                 )
     return runs
 

@@ -60,6 +60,11 @@ class Settings:
     tasks: tuple[str, ...]
     methods: tuple[Variant, ...]
     out: Path
+    first_seed: int = 0  # the runs train seeds first_seed .. first_seed + seeds - 1
+
+    @property
+    def seed_range(self) -> tuple[int, ...]:
+        return tuple(range(self.first_seed, self.first_seed + self.seeds))
 
     @property
     def batched_seeds(self) -> bool:
@@ -78,13 +83,24 @@ class Settings:
         return self.methods[0].label if self.algo != REPPO else self.algo
 
     def algo_record(self) -> dict[str, Any]:
-        """What must match when this algo (method_key) is run again in the same OUT."""
-        return {"preset": self.preset, "overrides": self.overrides}
+        """What must match when this algo (method_key) is run again in the same OUT: with a
+        preset file, also the config it held, so that a changed file is noticed."""
+        record: dict[str, Any] = {"preset": self.preset, "overrides": self.overrides}
+        if self.algo == REPPO and self.preset is not None:
+            from reppo.preset_files import is_preset_file
+
+            if is_preset_file(self.preset):
+                from reppo.presets import get_preset
+
+                record["preset_config"] = get_preset(self.preset).to_dict()
+        return record
 
     def command(self) -> str:
         """The canonical `reppo sweep` command of these settings."""
         parts = ["reppo", "sweep", "--suite", self.suite.name, "--seeds", str(self.seeds),
                  "--algo", self.algo, "--steps", str(self.steps), "--out", str(self.out)]
+        if self.first_seed != self.suite.first_seed:
+            parts += ["--first-seed", str(self.first_seed)]
         if self.tasks != self.suite.tasks:
             parts += ["--tasks", ",".join(self.tasks)]
         if self.suite.variants and self.algo == REPPO and self.methods != self.suite.variants:
@@ -140,6 +156,23 @@ def _custom_tasks(text: str | None, suite: Suite) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def first_seed_of(suite: Suite, given: int | None) -> int:
+    """The first seed of a sweep: `--first-seed`, or the suite's. An evaluation suite refuses
+    seeds below its first: those are the seeds that settings were tuned and screened on."""
+    if given is None:
+        return suite.first_seed
+    if given < 0:
+        raise _user_error(f"--first-seed must be >= 0, got {given}")
+    if suite.is_evaluation and given < suite.first_seed:
+        raise _user_error(
+            f"--first-seed {given}: {suite.name} is an evaluation suite, whose seeds start at "
+            f"{suite.first_seed} (lower seeds are the ones settings are tuned and screened on, "
+            f"so results on them are not fresh); leave --first-seed out, or give "
+            f"{suite.first_seed} or more"
+        )
+    return given
+
+
 def parse_overrides(pairs: list[str], algo: str) -> dict[str, Any]:
     """`--set field=value` pairs as typed config values, in the order given."""
     import dataclasses
@@ -181,6 +214,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     suite = get_suite(args.suite)
     if args.seeds < 1:
         raise _user_error(f"--seeds must be >= 1, got {args.seeds}")
+    first_seed = first_seed_of(suite, getattr(args, "first_seed", None))
     algo = args.algo
     if algo != REPPO and algo not in suite.baselines:
         if suite.baselines:
@@ -230,14 +264,20 @@ def resolve(args: argparse.Namespace) -> Settings:
             from reppo.presets import default_preset_name
 
             preset = default_preset_name(suite.backend)
+        from reppo.preset_files import is_preset_file
+
+        if is_preset_file(preset):
+            # Absolute, so that every child (and a rerun from another directory) reads the
+            # same file.
+            preset = str(Path(preset).resolve())
         if preset not in PRESETS:
-            get_preset(preset)  # raises ConfigError naming the valid presets
+            get_preset(preset)  # raises ConfigError naming the valid presets or the file's fault
         methods = (Variant(REPPO, preset, None),)
 
     settings = Settings(
         suite=suite, algo=algo, seeds=args.seeds, steps=args.steps or suite.steps,
         preset=preset, overrides=parse_overrides(args.overrides, algo), tasks=tasks,
-        methods=methods, out=args.out,
+        methods=methods, out=args.out, first_seed=first_seed,
     )
     if algo == REPPO:
         # One complete config per method, so that a bad combination (say --set num_minibatches

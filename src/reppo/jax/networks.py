@@ -8,8 +8,9 @@ ends in a plain Linear output layer; every other Linear is followed by the confi
 normalization and SiLU. The critic encoder's output (the latent z, also the self-prediction
 target) is that raw Linear output; the value head and the predictor apply SiLU to it first.
 The HL-Gauss value head adds a trainable prior, `PRIOR_SCALE` times the histogram of 0, to
-its logits. Kernels are orthogonal (gain 1), biases zero. This is the released code's
-architecture (docs/algorithm.md, "Network details").
+its logits. This is the released code's architecture (docs/algorithm.md, "Networks"), except
+that kernels are orthogonal (gain 1) where the released code keeps flax's default LeCun normal:
+a deviation, stated there; biases are zero in both.
 """
 
 from __future__ import annotations
