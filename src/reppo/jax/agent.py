@@ -67,7 +67,6 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-@dataclass(frozen=True)
 def ends(out: Any, bootstrap_terminations: bool) -> tuple[jax.Array, jax.Array]:
     """(terminated, truncated) as training sees a step: with `bootstrap_terminations` every
     termination is relabelled a truncation, so its target bootstraps from the value of the
@@ -77,6 +76,7 @@ def ends(out: Any, bootstrap_terminations: bool) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros_like(out.terminated), jnp.maximum(out.terminated, out.truncated)
 
 
+@dataclass(frozen=True)
 class Agent:
     """REPPO for one config and one batched env; hashable so its methods can be jitted."""
 
