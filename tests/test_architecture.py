@@ -1,8 +1,9 @@
 """The package's layers, checked from the source: imports go one way.
 
 Module-level imports form no cycle; the backends reach the loop only through the seam
-(`reppo.trainer`); the shared run bookkeeping imports no framework; nothing imports the
-command line.
+(`reppo.trainer`); the ground floor (envs, runs, config, errors, pytrees, the version) imports
+nothing above it and nothing reaches up into the package face; the shared run bookkeeping
+imports no framework; nothing imports the command line.
 """
 
 from __future__ import annotations
@@ -137,6 +138,57 @@ def test_nothing_imports_the_command_line():
         if name != "reppo.cli":
             imported = _imports(path, top_level_only=False)
             assert "reppo.cli" not in imported, f"{name} imports reppo.cli"
+
+
+# The ground floor: run bookkeeping, envs, config and errors, and the small modules every layer
+# may use. They import nothing above them.
+GROUND_PACKAGES = ("reppo.envs", "reppo.runs")
+GROUND_MODULES = {
+    "reppo._version", "reppo.catalog", "reppo.compile_cache", "reppo.config", "reppo.errors",
+    "reppo.eval_seed", "reppo.presets", "reppo.pytrees", "reppo.user_envs",
+}
+
+
+def _is_ground(name: str) -> bool:
+    return name in GROUND_MODULES or any(
+        name == p or name.startswith(p + ".") for p in GROUND_PACKAGES
+    )
+
+
+def test_the_ground_floor_imports_no_layer_above():
+    for name, path in MODULES.items():
+        if _is_ground(name):
+            above = sorted(
+                m for m in _imports(path, top_level_only=False)
+                if m in MODULES and m != "reppo" and not _is_ground(m)
+            )
+            assert not above, f"{name} imports {above} from a layer above the ground floor"
+
+
+def _face_imports(path: Path) -> list[str]:
+    """The names `path` takes from the package face (`reppo/__init__.py`): `import reppo`, or
+    `from reppo import name` where the name is not a submodule."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name == "reppo"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "reppo":
+            found += [a.name for a in node.names if f"reppo.{a.name}" not in MODULES]
+    return found
+
+
+def test_nothing_below_the_face_imports_it():
+    # `__version__` lives in `reppo._version`, so code below the face never needs `reppo`.
+    assert _face_imports(PACKAGE / "torch" / "export.py") == []
+    for name, path in MODULES.items():
+        if name != "reppo":
+            assert not _face_imports(path), f"{name} imports {_face_imports(path)} from reppo"
+
+
+def test_the_face_check_sees_an_import_of_the_face(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import reppo\nfrom reppo import __version__, pytrees\n")
+    assert _face_imports(probe) == ["reppo", "__version__"]
 
 
 def test_exit_statuses_come_from_one_mapping():

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reppo import pytrees
 from reppo.envs import make_env
 from reppo.jax import distributions as D
 from reppo.jax import losses as L
-from reppo.jax import tree_io
 from reppo.jax.agent import Agent
 from reppo.user_envs import register_env, unregister_env
 from tests.conftest import TINY
@@ -46,7 +46,7 @@ def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, iteratio
     scale = 1.0 - iteration / n
     for start, const, linear in ((before.actor, actor_c, actor_l),
                                  (before.critic, critic_c, critic_l)):
-        start, const, linear = (tree_io.flatten(t) for t in (start, const, linear))
+        start, const, linear = (pytrees.flatten(t) for t in (start, const, linear))
         moved = 0.0
         for name in start:
             step_c = np.asarray(const[name]) - np.asarray(start[name])

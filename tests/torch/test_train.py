@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from reppo import pytrees  # noqa: E402
 from reppo.envs import make_env  # noqa: E402
 from reppo.jax import losses as JL  # noqa: E402
-from reppo.jax import tree_io  # noqa: E402
 from reppo.jax.agent import Agent  # noqa: E402
 from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics  # noqa: E402
 from reppo.torch import losses as TL  # noqa: E402
@@ -80,7 +80,7 @@ def test_one_update_matches_jax(tiny_config, changes):
     t_agent = TorchAgent(config, env.spec, torch.device("cpu"), seed=0)
     for module, params in ((t_agent.actor, state.actor), (t_agent.behaviour, state.behaviour),
                            (t_agent.critic, state.critic)):
-        load_flat(module, tree_io.flatten(params))
+        load_flat(module, pytrees.flatten(params))
     with torch.no_grad():
         t_agent.log_alpha.copy_(torch.tensor(float(state.temps.log_alpha)))
         t_agent.log_beta.copy_(torch.tensor(float(state.temps.log_beta)))
@@ -95,9 +95,9 @@ def test_one_update_matches_jax(tiny_config, changes):
     t_metrics = t_agent.update(t_flat, _jax_plan(config, update_key, env.spec.action_size))
 
     # float32 sums in different orders drift by ~1e-6 per step; 4 Adam steps stay well inside.
-    for name, value in tree_io.flatten(actor).items():
+    for name, value in pytrees.flatten(actor).items():
         np.testing.assert_allclose(to_flat(t_agent.actor)[name], value, atol=2e-5, err_msg=name)
-    for name, value in tree_io.flatten(critic).items():
+    for name, value in pytrees.flatten(critic).items():
         np.testing.assert_allclose(to_flat(t_agent.critic)[name], value, atol=2e-5, err_msg=name)
     np.testing.assert_allclose(float(t_agent.log_alpha), float(temps.log_alpha), atol=1e-6)
     np.testing.assert_allclose(float(t_agent.log_beta), float(temps.log_beta), atol=1e-6)
