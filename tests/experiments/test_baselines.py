@@ -191,7 +191,7 @@ def test_paper_tuned_preset_is_the_papers_ppo():
     # Every key is an argument of Brax's PPO train().
     from reppo.experiments import baseline_hyperparameters
 
-    train_keys, _ = baseline_hyperparameters._allowed_keys("brax-ppo")
+    train_keys, _ = baseline_hyperparameters.allowed_keys("brax-ppo")
     assert set(tuned) - {"network_factory", "episode_length", "action_repeat"} <= train_keys
 
     # 500k steps: four updates of 131,072 steps, evaluated after each, no forced reset.
