@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny config for end-to-end runs, and JAX's persistent compile cache."""
+"""Shared fixtures: a tiny config for end-to-end runs, JAX's persistent compile cache, and the
+test tiers (markers, their timeouts, and what a unit test may not do)."""
 
 import os
 from pathlib import Path
@@ -68,16 +69,81 @@ def tiny_flags(config: Config = TINY) -> list[str]:
     return flags
 
 
+# ---- tiers ---------------------------------------------------------------------------------------
+# unit: no simulator and no training (fakes from tests/fakes.py instead); e2e: real runs, one per
+# backend and per command, and the backends' own checks on real envs; learning: return
+# thresholds on cheap tasks; multiprocess: runs over several processes or devices. A test without
+# a tier is a unit test, and a unit test that builds a simulator env or a backend's trainer
+# fails, naming the tier it belongs to. Each tier has its default timeout (an explicit
+# `@pytest.mark.timeout` wins).
+TIERS = ("unit", "e2e", "learning", "multiprocess")
+TIMEOUTS = {"unit": 120, "e2e": 600, "learning": 1800, "multiprocess": 1800}
+# Under xdist the longest tiers start first: the scheduler deals the first tests out one per
+# worker in turn, so the two learning tests run side by side instead of one after the other.
+_ORDER = {"learning": 0, "multiprocess": 1, "e2e": 2, "unit": 3}
+
+
+def tiers_of(item) -> list[str]:
+    return [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config, items):
-    """Under xdist, start the longest tests first: the scheduler deals the first tests out
-    one per worker in turn, so the two learning tests run side by side on separate workers
-    instead of one after the other at the end."""
-    if not _WORKER:
+    for item in items:
+        tiers = tiers_of(item)
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+            tiers = ["unit"]
+        elif "unit" in tiers and len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test is in no other tier {tiers}")
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(max(TIMEOUTS[t] for t in tiers)))
+    if _WORKER:
+        items.sort(key=lambda item: min(_ORDER[t] for t in tiers_of(item)))
+
+
+def _not_in_a_unit_test(what: str):
+    def refuse(*args, **kwargs):
+        raise AssertionError(
+            f"a unit test {what}: use the fakes of tests/fakes.py, or mark the test "
+            "@pytest.mark.e2e (a real run) or @pytest.mark.learning"
+        )
+
+    return refuse
+
+
+_GUARDED = []  # (owner, attribute, what) a unit test may not reach, found once
+
+
+def _guarded() -> list[tuple[object, str, str]]:
+    if not _GUARDED:
+        from reppo.envs import registry
+        from reppo.jax.train import JaxTrainer
+
+        _GUARDED.append((registry, "_load", "loads a MuJoCo Playground env"))
+        _GUARDED.append((JaxTrainer, "__init__", "builds the JAX trainer"))
+        try:
+            from reppo.envs import maniskill
+            from reppo.torch.train import TorchTrainer
+        except ImportError:
+            pass
+        else:
+            _GUARDED.append((maniskill, "_make_raw", "builds a ManiSkill3 env"))
+            _GUARDED.append((TorchTrainer, "__init__", "builds the torch trainer"))
+    return _GUARDED
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Unit tests run with the simulators and the backends' trainers out of reach (from the
+    setup of their fixtures, module-scoped ones included, to their teardown)."""
+    if item.get_closest_marker("unit") is None:
+        yield
         return
-
-    def rank(item) -> int:
-        if item.path.name == "test_learning.py":
-            return 0
-        return 1 if item.get_closest_marker("slow") else 2
-
-    items.sort(key=rank)
+    patch = pytest.MonkeyPatch()
+    for owner, name, what in _guarded():
+        patch.setattr(owner, name, _not_in_a_unit_test(what))
+    try:
+        yield
+    finally:
+        patch.undo()

@@ -304,7 +304,7 @@ def _run_example(name, *args, **env):
     return out.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_example_train_and_predict_runs(backend):
     out = _run_example("train_and_predict.py", backend, REPPO_EXAMPLE_STEPS="8192",

@@ -6,7 +6,7 @@ from reppo.presets import get_preset
 from reppo.training import train
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_reppo_learns_cartpole_balance(tmp_path):
     # Exactly what `reppo train` runs on a CPU machine (the cpu preset on its default task,
     # 507,904 env steps, seed 0), without the intermediate evaluations, which do not change
@@ -19,7 +19,7 @@ def test_reppo_learns_cartpole_balance(tmp_path):
     assert result.eval_return_mean >= 900, result.eval_return_mean
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_reppo_learns_cartpole_balance_with_torch(tmp_path):
     pytest.importorskip("torch")
     # Exactly what `reppo train --backend torch` runs on a CPU machine, without the

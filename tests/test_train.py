@@ -112,7 +112,7 @@ def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_
 # ---- the stochastic evaluation ---------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_every_evaluation_logs_the_stochastic_return(tmp_path, tiny_config):
     config = tiny_config.replace(total_steps=256, log_interval_steps=128, eval_interval_steps=128)
     train(config, tmp_path / "run", echo=_quiet)
@@ -126,7 +126,7 @@ def test_every_evaluation_logs_the_stochastic_return(tmp_path, tiny_config):
         assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
     """The sampling policy's episodes start from the deterministic evaluation's states: with
     its sampled action replaced by the mean action both evaluations agree exactly, for every

@@ -243,7 +243,7 @@ def _maniskill_or_skip():
 TINY = {"num_envs": 2, "num_steps": 10, "num_minibatches": 2, "hidden_dims": [16, 16]}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
 def test_tiny_run_writes_a_valid_run_dir(tmp_path):
     _maniskill_or_skip()

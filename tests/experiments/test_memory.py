@@ -103,7 +103,7 @@ def test_bad_arguments_are_one_line_errors(capsys, argv, needle):
     assert err.startswith("reppo: error: ") and err.count("\n") == 1 and needle in err, err
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_measured_peak_of_a_short_run(tmp_path, capsys):
     # The child uses the tests' compilation cache (REPPO_JAX_CACHE, set by conftest) when warm.
     path = tmp_path / "memory.json"
@@ -128,7 +128,7 @@ def test_measured_peak_of_a_short_run(tmp_path, capsys):
     assert f"{peak / 2**20:,.1f} MiB" in out
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_measured_fasttd3_run_in_a_fresh_process():
     """A small FastTD3 run in its own process: its buffer's bytes, and a peak that includes
     them (the buffer is allocated before the iterations and kept)."""

@@ -351,7 +351,7 @@ def two_process_run(tmp_path_factory):
     return base
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_train_one_run_written_by_rank_0(two_process_run):
     from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics
 
@@ -383,7 +383,7 @@ def test_two_processes_train_one_run_written_by_rank_0(two_process_run):
                for k in first if k.startswith(("actor|", "critic|")))
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_two_process_run_resumes(two_process_run, tmp_path):
     from reppo.runs import read_metrics
 

@@ -165,7 +165,7 @@ def test_torch_non_finite_stops_with_the_iteration(tiny_config, tmp_path):
 
 
 # ---- the stochastic evaluation ---------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_torch_every_evaluation_logs_the_stochastic_return(tiny_config, tmp_path):
     config = _torch_config(
         tiny_config, total_steps=256, log_interval_steps=128, eval_interval_steps=128
@@ -181,7 +181,7 @@ def test_torch_every_evaluation_logs_the_stochastic_return(tiny_config, tmp_path
         assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_torch_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
     """With the sampled action replaced by the mean action, the stochastic evaluation equals
     the deterministic one exactly: both reset with the same seed, to the same initial states."""
