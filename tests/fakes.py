@@ -63,7 +63,9 @@ class ScriptedTrainer:
     logged metrics of a chunk from the array of its iterations (1-based), shape (1, n): by
     default a temperature that blows up (finite) after iteration 4, which the loop warns about
     as divergence; `non_finite_at` makes the chunk holding that iteration report a non-finite
-    value. `calls` lists the trainer calls the loop made, in order."""
+    value. `calls` lists the trainer calls the loop made, in order. Its checkpoints hold a
+    policy of the JAX layout (zero weights) for `policy_sizes`, so that `reppo.train` and
+    `reppo eval` can load them."""
 
     backend = "jax"
 
@@ -83,6 +85,7 @@ class ScriptedTrainer:
         self.compile_seconds = 0.0
         self._compile = compile_seconds
         self.calls: list[tuple[str, int]] = []
+        self._policy: dict[str, np.ndarray] | None = None
 
     def prepare(self, state: int, chunk_size: int) -> None:
         self.calls.append(("prepare", chunk_size))
@@ -113,7 +116,28 @@ class ScriptedTrainer:
         return 5, 1
 
     def state_arrays(self, state: int) -> dict[str, np.ndarray]:
-        return {"iteration": np.full((self.config.num_seeds,), state)}
+        return {**self._policy_arrays(), "iteration": np.full((self.config.num_seeds,), state)}
+
+    def _policy_arrays(self) -> dict[str, np.ndarray]:
+        if self._policy is None:
+            from reppo import pytrees
+            from reppo.jax import normalizer
+            from reppo.jax.networks import Networks
+
+            obs_size, action_size = self.policy_sizes()
+            nets = Networks.from_config(self.config, obs_size, action_size)
+            actor = jax.eval_shape(nets.init_actor, jax.random.PRNGKey(0))
+
+            def seeds(tree: Any, fill: Callable[[Any], np.ndarray]) -> Any:
+                n = self.config.num_seeds
+                return jax.tree_util.tree_map(lambda x: np.stack([fill(x)] * n), tree)
+
+            self._policy = {
+                **pytrees.flatten(seeds(actor, lambda x: np.zeros(x.shape, x.dtype)), "actor/"),
+                **pytrees.flatten(seeds(normalizer.init_stats(obs_size), np.asarray),
+                                  "obs_stats/"),
+            }
+        return self._policy
 
     def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> int:
         return int(arrays["iteration"][0])

@@ -1,6 +1,5 @@
 """The JAX agent's update as a whole: what the config's schedule does to each step."""
 
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +11,8 @@ from reppo.envs import make_env
 from reppo.jax import distributions as D
 from reppo.jax import losses as L
 from reppo.jax.agent import Agent
-from reppo.user_envs import register_env, unregister_env
 from tests.conftest import TINY
+from tests.fakes import STILL_ENV, still_env
 
 
 def _one_step_update(config, iteration):
@@ -77,36 +76,14 @@ def _lag_one_correlation(u):
     return float(np.mean(num / den))
 
 
-class _StillState(NamedTuple):
-    obs: jax.Array
-    reward: jax.Array
-    done: jax.Array
-
-
-class _Still:
-    """An env whose observation never changes: every action is drawn at the same state, so
-    the actions' correlation is the noise's (and it compiles in moments)."""
-
-    action_size = 2
-
-    def reset(self, rng):
-        del rng
-        return _StillState(jnp.zeros(3), jnp.zeros(()), jnp.zeros(()))
-
-    def step(self, state, action):
-        del action
-        return state
-
-
-_NOISE_CONFIG = {"env": "StillForNoiseTests", "num_envs": 64, "num_steps": 64,
-                 "stagger_episodes": False}
+_NOISE_CONFIG = {"env": STILL_ENV, "num_envs": 64, "num_steps": 64, "stagger_episodes": False}
 
 
 @pytest.fixture(scope="module")
-def still_env():
-    register_env("StillForNoiseTests", _Still, episode_length=1000, reward_range=(0.0, 1.0))
-    yield
-    unregister_env("StillForNoiseTests")
+def still():
+    # Every action is drawn at the same state, so the actions' correlation is the noise's.
+    with still_env():
+        yield
 
 
 def _rollout(config):
@@ -122,7 +99,7 @@ def _pre_tanh(actions):
 
 
 @pytest.fixture(scope="module")
-def independent_rollout(still_env):
+def independent_rollout(still):
     return _rollout(TINY.replace(**_NOISE_CONFIG))
 
 
