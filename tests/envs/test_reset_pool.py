@@ -128,6 +128,7 @@ def test_pool_size_covers_the_expected_ends_of_a_staggered_rollout():
     assert reset_pool_size(8, 16, 1000) == 0
 
 
+@pytest.mark.e2e
 def test_both_agents_draw_a_pool_per_rollout_and_drop_it(tiny_config, monkeypatch):
     """The JAX agent's rollout and the torch agent's over the Playground bridge draw a pool
     of reset_pool_size states, and the state they hand back (what checkpoints save) has none."""

@@ -243,6 +243,7 @@ def test_schedule_whole_iterations_and_evaluation_points():
 # ---- delayed actor updates --------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_actor_updates_once_per_policy_frequency_critic_updates():
     """With num_updates 2 and policy_frequency 2: two critic updates and one actor update per
     iteration, and none of either before learning starts."""

@@ -32,6 +32,7 @@ def test_replay_buffer_bytes_by_hand():
     assert memory.replay_buffer_bytes(5, 1, 32_768) == 32_768 * 56 == 1_835_008
 
 
+@pytest.mark.e2e
 def test_rollout_storage_matches_the_hand_count():
     storage = memory.rollout_storage(TINY)
     assert (storage.obs_size, storage.action_size) == (OBS, ACT)
@@ -52,6 +53,7 @@ def test_rollout_storage_matches_the_hand_count():
     assert storage.shuffled_bytes == 128 * 28 * 4 == 14_336
 
 
+@pytest.mark.e2e
 def test_command_prints_the_table_and_writes_json_once(tmp_path, capsys):
     path = tmp_path / "memory.json"
     argv = ["memory", "--env", "CartpoleBalance", "--preset", "cpu", *TINY_SET,

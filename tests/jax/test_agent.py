@@ -32,10 +32,10 @@ def _one_step_update(config, iteration):
 
 
 @pytest.mark.parametrize("iteration", [0, 1, 3])
-def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, iteration):
+def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, still, iteration):
     """One Adam step is proportional to the learning rate, so in iteration i of n the linear
     schedule's step is (1 - i/n) times the constant schedule's; the temperatures keep theirs."""
-    config = tiny_config.replace(num_epochs=1, num_minibatches=1)
+    config = tiny_config.replace(env=STILL_ENV, num_epochs=1, num_minibatches=1)
     n = config.num_iterations
     assert n == 4
     before, actor_c, critic_c, temps_c = _one_step_update(config, iteration)
@@ -58,7 +58,8 @@ def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, iteratio
     np.testing.assert_array_equal(np.asarray(temps_l.log_beta), np.asarray(temps_c.log_beta))
 
 
-def test_lr_scale_runs_from_one_to_zero_over_the_budget(tiny_config):
+def test_lr_scale_runs_from_one_to_zero_over_the_budget(tiny_config, still):
+    tiny_config = tiny_config.replace(env=STILL_ENV)
     env = make_env(tiny_config.env, tiny_config.num_envs)
     constant = Agent.create(tiny_config, env)
     linear = Agent.create(tiny_config.replace(lr_schedule="linear"), env)

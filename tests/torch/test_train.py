@@ -55,6 +55,7 @@ def _jax_plan(config, key, action_size):
     ],
     ids=["default", "full-analytic-layer", "mse-nonorm", "linear-lr"],
 )
+@pytest.mark.e2e
 def test_one_update_matches_jax(tiny_config, changes):
     """Same initial weights and the same rollout data: both backends' parameters agree after
     a whole update (TD(lambda) targets, 2 epochs x 2 minibatches of critic, actor and
@@ -116,6 +117,7 @@ def _params(run_dir):
     return {k: v for k, v in arrays.items() if k.split("/")[0] in ("actor", "critic", "temps")}
 
 
+@pytest.mark.e2e
 def test_torch_run_is_deterministic_and_resumes_exactly(tiny_config, tmp_path):
     config = _torch_config(tiny_config)
     train(config, tmp_path / "a", echo=lambda _: None)
@@ -144,6 +146,7 @@ def _params_of_seed(config, run_dir):
     return _params(run_dir)
 
 
+@pytest.mark.e2e
 def test_torch_checkpoint_names_match_jax(tiny_config, tmp_path):
     """What both backends share is stored under the same names, shapes and dtypes."""
     train(_torch_config(tiny_config), tmp_path / "t", echo=lambda _: None)
@@ -158,6 +161,7 @@ def test_torch_checkpoint_names_match_jax(tiny_config, tmp_path):
         assert t[name].shape == j[name].shape and t[name].dtype == j[name].dtype, name
 
 
+@pytest.mark.e2e
 def test_torch_non_finite_stops_with_the_iteration(tiny_config, tmp_path):
     config = _torch_config(tiny_config, actor_lr=1e30, critic_lr=1e30, max_grad_norm=1e30)
     with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration \d+"):
@@ -260,6 +264,7 @@ def _torch_rollout_pre_tanh(tiny_config, rho):
     return np.arctanh(np.clip(data.action.double().numpy(), -0.999999, 0.999999))
 
 
+@pytest.mark.e2e
 def test_torch_correlated_noise_links_consecutive_actions_and_keeps_their_spread(tiny_config):
     def lag_one(u):
         u = u - u.mean(axis=0, keepdims=True)
