@@ -128,8 +128,8 @@ def _guarded() -> list[tuple[object, str, object]]:
 
         # Reading a Playground task's static facts (`env_spec`: sizes, episode length) loads
         # its model but steps nothing; building a batch of it does.
-        _GUARDED.append((registry, "_load", _not_in_a_unit_test(
-            "builds a MuJoCo Playground env", "env_spec", registry._load)))
+        _GUARDED.append((registry, "load_playground_env", _not_in_a_unit_test(
+            "builds a MuJoCo Playground env", "env_spec", registry.load_playground_env)))
         _GUARDED.append((JaxTrainer, "__init__",
                          _not_in_a_unit_test("builds the JAX trainer")))
         try:
@@ -138,7 +138,7 @@ def _guarded() -> list[tuple[object, str, object]]:
         except ImportError:
             pass
         else:
-            _GUARDED.append((maniskill, "_make_raw",
+            _GUARDED.append((maniskill, "make_raw_env",
                              _not_in_a_unit_test("builds a ManiSkill3 env")))
             _GUARDED.append((TorchTrainer, "__init__",
                              _not_in_a_unit_test("builds the torch trainer")))
