@@ -178,6 +178,7 @@ def test_the_torch_backend_runs_a_registered_jax_env_through_the_bridge(register
     assert obs.shape == (4, 2) and out.reward.shape == (4,)
 
 
+@pytest.mark.e2e
 def test_a_playground_env_registered_under_its_own_name(registered):
     from mujoco_playground import registry
 

@@ -228,6 +228,7 @@ def _collectives(rank: int, processes: TorchProcesses) -> None:
     assert gathered == (["from 0", "from 1"] if rank == 0 else None)
 
 
+@pytest.mark.multiprocess
 def test_the_collectives_on_two_processes():
     _on_two_processes(_collectives)
 
@@ -308,6 +309,7 @@ def _update_on_two_ranks(rank: int, processes: TorchProcesses) -> None:
     assert not all(np.allclose(ours[k], initial[k]) for k in ours)
 
 
+@pytest.mark.multiprocess
 def test_two_ranks_update_like_one_process_on_their_union():
     _on_two_processes(_update_on_two_ranks)
 
