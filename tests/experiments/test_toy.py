@@ -150,6 +150,7 @@ def test_running_mean_baseline_uses_earlier_batches_only():
     assert not np.allclose(plain["mean"][2], path["mean"][2])
 
 
+@pytest.mark.learning
 def test_strong_surrogate_is_more_accurate_than_weak_one():
     setup = toy.ToySetup()
     key = jax.random.key(3)
