@@ -118,6 +118,7 @@ def test_export_onnx_matches_the_policy_of_either_backend(torch_run, jax_run, tm
     assert path.read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_torch_flag_errors(tmp_path, capsys):
     code, _, err = _cli(capsys, "train", *TORCH_FLAGS, "--num-seeds", 2,
                         "--run-dir", tmp_path / "x")
@@ -135,6 +136,7 @@ def test_torch_flag_errors(tmp_path, capsys):
     assert not any((tmp_path / d).exists() for d in "xyzw")
 
 
+@pytest.mark.e2e
 def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import shutil
 
