@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test the lower bounds of pyproject.toml's ranges: a fresh virtual environment with every
 # runtime dependency at the lowest version its range allows (constraints-lowest.txt), then the
-# test suite in it (arguments go to pytest, e.g. -m "not slow"). CI tests the newest versions
+# test suite in it (arguments go to pytest, e.g. -m unit). CI tests the newest versions
 # (constraints.txt); run this after changing a lower bound.
 #
 #   bash scripts/test-lowest.sh [PYTEST ARGS]      # VENV=DIR picks the environment's place

@@ -1,6 +1,8 @@
-"""Shared fixtures: a tiny config for end-to-end runs, and JAX's persistent compile cache."""
+"""Shared fixtures: a tiny config for end-to-end runs, JAX's persistent compile cache, and the
+test tiers (markers, their timeouts, and what a unit test may not do)."""
 
 import os
+import sys
 from pathlib import Path
 
 # Under pytest-xdist (`-n 2`, as CI runs) every worker shares the machine's cores with the
@@ -68,16 +70,95 @@ def tiny_flags(config: Config = TINY) -> list[str]:
     return flags
 
 
+# ---- tiers ---------------------------------------------------------------------------------------
+# unit: no simulator and no training (fakes from tests/fakes.py instead); e2e: real runs, one per
+# backend and per command, and the backends' own checks on real envs; learning: return
+# thresholds on cheap tasks; multiprocess: runs over several processes or devices. A test without
+# a tier is a unit test, and a unit test that builds a simulator env or a backend's trainer
+# fails, naming the tier it belongs to. Each tier has its default timeout (an explicit
+# `@pytest.mark.timeout` wins).
+TIERS = ("unit", "e2e", "learning", "multiprocess")
+TIMEOUTS = {"unit": 120, "e2e": 600, "learning": 1800, "multiprocess": 1800}
+# Under xdist the longest tiers start first: the scheduler deals the first tests out one per
+# worker in turn, so the two learning tests run side by side instead of one after the other.
+_ORDER = {"learning": 0, "multiprocess": 1, "e2e": 2, "unit": 3}
+
+
+def tiers_of(item) -> list[str]:
+    return [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config, items):
-    """Under xdist, start the longest tests first: the scheduler deals the first tests out
-    one per worker in turn, so the two learning tests run side by side on separate workers
-    instead of one after the other at the end."""
-    if not _WORKER:
+    for item in items:
+        tiers = tiers_of(item)
+        if not tiers and item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.e2e)  # the old marker, from before the tiers
+            tiers = ["e2e"]
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+            tiers = ["unit"]
+        elif "unit" in tiers and len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test is in no other tier {tiers}")
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(max(TIMEOUTS[t] for t in tiers)))
+    if _WORKER:
+        items.sort(key=lambda item: min(_ORDER[t] for t in tiers_of(item)))
+
+
+def _not_in_a_unit_test(what: str, allowed_caller: str | None = None, original=None):
+    """A stand-in for `original` that fails the test, naming `what` it did and where it
+    belongs; called from a function named `allowed_caller` it runs `original`."""
+
+    def refuse(*args, **kwargs):
+        if allowed_caller is not None and sys._getframe(1).f_code.co_name == allowed_caller:
+            return original(*args, **kwargs)
+        raise AssertionError(
+            f"a unit test {what}: use the fakes of tests/fakes.py, or mark the test "
+            "@pytest.mark.e2e (a real run) or @pytest.mark.learning"
+        )
+
+    return refuse
+
+
+_GUARDED = []  # (owner, attribute, stand-in) for what a unit test may not reach, found once
+
+
+def _guarded() -> list[tuple[object, str, object]]:
+    if not _GUARDED:
+        from reppo.envs import registry
+        from reppo.jax.train import JaxTrainer
+
+        # Reading a Playground task's static facts (`env_spec`: sizes, episode length) loads
+        # its model but steps nothing; building a batch of it does.
+        _GUARDED.append((registry, "load_playground_env", _not_in_a_unit_test(
+            "builds a MuJoCo Playground env", "env_spec", registry.load_playground_env)))
+        _GUARDED.append((JaxTrainer, "__init__",
+                         _not_in_a_unit_test("builds the JAX trainer")))
+        try:
+            from reppo.envs import maniskill
+            from reppo.torch.train import TorchTrainer
+        except ImportError:
+            pass
+        else:
+            _GUARDED.append((maniskill, "make_raw_env",
+                             _not_in_a_unit_test("builds a ManiSkill3 env")))
+            _GUARDED.append((TorchTrainer, "__init__",
+                             _not_in_a_unit_test("builds the torch trainer")))
+    return _GUARDED
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Unit tests run with the simulators and the backends' trainers out of reach (from the
+    setup of their fixtures, module-scoped ones included, to their teardown)."""
+    if item.get_closest_marker("unit") is None:
+        yield
         return
-
-    def rank(item) -> int:
-        if item.path.name == "test_learning.py":
-            return 0
-        return 1 if item.get_closest_marker("slow") else 2
-
-    items.sort(key=rank)
+    patch = pytest.MonkeyPatch()
+    for owner, name, stand_in in _guarded():
+        patch.setattr(owner, name, stand_in)
+    try:
+        yield
+    finally:
+        patch.undo()

@@ -1,11 +1,14 @@
 """The library API (`reppo.preset`, `reppo.train`, `reppo.load_policy`, `reppo.Policy`) and
 the examples that use it (docs/api.md)."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,7 @@ import pytest
 import reppo
 from reppo.runs import RunDirError, latest_checkpoint, list_checkpoints, read_metrics
 from tests.conftest import TINY
+from tests.fakes import scripted_backend, still_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {
@@ -28,13 +32,32 @@ def _obs(policy, n=7, seed=0):
     return np.random.default_rng(seed).normal(0.0, 3.0, (n, policy.obs_size)).astype(np.float32)
 
 
+class SavedRun(NamedTuple):
+    result: reppo.TrainResult
+    run_dir: Path
+    seen: list
+    printed: str
+
+
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
-    """One tiny JAX run kept on disk, with the records its callback saw."""
+    """One tiny JAX run kept on disk, with the records its callback saw (and what it printed
+    without an `echo`: nothing, checked by `test_train_is_quiet_without_echo`)."""
     run_dir = tmp_path_factory.mktemp("api") / "run"
     seen = []
-    result = reppo.train(TINY, run_dir, callbacks=[seen.append])
-    return result, run_dir, seen
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        result = reppo.train(TINY, run_dir, callbacks=[seen.append])
+    return SavedRun(result, run_dir, seen, printed.getvalue())
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """`reppo.train` on the still env with the scripted trainer (tests/fakes.py): the API's
+    handling of a run without an algorithm or a simulator."""
+    scripted_backend(monkeypatch)
+    with still_env() as name:
+        yield TINY.replace(env=name)
 
 
 # ---- the package --------------------------------------------------------------------------------
@@ -103,6 +126,7 @@ def test_preset_refuses_unknown_fields_and_backends():
 
 
 # ---- train ---------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_train_without_run_dir_leaves_no_files(tmp_path, monkeypatch):
     temp_root, cwd = tmp_path / "tmp", tmp_path / "cwd"
     temp_root.mkdir()
@@ -141,14 +165,14 @@ def test_train_without_run_dir_leaves_no_files(tmp_path, monkeypatch):
         policy(np.zeros(4))
 
 
-def test_train_is_quiet_without_echo(capsys, tmp_path):
-    reppo.train(TINY.replace(total_steps=256), tmp_path / "run")
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
+@pytest.mark.e2e
+def test_train_is_quiet_without_echo(saved_run):
+    assert saved_run.run_dir.is_dir()
+    assert saved_run.printed == ""
 
 
-def test_a_callback_stops_the_run_with_a_checkpoint(tmp_path):
-    budget = TINY.replace(total_steps=1024)
+def test_a_callback_stops_the_run_with_a_checkpoint(tmp_path, scripted):
+    budget = scripted.replace(total_steps=1024)
     other = []
 
     def stop_at_first(record):
@@ -182,15 +206,17 @@ def test_train_refuses_bad_arguments(tmp_path):
         reppo.train(TINY, resume=True)
 
 
+@pytest.mark.e2e
 def test_resume_refuses_changes_a_resumed_run_cannot_take(saved_run):
-    _, run_dir, _ = saved_run
+    run_dir = saved_run.run_dir
     with pytest.raises(reppo.ConfigError, match="cannot change actor_lr"):
         reppo.train(TINY.replace(actor_lr=1e-2), run_dir, resume=True)
 
 
 # ---- saved runs and load_policy -------------------------------------------------------------
+@pytest.mark.e2e
 def test_train_with_run_dir_keeps_the_run(saved_run):
-    result, run_dir, seen = saved_run
+    result, run_dir, seen, _ = saved_run
     assert result.run_dir == run_dir and result.policy.checkpoint == latest_checkpoint(run_dir)
     logged = read_metrics(run_dir)
     assert [r["env_steps"] for r in seen] == [r["env_steps"] for r in logged] == [256, 512]
@@ -198,10 +224,11 @@ def test_train_with_run_dir_keeps_the_run(saved_run):
     assert result.eval_return_mean == logged[-1]["eval/return_mean"]
 
 
+@pytest.mark.e2e
 def test_load_policy_acts_as_the_trained_policy_and_reppo_eval(saved_run):
     from reppo.jax.policy import load_policy as eval_loader
 
-    result, run_dir, _ = saved_run
+    result, run_dir = saved_run.result, saved_run.run_dir
     policy = reppo.load_policy(run_dir)
     assert policy.backend == "jax" and policy.env_steps == 512 and policy.config == TINY
     batch = _obs(policy)
@@ -219,6 +246,7 @@ def test_load_policy_acts_as_the_trained_policy_and_reppo_eval(saved_run):
     assert not np.array_equal(first(batch), policy(batch))
 
 
+@pytest.mark.e2e
 def test_sampled_actions_are_reproducible_with_a_seed(saved_run):
     policy = saved_run[0].policy
     batch = _obs(policy, n=64)
@@ -237,10 +265,11 @@ def test_sampled_actions_are_reproducible_with_a_seed(saved_run):
     np.testing.assert_array_equal(np.asarray(sample(batch, jax.random.PRNGKey(3))), a)
 
 
+@pytest.mark.e2e
 def test_a_jax_run_runs_in_torch_too(saved_run):
     import torch
 
-    _, run_dir, _ = saved_run
+    run_dir = saved_run.run_dir
     jax_policy = reppo.load_policy(run_dir)
     torch_policy = reppo.load_policy(run_dir, backend="torch")
     assert torch_policy.backend == "torch"
@@ -253,8 +282,9 @@ def test_a_jax_run_runs_in_torch_too(saved_run):
     np.testing.assert_allclose(out, jax_policy(batch), atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_load_policy_errors(saved_run, tmp_path):
-    _, run_dir, _ = saved_run
+    run_dir = saved_run.run_dir
     with pytest.raises(reppo.ConfigError, match="backend must be one of"):
         reppo.load_policy(run_dir, backend="tf")
     with pytest.raises(reppo.ConfigError, match=r"seed_index must lie in \[0, 1\)"):
@@ -264,6 +294,7 @@ def test_load_policy_errors(saved_run, tmp_path):
 
 
 # ---- the torch backend ---------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_the_torch_backend_works_the_same_way(tmp_path):
     import torch
 
@@ -304,7 +335,7 @@ def _run_example(name, *args, **env):
     return out.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_example_train_and_predict_runs(backend):
     out = _run_example("train_and_predict.py", backend, REPPO_EXAMPLE_STEPS="8192",
@@ -313,7 +344,8 @@ def test_example_train_and_predict_runs(backend):
     assert "after 8,192 env steps" in out and "one observation -> action" in out
 
 
+@pytest.mark.e2e
 def test_example_load_and_step_runs(saved_run):
-    _, run_dir, _ = saved_run
+    run_dir = saved_run.run_dir
     out = _run_example("load_and_step.py", str(run_dir), "--steps", "20")
     assert "CartpoleBalance: return" in out and "over 20 steps" in out

@@ -19,7 +19,6 @@ from pathlib import Path
 import jax
 import pytest
 
-import reppo.jax.train as jax_train
 from reppo import training
 from reppo.cli import main
 from reppo.envs import list_envs
@@ -31,6 +30,7 @@ from reppo.runs import (
     read_metrics,
 )
 from tests.conftest import TINY, tiny_flags
+from tests.fakes import ScriptedTrainer, scripted_backend, still_env
 
 TINY_FLAGS = ["--preset", "cpu", *tiny_flags()]
 STEPS = TINY.total_steps  # 512: two chunks of two iterations (256 env steps each)
@@ -90,6 +90,15 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture
+def scripted_flags(monkeypatch):
+    """`reppo train` flags of the tiny config on the still env, whose runs the scripted trainer
+    trains (tests/fakes.py): the command and the loop without an algorithm or a simulator."""
+    scripted_backend(monkeypatch)
+    with still_env() as name:
+        yield ["--preset", "cpu", *tiny_flags(TINY.replace(env=name))]
+
+
+@pytest.fixture
 def run_copy(trained, tmp_path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(trained[0], copy)
@@ -114,6 +123,7 @@ def test_envs_lists_the_dmc_and_maniskill_tasks(capsys):
 # ---- train and eval ---------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_train_writes_a_complete_run(trained):
     run, code, out = trained
     assert code == 0
@@ -135,6 +145,7 @@ def test_train_writes_a_complete_run(trained):
     assert f"final evaluation: return {final['eval/return_mean']:.1f}" in out
 
 
+@pytest.mark.e2e
 def test_eval_prints_one_json_object_or_one_line(trained, capsys):
     run = trained[0]
     before = _snapshot(run)
@@ -170,6 +181,7 @@ def test_eval_prints_one_json_object_or_one_line(trained, capsys):
 # ---- resume -----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_resume_extends_the_run(run_copy, capsys):
     run = run_copy
     old_lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -203,10 +215,13 @@ def _interrupt_after_first_chunk(monkeypatch) -> list[str]:
     return calls
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
+    tmp_path, capsys, monkeypatch, scripted_flags
+):
     run = tmp_path / "run"
-    calls = _interrupt_after_first_chunk(monkeypatch)
-    code, out, err = _cli(capsys, "train", *TINY_FLAGS, "--run-dir", run)
+    with monkeypatch.context() as interrupting:
+        calls = _interrupt_after_first_chunk(interrupting)
+        code, out, err = _cli(capsys, "train", *scripted_flags, "--run-dir", run)
     assert code == 130, err
     assert len(calls) == 1  # interrupted after the first chunk, not later
     assert list_checkpoints(run) == [checkpoint_path(run, CHUNK)]
@@ -214,7 +229,6 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeyp
     assert f"--resume {run}" in out
     assert "final evaluation" not in out
 
-    monkeypatch.undo()
     code, out, err = _cli(capsys, "train", "--resume", run)
     assert code == 0, err
     assert "final evaluation" in out
@@ -222,16 +236,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeyp
     assert _env_steps(run) == [CHUNK, STEPS]
 
 
-def test_interrupted_extension_is_finished_by_a_plain_resume(run_copy, capsys, monkeypatch):
-    run = run_copy
+def test_interrupted_extension_is_finished_by_a_plain_resume(
+    tmp_path, capsys, monkeypatch, scripted_flags
+):
+    run = tmp_path / "run"
+    code, _, err = _cli(capsys, "train", *scripted_flags, "--run-dir", run)
+    assert code == 0, err
 
-    def interrupted_compile(self, state, num_iterations):
-        raise KeyboardInterrupt  # Ctrl-C while the first chunk of the extension compiles
+    def interrupted_compile(self, state, chunk_size):
+        raise KeyboardInterrupt  # Ctrl-C while the extension's training program compiles
 
-    monkeypatch.setattr(jax_train.JaxTrainer, "chunk_fn", interrupted_compile)
-    code, out, _ = _cli(capsys, "train", "--resume", run, "--total-steps", 2 * STEPS)
+    with monkeypatch.context() as interrupting:
+        interrupting.setattr(ScriptedTrainer, "prepare", interrupted_compile)
+        code, out, _ = _cli(capsys, "train", "--resume", run, "--total-steps", 2 * STEPS)
     assert code == 130
-    monkeypatch.undo()
     # The interrupt message says how to continue; doing that must finish the extended run.
     assert f"continue with `reppo train --resume {run}`" in out
     code, out, err = _cli(capsys, "train", "--resume", run)
@@ -243,6 +261,7 @@ def test_interrupted_extension_is_finished_by_a_plain_resume(run_copy, capsys, m
 # ---- user errors ------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_unknown_env_suggests_the_closest_and_lists_all(run_copy, capsys):
     before = _snapshot(run_copy)
     code, out, err = _cli(capsys, "train", *TINY_FLAGS, "--env", "CartpoleBalanc",
@@ -268,6 +287,7 @@ def test_unknown_env_suggests_the_closest_and_lists_all(run_copy, capsys):
     ],
     ids=["preset", "num-envs", "norm", "gamma", "bool", "minibatches", "resume-and-run-dir"],
 )
+@pytest.mark.e2e
 def test_invalid_train_flags_are_refused_before_any_work(run_copy, capsys, flags, needles):
     before = _snapshot(run_copy)
     code, out, err = _cli(capsys, "train", *TINY_FLAGS, *flags, "--run-dir", run_copy)
@@ -293,6 +313,7 @@ def test_resume_of_a_dir_that_is_not_a_run(tmp_path, capsys):
     assert _snapshot(other) == before
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_latest_checkpoint_is_named_and_left_alone(run_copy, capsys, damage):
     ckpt = latest_checkpoint(run_copy)
@@ -320,6 +341,7 @@ def test_corrupt_latest_checkpoint_is_named_and_left_alone(run_copy, capsys, dam
     [([], "same config"), (["--total-steps", 2 * STEPS], "different config")],
     ids=["same-config", "different-config"],
 )
+@pytest.mark.e2e
 def test_train_refuses_a_run_dir_that_holds_a_run(run_copy, capsys, flags, needle):
     before = _snapshot(run_copy)
     code, out, err = _cli(capsys, "train", *TINY_FLAGS, *flags, "--run-dir", run_copy)
@@ -335,6 +357,7 @@ def test_train_refuses_a_run_dir_that_holds_a_run(run_copy, capsys, flags, needl
     [(["--num-envs", "16"], "num_envs"), (["--seed", "1"], "seed"),
      (["--env", "WalkerRun"], "env")],
 )
+@pytest.mark.e2e
 def test_resume_refuses_to_change_a_frozen_field(run_copy, capsys, flags, field):
     before = _snapshot(run_copy)
     code, out, err = _cli(capsys, "train", "--resume", run_copy, *flags)
@@ -342,6 +365,7 @@ def test_resume_refuses_to_change_a_frozen_field(run_copy, capsys, flags, field)
     assert _snapshot(run_copy) == before
 
 
+@pytest.mark.e2e
 def test_resume_accepts_unchanged_frozen_flags(run_copy, capsys):
     # Repeating the run's own flags is not a change; the run is already complete, so
     # nothing is trained and nothing needs compiling.
@@ -350,6 +374,7 @@ def test_resume_accepts_unchanged_frozen_flags(run_copy, capsys):
     assert _latest_steps(run_copy) == STEPS
 
 
+@pytest.mark.e2e
 def test_eval_replays_the_runs_own_final_evaluation(trained, capsys):
     # One evaluation seed (reppo.trainer.eval_seed) serves training and `reppo eval`: with the
     # run's episode count, the final checkpoint's episodes are those of the run's last record.
@@ -384,6 +409,7 @@ def test_eval_of_a_missing_dir(tmp_path, capsys):
     assert out == ""
 
 
+@pytest.mark.e2e
 def test_run_without_checkpoints_cannot_be_evaluated_or_resumed(run_copy, capsys):
     shutil.rmtree(run_copy / "checkpoints")
     before = _snapshot(run_copy)
@@ -394,6 +420,7 @@ def test_run_without_checkpoints_cannot_be_evaluated_or_resumed(run_copy, capsys
     assert _snapshot(run_copy) == before
 
 
+@pytest.mark.e2e
 def test_eval_refuses_zero_episodes(trained, capsys):
     code, out, err = _cli(capsys, "eval", trained[0], "--episodes", 0)
     _assert_user_error(code, err, "--episodes")
@@ -402,6 +429,7 @@ def test_eval_refuses_zero_episodes(trained, capsys):
 # ---- input that must be refused ------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_abbreviated_flags_are_refused(run_copy, capsys):
     before = _snapshot(run_copy)
     with pytest.raises(SystemExit) as exit_info:
@@ -413,6 +441,7 @@ def test_abbreviated_flags_are_refused(run_copy, capsys):
     assert _snapshot(run_copy) == before
 
 
+@pytest.mark.e2e
 def test_resume_refuses_a_preset_that_is_not_the_runs(run_copy, capsys):
     before = _snapshot(run_copy)
     code, out, err = _cli(capsys, "train", "--resume", run_copy, "--preset", "paper")
@@ -424,6 +453,7 @@ def test_resume_refuses_a_preset_that_is_not_the_runs(run_copy, capsys):
     ("name", "needle"),
     [("clip.avi", "must end in .gif or .mp4"), ("existing.gif", "already exists")],
 )
+@pytest.mark.e2e
 def test_eval_video_is_checked_before_evaluating(run_copy, capsys, name, needle):
     video = run_copy.parent / name
     if name.startswith("existing"):
@@ -435,6 +465,7 @@ def test_eval_video_is_checked_before_evaluating(run_copy, capsys, name, needle)
     assert _snapshot(run_copy.parent) == before
 
 
+@pytest.mark.e2e
 def test_eval_mp4_without_ffmpeg_is_refused_before_evaluating(run_copy, capsys, monkeypatch):
     import reppo.commands.evaluate as evaluate_command
 
@@ -470,6 +501,7 @@ def _fake_ffmpeg(tmp_path: Path, monkeypatch, message: str) -> None:
      ("Read-only file system", ("read-only file system", "nothing was written")),
      ("Invalid argument", ("ffmpeg could not write", "Invalid argument", ".gif"))],
 )
+@pytest.mark.e2e
 def test_eval_mp4_that_ffmpeg_fails_to_write_is_one_line_and_leaves_nothing(
         run_copy, capsys, monkeypatch, tmp_path, message, needles):
     import os
@@ -497,6 +529,7 @@ def _no_evaluation(monkeypatch) -> None:
     monkeypatch.setattr(jax_policy, "evaluate_run", evaluate_run)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("given", ["out.gif", "missing.safetensors", "checkpoints-dir"])
 def test_eval_of_a_path_that_is_not_a_checkpoint_lists_the_runs_checkpoints(
     run_copy, capsys, given
@@ -518,6 +551,7 @@ def test_eval_of_a_path_that_is_not_a_checkpoint_lists_the_runs_checkpoints(
     assert out == "" and _snapshot(run_copy.parent) == before
 
 
+@pytest.mark.e2e
 def test_eval_of_a_corrupt_latest_checkpoint_never_advises_deleting_it(run_copy, capsys):
     ckpt = latest_checkpoint(run_copy)
     ckpt.write_bytes(ckpt.read_bytes()[:100])
@@ -536,6 +570,7 @@ def _edit_config(run: Path, **changes) -> None:
     path.write_text(json.dumps(config))
 
 
+@pytest.mark.e2e
 def test_eval_refuses_a_config_json_edited_away_from_its_checkpoint(run_copy, capsys):
     # normalize_obs alone would load and silently act on unnormalized observations.
     _edit_config(run_copy, normalize_obs=False, actor_hidden_dim=32, v_max=10.0)
@@ -551,6 +586,7 @@ def test_eval_refuses_a_config_json_edited_away_from_its_checkpoint(run_copy, ca
     assert out == "" and _snapshot(run_copy) == before
 
 
+@pytest.mark.e2e
 def test_config_fields_that_do_not_shape_the_policy_may_be_edited(run_copy):
     from reppo.config import Config
     from reppo.runs import load_run_checkpoint
@@ -579,6 +615,7 @@ def _fail_mkstemp_in(monkeypatch, directory: Path, code: int) -> None:
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", ["missing-dir", "chmod", "EACCES", "EROFS", "ENOSPC"])
 def test_eval_video_destination_is_checked_before_evaluating(run_copy, capsys, monkeypatch,
                                                              case):
@@ -627,6 +664,7 @@ def _fast_video(monkeypatch) -> None:
     monkeypatch.setattr(evaluation, "_render", lambda *args: frames)
 
 
+@pytest.mark.e2e
 def test_eval_video_is_written_with_the_umask_mode_and_no_temp_file(run_copy, capsys,
                                                                     monkeypatch):
     import os
@@ -647,6 +685,7 @@ def test_eval_video_is_written_with_the_umask_mode_and_no_temp_file(run_copy, ca
     assert video.read_bytes().startswith(b"GIF8")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("code_name", ["ENOSPC", "EACCES", "EROFS"])
 def test_eval_video_write_failure_is_one_line_and_leaves_nothing(run_copy, capsys,
                                                                  monkeypatch, code_name):

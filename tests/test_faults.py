@@ -1,6 +1,10 @@
 """The training loop under faults: signals in every phase, failures before the first
 checkpoint, missing packages and occupied directories refused before any setup, divergence,
-and chunks that end where evaluations and checkpoints fall due."""
+and chunks that end where evaluations and checkpoints fall due.
+
+The loop's tests drive it with the scripted trainer of tests/fakes.py (no simulator, no
+algorithm); the JAX trainer's own behaviour under the loop (one compiled program for every
+chunk length) is an end-to-end test on the still env."""
 
 import math
 import os
@@ -24,7 +28,8 @@ from reppo.runs import (
 )
 from reppo.runs.checkpoint import best_checkpoint, best_record, checkpoint_step
 from reppo.runs.progress import format_progress
-from reppo.training import EvalReport, NonFiniteError, chunk_length, train
+from reppo.training import NonFiniteError, chunk_length, train
+from tests.fakes import ScriptedTrainer, scripted_backend, still_env
 
 
 def _quiet(_line):
@@ -52,9 +57,11 @@ def _signalling(method, signum):
 def test_ctrl_c_during_compilation_stops_after_it_with_a_checkpoint(
     tmp_path, tiny_config, monkeypatch
 ):
-    monkeypatch.setattr(JaxTrainer, "prepare", _signalling(JaxTrainer.prepare, signal.SIGINT))
+    monkeypatch.setattr(ScriptedTrainer, "prepare",
+                        _signalling(ScriptedTrainer.prepare, signal.SIGINT))
     lines: list[str] = []
-    result = train(tiny_config, tmp_path / "run", echo=lines.append)
+    result = train(tiny_config, tmp_path / "run", echo=lines.append,
+                   trainer=ScriptedTrainer(tiny_config))
     assert result.interrupted and result.stop_signal == signal.SIGINT
     assert result.env_steps == 0
     # No chunk ran after the stop request; the initial state is saved, so --resume works.
@@ -66,7 +73,8 @@ def test_ctrl_c_during_compilation_stops_after_it_with_a_checkpoint(
     # The handler is gone once train returns.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.undo()
-    resumed = train(tiny_config, tmp_path / "run", resume=True, echo=_quiet)
+    resumed = train(tiny_config, tmp_path / "run", resume=True, echo=_quiet,
+                    trainer=ScriptedTrainer(tiny_config))
     assert not resumed.interrupted and resumed.env_steps == tiny_config.total_steps
 
 
@@ -75,27 +83,24 @@ def test_sigterm_during_a_chunk_saves_that_chunk_and_skips_the_evaluation(
 ):
     config = tiny_config.replace(eval_interval_steps=256)
     monkeypatch.setattr(
-        JaxTrainer, "run_chunk", _signalling(JaxTrainer.run_chunk, signal.SIGTERM)
+        ScriptedTrainer, "run_chunk", _signalling(ScriptedTrainer.run_chunk, signal.SIGTERM)
     )
-    evaluated: list[int] = []
-    original = JaxTrainer.evaluate
-    monkeypatch.setattr(
-        JaxTrainer, "evaluate", lambda self, s: evaluated.append(1) or original(self, s)
-    )
-    result = train(config, tmp_path / "run", echo=_quiet)
+    trainer = ScriptedTrainer(config)
+    result = train(config, tmp_path / "run", echo=_quiet, trainer=trainer)
     assert result.interrupted and result.stop_signal == signal.SIGTERM
     assert result.env_steps == 256  # the chunk under way when the signal came completed
     assert _steps(tmp_path / "run") == [256]
-    assert evaluated == []  # stopping does not wait for an evaluation
+    # Stopping does not wait for an evaluation.
+    assert [call for call, _ in trainer.calls if call == "evaluate"] == []
     assert [r["env_steps"] for r in read_metrics(tmp_path / "run")] == [256]
 
 
 def test_ctrl_c_during_an_evaluation_stops_when_it_ends(tmp_path, tiny_config, monkeypatch):
     config = tiny_config.replace(eval_interval_steps=256)
     monkeypatch.setattr(
-        JaxTrainer, "evaluate", _signalling(JaxTrainer.evaluate, signal.SIGINT)
+        ScriptedTrainer, "evaluate", _signalling(ScriptedTrainer.evaluate, signal.SIGINT)
     )
-    result = train(config, tmp_path / "run", echo=_quiet)
+    result = train(config, tmp_path / "run", echo=_quiet, trainer=ScriptedTrainer(config))
     assert result.interrupted
     assert result.env_steps == 256
     assert _steps(tmp_path / "run") == [256]
@@ -105,13 +110,15 @@ def test_ctrl_c_during_an_evaluation_stops_when_it_ends(tmp_path, tiny_config, m
 
 def test_cli_exit_status_says_which_signal_stopped_the_run(tmp_path, monkeypatch, capsys):
     from reppo import cli
-    from tests.conftest import tiny_flags
+    from tests.conftest import TINY, tiny_flags
 
+    scripted_backend(monkeypatch)
     monkeypatch.setattr(
-        JaxTrainer, "run_chunk", _signalling(JaxTrainer.run_chunk, signal.SIGTERM)
+        ScriptedTrainer, "run_chunk", _signalling(ScriptedTrainer.run_chunk, signal.SIGTERM)
     )
-    code = cli.main(["train", "--preset", "cpu", *tiny_flags(), "--run-dir",
-                     str(tmp_path / "run")])
+    with still_env() as name:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=name)),
+                         "--run-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert code == 143
     assert "final evaluation" not in out
@@ -187,23 +194,23 @@ def test_an_unwritable_parent_is_refused_before_setup(tmp_path, tiny_config, mon
 
 def test_non_finite_first_iteration_leaves_no_dead_directory(tmp_path, tiny_config):
     run = tmp_path / "run"
-    exploding = tiny_config.replace(critic_lr=1e30, actor_lr=1e30)
     with pytest.raises(NonFiniteError) as err:
-        train(exploding, run, echo=_quiet)
+        train(tiny_config, run, echo=_quiet, trainer=ScriptedTrainer(tiny_config, non_finite_at=1))
     message = str(err.value)
     assert "last checkpoint" not in message
     assert f"no checkpoint had been written, so {run} is removed" in message
     assert not run.exists()
     # The same command can run again (here with sane settings).
-    assert train(tiny_config, run, echo=_quiet).env_steps == tiny_config.total_steps
+    again = train(tiny_config, run, echo=_quiet, trainer=ScriptedTrainer(tiny_config))
+    assert again.env_steps == tiny_config.total_steps
 
 
 def test_non_finite_after_a_checkpoint_names_the_checkpoint_kept(tmp_path, tiny_config):
     run = tmp_path / "run"
-    train(tiny_config.replace(total_steps=256), run, echo=_quiet)
-    # A resumed run keeps its config: the explosion comes from a trainer built with a huge
-    # learning rate, restored from the run's checkpoint.
-    exploding = training.make_trainer(tiny_config.replace(critic_lr=1e30, actor_lr=1e30))
+    train(tiny_config.replace(total_steps=256), run, echo=_quiet,
+          trainer=ScriptedTrainer(tiny_config))
+    # Iteration 3 (the first of the resumed run, 128 env steps each) is not finite.
+    exploding = ScriptedTrainer(tiny_config, non_finite_at=3)
     with pytest.raises(NonFiniteError, match=r"the last checkpoint, ckpt_000000000256"):
         train(tiny_config, run, resume=True, echo=_quiet, trainer=exploding)
     assert run.is_dir() and _steps(run) == [256]
@@ -235,24 +242,31 @@ def test_evaluations_happen_at_the_promised_cadence(tmp_path, tiny_config):
     # evaluation comes at the iteration that reaches it, not at the next log point.
     config = tiny_config.replace(total_steps=128 * 9, eval_interval_steps=384)
     lines: list[str] = []
-    train(config, tmp_path / "run", echo=lines.append)
+    train(config, tmp_path / "run", echo=lines.append, trainer=ScriptedTrainer(config))
     evals = [r["env_steps"] for r in read_metrics(tmp_path / "run") if "eval/return_mean" in r]
     assert evals == [384, 768, 1152]
     assert not any("note: eval_interval_steps" in line for line in lines)
     # A cadence that is not a whole number of iterations is said to be rounded.
     lines.clear()
-    train(config.replace(eval_interval_steps=300, total_steps=384), tmp_path / "b",
-          echo=lines.append)
+    rounded = config.replace(eval_interval_steps=300, total_steps=384)
+    train(rounded, tmp_path / "b", echo=lines.append, trainer=ScriptedTrainer(rounded))
     assert any("note: eval_interval_steps=300 is not a multiple of one iteration (128 env "
                "steps)" in line for line in lines)
     evals = [r["env_steps"] for r in read_metrics(tmp_path / "b") if "eval/return_mean" in r]
     assert evals == [384]
 
 
-def test_a_short_last_chunk_reuses_the_compiled_program(tmp_path, tiny_config):
+@pytest.fixture
+def still(tiny_config):
+    with still_env(episode_length=50) as name:
+        yield tiny_config.replace(env=name)
+
+
+@pytest.mark.e2e
+def test_a_short_last_chunk_reuses_the_compiled_program(tmp_path, still):
     # Three iterations in chunks of two: the last chunk runs one iteration of the same
     # program, and learns exactly what one-iteration chunks learn.
-    config = tiny_config.replace(total_steps=384, checkpoint_interval_steps=10_000)
+    config = still.replace(total_steps=384, checkpoint_interval_steps=10_000)
     trainer = JaxTrainer(config)
     lines: list[str] = []
     train(config, tmp_path / "a", trainer=trainer, echo=lines.append)
@@ -278,49 +292,12 @@ def test_eta_counts_the_evaluations_to_come():
 def test_progress_shows_the_rounded_budget(tmp_path, tiny_config):
     # 300 steps round up to 3 iterations of 128: the last line says 384/384 (100%), not 128%.
     lines: list[str] = []
-    train(tiny_config.replace(total_steps=300), tmp_path / "run", echo=lines.append)
+    config = tiny_config.replace(total_steps=300)
+    train(config, tmp_path / "run", echo=lines.append, trainer=ScriptedTrainer(config))
     assert any("384/384 (100%)" in line for line in lines), lines
 
 
 # ---- divergence and the best checkpoint ---------------------------------------------------------
-
-
-class _ScriptedTrainer:
-    """A trainer whose evaluation return rises then falls, and whose temperature blows up
-    (finite) after iteration 4: the loop's bookkeeping without an algorithm."""
-
-    compile_seconds = 0.0
-
-    def __init__(self, config):
-        self.config = config
-
-    def init_state(self):
-        return 0
-
-    def iteration_of(self, state):
-        return state
-
-    def run_chunk(self, state, n):
-        its = np.arange(state + 1, state + n + 1)[None]
-        alpha = np.where(its > 4, 5e24, 0.01)
-        return state + n, {"temp/alpha": alpha, "finite/all": np.ones_like(its, bool)}
-
-    def evaluate(self, state):
-        return EvalReport(returns=np.full((1, 2), 100.0 - (state - 3) ** 2))
-
-    backend = "jax"
-
-    def policy_sizes(self):
-        return 5, 1
-
-    def state_arrays(self, state):
-        return {"iteration": np.array([state])}
-
-    def load_state(self, arrays, iteration):
-        return int(arrays["iteration"][0])
-
-    def device_description(self):
-        return {}
 
 
 def test_divergence_is_warned_and_the_best_checkpoint_survives_pruning(tmp_path, tiny_config):
@@ -329,7 +306,7 @@ def test_divergence_is_warned_and_the_best_checkpoint_survives_pruning(tmp_path,
         checkpoint_interval_steps=128, keep_checkpoints=1,
     )
     lines: list[str] = []
-    train(config, tmp_path / "run", trainer=_ScriptedTrainer(config), echo=lines.append)
+    train(config, tmp_path / "run", trainer=ScriptedTrainer(config), echo=lines.append)
     warnings = [line for line in lines if "warning: training looks divergent" in line]
     assert len(warnings) == 1  # once, not at every chunk
     assert "temp/alpha = 5e+24" in warnings[0] and "at 640 env steps" in warnings[0]
@@ -346,10 +323,10 @@ def test_resuming_before_the_best_forgets_it(tmp_path, tiny_config):
         checkpoint_interval_steps=128, keep_checkpoints=10,
     )
     run = tmp_path / "run"
-    train(config, run, trainer=_ScriptedTrainer(config), echo=_quiet)
+    train(config, run, trainer=ScriptedTrainer(config), echo=_quiet)
     for path in list_checkpoints(run):
         if checkpoint_step(path) > 256:
             path.unlink()
-    train(config, run, resume=True, trainer=_ScriptedTrainer(config), echo=_quiet)
+    train(config, run, resume=True, trainer=ScriptedTrainer(config), echo=_quiet)
     assert best_record(run)["env_steps"] == 384  # found again by the resumed run
     assert best_checkpoint(run) is not None

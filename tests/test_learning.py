@@ -12,7 +12,7 @@ PUSH_CUBE_STEPS = 51_200
 PUSH_CUBE_SUCCESS = 0.8
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_reppo_learns_cartpole_balance(tmp_path):
     # Exactly what `reppo train` runs on a CPU machine (the cpu preset on its default task,
     # 507,904 env steps, seed 0), without the intermediate evaluations, which do not change
@@ -25,7 +25,7 @@ def test_reppo_learns_cartpole_balance(tmp_path):
     assert result.eval_return_mean >= 900, result.eval_return_mean
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_reppo_learns_cartpole_balance_with_torch(tmp_path):
     pytest.importorskip("torch")
     # Exactly what `reppo train --backend torch` runs on a CPU machine, without the

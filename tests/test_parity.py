@@ -1,7 +1,7 @@
 """The PyTorch backend computes what the JAX backend computes, on identical weights and data.
 
 Weights are initialised by JAX (`Networks.from_config`), perturbed so that biases and norm
-scales are not at their trivial initial values, flattened by `tree_io.flatten` and loaded into
+scales are not at their trivial initial values, flattened by `pytrees.flatten` and loaded into
 the torch modules by name with `load_flat`. Inputs are numpy float32 arrays shared by both.
 Values, metrics and gradients (torch `.grad` against `jax.grad`, matched by flat name) are
 compared at float32 precision.
@@ -18,11 +18,11 @@ import optax
 import pytest
 import torch
 
+from reppo import pytrees
 from reppo.config import Config
 from reppo.jax import distributions as JD
 from reppo.jax import losses as JL
 from reppo.jax import normalizer as JN
-from reppo.jax import tree_io
 from reppo.jax.agent import TrainState
 from reppo.jax.networks import Networks
 from reppo.torch import distributions as TD
@@ -72,9 +72,9 @@ def _perturbed(tree: Any, seed: int) -> tuple[Any, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     flat = {
         name: (value + 0.1 * rng.normal(size=value.shape)).astype(np.float32)
-        for name, value in tree_io.flatten(tree).items()
+        for name, value in pytrees.flatten(tree).items()
     }
-    return tree_io.unflatten(tree, flat), flat
+    return pytrees.unflatten(tree, flat), flat
 
 
 def _grads(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -142,14 +142,14 @@ def _rng_data(seed: int) -> dict[str, np.ndarray]:
 def test_parameters_have_the_jax_names_shapes_and_dtypes(norm, use_hl_gauss, reward_prediction):
     p = _pair(norm=norm, use_hl_gauss=use_hl_gauss, reward_prediction=reward_prediction)
     for module, tree in ((p.actor, p.jax_actor), (p.critic, p.jax_critic)):
-        ours, theirs = to_flat(module), tree_io.flatten(tree)
+        ours, theirs = to_flat(module), pytrees.flatten(tree)
         assert sorted(ours) == sorted(theirs)
         for name, value in theirs.items():
             assert ours[name].shape == value.shape and ours[name].dtype == value.dtype, name
             np.testing.assert_array_equal(ours[name], value)  # no transposition anywhere
         # And back: the torch weights fill the JAX template.
-        back = tree_io.unflatten(tree, ours)
-        _close_flat(tree_io.flatten(back), theirs, rtol=0, atol=0)
+        back = pytrees.unflatten(tree, ours)
+        _close_flat(pytrees.flatten(back), theirs, rtol=0, atol=0)
 
 
 def test_a_jax_checkpoint_loads_by_prefix_and_seed():
@@ -171,7 +171,7 @@ def test_a_jax_checkpoint_loads_by_prefix_and_seed():
     # Two seeds stacked along a leading axis, as the vmapped training state is saved.
     seeds = [init(key) for key in jax.random.split(jax.random.PRNGKey(0), 2)]
     state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *seeds)
-    arrays = tree_io.flatten(state)
+    arrays = pytrees.flatten(state)
     assert "actor/hidden_0/linear/kernel" in arrays
     assert any(k.startswith("actor_opt/") and "hidden_0" in k for k in arrays)
     actor, critic = Actor(config, OBS, ACT), Critic(config, OBS, ACT)
@@ -229,7 +229,7 @@ def test_initial_value_prior_matches():
     support = _torch_support(jax_support)
     jax_critic = nets.init_critic(jax.random.PRNGKey(0), JL.initial_value_prior(jax_support))
     critic = Critic(config, OBS, ACT, value_prior=TL.initial_value_prior(support))
-    ours, theirs = to_flat(critic), tree_io.flatten(jax_critic)
+    ours, theirs = to_flat(critic), pytrees.flatten(jax_critic)
     assert set(ours) == set(theirs)
     _close(ours["value_prior"], theirs["value_prior"], rtol=0, atol=1e-6)
 
@@ -284,7 +284,7 @@ def test_critic_loss_metrics_and_gradients_match(norm, use_hl_gauss, reward_pred
     )
     _close(loss, jax_loss)
     _close_flat(metrics, jax_metrics)  # loss/critic, loss/aux (latent + reward), value stats
-    _close_flat(_grads(p.critic), tree_io.flatten(jax_grads))
+    _close_flat(_grads(p.critic), pytrees.flatten(jax_grads))
 
 
 # ---- TD(lambda) ----------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def _kl_target_with_a_gap(kl: np.ndarray) -> float:
 def test_actor_loss_metrics_and_gradients_match(objective, kl_estimator, use_hl_gauss, norm):
     p = _pair(use_hl_gauss=use_hl_gauss, norm=norm)
     _, behaviour_flat = _perturbed(p.jax_actor, 9)  # the behaviour policy: a perturbed actor
-    jax_behaviour = tree_io.unflatten(p.jax_actor, behaviour_flat)
+    jax_behaviour = pytrees.unflatten(p.jax_actor, behaviour_flat)
     behaviour = Actor(p.config, OBS, ACT)
     load_flat(behaviour, behaviour_flat)
 
@@ -394,7 +394,7 @@ def test_actor_loss_metrics_and_gradients_match(objective, kl_estimator, use_hl_
     )
     _close(loss, jax_loss)
     _close_flat(metrics, jax_metrics)
-    _close_flat(_grads(p.actor), tree_io.flatten(jax_grads))
+    _close_flat(_grads(p.actor), pytrees.flatten(jax_grads))
     assert all(q.grad is None for q in p.critic.parameters())
     assert t_log_alpha.grad is None and t_log_beta.grad is None
     if objective == "clipped":

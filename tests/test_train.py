@@ -1,4 +1,6 @@
-"""End-to-end behaviour of the training loop: checkpoints, exact resume, determinism, faults."""
+"""The JAX backend under the loop, end to end on the tiny config: checkpoints, exact resume,
+determinism, seeds, non-finite training, the stochastic evaluation. (The loop's own
+bookkeeping is tested with the scripted trainer in tests/test_faults.py.)"""
 
 import math
 
@@ -7,6 +9,8 @@ import pytest
 
 from reppo.runs import latest_checkpoint, list_checkpoints, load_checkpoint, read_metrics
 from reppo.training import NonFiniteError, make_trainer, train
+
+pytestmark = pytest.mark.e2e
 
 
 def _final_arrays(run_dir):
@@ -22,7 +26,7 @@ _STOCHASTIC_KEYS = ("eval/stochastic_return_mean", "eval/stochastic_return_std")
 
 
 def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_config):
-    result = train(tiny_config, tmp_path / "run", echo=_quiet)
+    result = train(tiny_config.replace(eval_interval_steps=256), tmp_path / "run", echo=_quiet)
     assert result.env_steps == 512 and not result.interrupted
     arrays, metadata = _final_arrays(tmp_path / "run")
     prefixes = {name.split("/")[0] for name in arrays}
@@ -42,9 +46,14 @@ def test_checkpoint_holds_the_full_training_state(tmp_path, tiny_config):
     for key in ("env_steps", "wall_time", "sps", "temp/alpha", "temp/beta", "kl", "entropy",
                 "loss/critic", "loss/actor", "loss/aux", "critic/value_error"):
         assert key in records[-1]
-    assert "eval/return_mean" in records[-1]  # the final evaluation
-    assert math.isfinite(records[-1]["eval/return_mean"])
-    assert all(math.isfinite(records[-1][k]) for k in _STOCHASTIC_KEYS)
+    # Every evaluation (here at each record, the last the final one) logs the deterministic
+    # and the stochastic return.
+    for record in records:
+        for key in ("eval/return_mean", "eval/return_std", *_STOCHASTIC_KEYS):
+            assert math.isfinite(record[key]), key
+        assert record["eval/stochastic_return_std"] >= 0.0
+        # The sampled actions are not the mean actions.
+        assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
 
 
 def test_resume_continues_exactly(tmp_path, tiny_config):
@@ -112,21 +121,6 @@ def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_
 # ---- the stochastic evaluation ---------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_every_evaluation_logs_the_stochastic_return(tmp_path, tiny_config):
-    config = tiny_config.replace(total_steps=256, log_interval_steps=128, eval_interval_steps=128)
-    train(config, tmp_path / "run", echo=_quiet)
-    evals = [r for r in read_metrics(tmp_path / "run") if "eval/return_mean" in r]
-    assert [r["env_steps"] for r in evals] == [128, 256]
-    for record in evals:
-        for key in ("eval/return_mean", "eval/return_std", *_STOCHASTIC_KEYS):
-            assert math.isfinite(record[key]), key
-        assert record["eval/stochastic_return_std"] >= 0.0
-        # The sampled actions are not the mean actions.
-        assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
-
-
-@pytest.mark.slow
 def test_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
     """The sampling policy's episodes start from the deterministic evaluation's states: with
     its sampled action replaced by the mean action both evaluations agree exactly, for every

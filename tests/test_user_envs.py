@@ -178,6 +178,7 @@ def test_the_torch_backend_runs_a_registered_jax_env_through_the_bridge(register
     assert obs.shape == (4, 2) and out.reward.shape == (4,)
 
 
+@pytest.mark.e2e
 def test_a_playground_env_registered_under_its_own_name(registered):
     from mujoco_playground import registry
 
@@ -187,7 +188,7 @@ def test_a_playground_env_registered_under_its_own_name(registered):
     assert mine.family == "custom"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_brax_env_registers_and_steps(registered):
     import brax.envs
 
@@ -414,7 +415,7 @@ def _reppo(*args, cwd, timeout=900):
     return out.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_a_custom_jax_env_learns(tmp_path):
     """examples/custom_jax_env.py: the point mass from about 26 (a still policy) to >= 80."""
     out = subprocess.run(
@@ -427,7 +428,7 @@ def test_a_custom_jax_env_learns(tmp_path):
     assert value >= 80.0, out.stdout[-2000:]
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_a_gymnasium_env_learns():
     """examples/gymnasium_torch.py: Pendulum-v1 from about -1300 (untrained) to >= -400
     (-140 at 65,536 steps when measured)."""
@@ -443,7 +444,7 @@ def test_a_gymnasium_env_learns():
     assert value >= -400.0, out.stdout[-2000:]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_command_line_trains_evaluates_exports_and_reports_a_custom_env(tmp_path):
     """A module-qualified env name works in every command, in fresh processes."""
     run = tmp_path / "run"
@@ -468,7 +469,7 @@ def test_command_line_trains_evaluates_exports_and_reports_a_custom_env(tmp_path
     assert "PYTHONPATH" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_command_line_trains_evaluates_exports_and_resumes_a_gymnasium_id(tmp_path):
     run = tmp_path / "run"
     _reppo("train", "--backend", "torch", "--env", "Pendulum-v1", "--total-steps", "8192",

@@ -301,6 +301,7 @@ def cartpole_run():
     return jax.device_get(jax.jit(run)(jax.random.key(0)))
 
 
+@pytest.mark.e2e
 def test_cartpole_truncates_and_keeps_true_final_obs(cartpole_run):
     outs, next_obs, step_count, expected = cartpole_run
     truncated_steps = np.flatnonzero(outs.truncated[:, 0]) + 1
@@ -335,6 +336,7 @@ def test_render_failure_explains_fix(monkeypatch):
     assert "libEGL.so.1" in msg  # says what is missing
 
 
+@pytest.mark.e2e
 def test_record_video_writes_gif(tmp_path):
     from PIL import Image
 

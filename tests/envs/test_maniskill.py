@@ -58,6 +58,7 @@ def env() -> Iterator[ms.ManiSkillVecEnv]:
     e.close()
 
 
+@pytest.mark.e2e
 def test_specs() -> None:
     pick = ms.maniskill_spec("PickCube-v1")
     assert pick == EnvSpec("PickCube-v1", 42, 8, 50, (0.0, 1.0), "maniskill")
@@ -70,6 +71,7 @@ def test_specs() -> None:
     assert set(ms.ASSET_TASKS) < set(ms.MANISKILL_TASKS)
 
 
+@pytest.mark.e2e
 def test_reset_and_step_shapes(env: ms.ManiSkillVecEnv) -> None:
     assert env.num_envs == 2 and env.device == torch.device("cpu")
     assert env.spec.episode_length == 3 and env.spec.obs_size == 35
@@ -89,6 +91,7 @@ def test_reset_and_step_shapes(env: ms.ManiSkillVecEnv) -> None:
         env.step(torch.zeros(2, 7))
 
 
+@pytest.mark.e2e
 def test_truncation_keeps_final_obs() -> None:
     """At the time limit both envs are reset; `final_obs` is the observation the step really
     reached: the one an env with a longer limit, same seed and same actions reaches."""
@@ -114,6 +117,7 @@ def test_truncation_keeps_final_obs() -> None:
         long.close()
 
 
+@pytest.mark.e2e
 def test_stagger_spreads_truncations() -> None:
     """After `stagger`, envs truncate at different steps: each at its own counter's end."""
     e = ms.make_maniskill_env(TASK, 4, device="cpu", episode_length=8)
@@ -144,6 +148,7 @@ def test_stagger_spreads_truncations() -> None:
         ev.close()
 
 
+@pytest.mark.e2e
 def test_termination_resets_only_that_env(env: ms.ManiSkillVecEnv) -> None:
     env.reset(1)
     zero = torch.zeros(2, 8)
@@ -176,6 +181,7 @@ def test_termination_resets_only_that_env(env: ms.ManiSkillVecEnv) -> None:
         assert (f.terminated * f.truncated == 0).all()
 
 
+@pytest.mark.e2e
 def test_evaluation_mode_runs_full_episodes() -> None:
     ev = ms.make_maniskill_env(TASK, 2, device="cpu", evaluation=True, episode_length=4)
     try:
@@ -218,6 +224,7 @@ def test_evaluation_mode_runs_full_episodes() -> None:
         ev.close()
 
 
+@pytest.mark.e2e
 def test_seeded_resets_are_reproducible(env: ms.ManiSkillVecEnv) -> None:
     """The same seed and actions give the same observations, auto-resets included."""
 
@@ -273,6 +280,7 @@ def test_evaluator_counts_until_first_end() -> None:
     assert res["success_at_end"].tolist() == [False, False, True]
 
 
+@pytest.mark.e2e
 def test_errors_are_actionable(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ms.ManiSkillError, match="Did you mean 'PushCube-v1'"):
         ms.make_maniskill_env("PushCube-v2", 1)
@@ -314,6 +322,7 @@ def test_missing_vulkan_driver_is_explained() -> None:
     assert "install-system-deps.sh" in run.stdout
 
 
+@pytest.mark.e2e
 def test_a_few_training_iterations_through_the_trainer(tmp_path):
     """PushCube-v1 on the CPU simulator: the torch trainer runs, logs success, checkpoints,
     resumes (restarting the episodes in progress) and evaluates with success metrics."""

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reppo import pytrees
 from reppo.envs.autoreset import SEED_AXIS, AutoResetVecEnv
 from reppo.envs.reset_pool import reset_pool_size
-from reppo.jax import tree_io
 from tests.envs.test_envs import ACTIONS, FakeEnv, fake_vec_env
 
 
@@ -69,8 +69,8 @@ def test_checkpointed_state_holds_no_pool():
     env = fake_vec_env(3, episode_length=5)
     state = env.reset(jax.random.key(0))
     pooled = env.with_reset_pool(state, 4)
-    assert set(tree_io.flatten(pooled)) > set(tree_io.flatten(state))
-    assert set(tree_io.flatten(env.without_reset_pool(pooled))) == set(tree_io.flatten(state))
+    assert set(pytrees.flatten(pooled)) > set(pytrees.flatten(state))
+    assert set(pytrees.flatten(env.without_reset_pool(pooled))) == set(pytrees.flatten(state))
     assert env.with_reset_pool(state, 0) is state
 
 
@@ -128,6 +128,7 @@ def test_pool_size_covers_the_expected_ends_of_a_staggered_rollout():
     assert reset_pool_size(8, 16, 1000) == 0
 
 
+@pytest.mark.e2e
 def test_both_agents_draw_a_pool_per_rollout_and_drop_it(tiny_config, monkeypatch):
     """The JAX agent's rollout and the torch agent's over the Playground bridge draw a pool
     of reset_pool_size states, and the state they hand back (what checkpoints save) has none."""

@@ -27,6 +27,7 @@ def test_stagger_is_on_by_default():
     assert Config().stagger_episodes is True
 
 
+@pytest.mark.e2e
 def test_jax_training_envs_start_spread_over_the_episode(tiny_config):
     config = tiny_config.replace(num_envs=64)
     counts = _counters(config)
@@ -38,11 +39,13 @@ def test_jax_training_envs_start_spread_over_the_episode(tiny_config):
     assert not np.array_equal(np.asarray(other.env_state.step_count), counts)
 
 
+@pytest.mark.e2e
 def test_jax_stagger_can_be_switched_off(tiny_config):
     counts = _counters(tiny_config.replace(num_envs=16, stagger_episodes=False))
     assert not counts.any()
 
 
+@pytest.mark.e2e
 def test_torch_bridge_staggers_training_envs(tiny_config):
     torch = pytest.importorskip("torch")
     from reppo.torch.train import TorchTrainer

@@ -191,7 +191,7 @@ def test_paper_tuned_preset_is_the_papers_ppo():
     # Every key is an argument of Brax's PPO train().
     from reppo.experiments import baseline_hyperparameters
 
-    train_keys, _ = baseline_hyperparameters._allowed_keys("brax-ppo")
+    train_keys, _ = baseline_hyperparameters.allowed_keys("brax-ppo")
     assert set(tuned) - {"network_factory", "episode_length", "action_repeat"} <= train_keys
 
     # 500k steps: four updates of 131,072 steps, evaluated after each, no forced reset.
@@ -209,7 +209,7 @@ def test_paper_tuned_is_a_ppo_preset_only(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_paper_tuned_run_trains_with_value_clipping(tmp_path, fast_compile):
     """The preset's path through Brax (value clipping, no resets, advantage normalization), at
     a width that fits CI: 8 sequences of 64 steps x 32 minibatches = 16,384 steps per update."""
@@ -255,7 +255,7 @@ def test_schedules_by_hand():
 # ---- tiny runs -----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("algo", baselines.BRAX)
 def test_tiny_run_writes_a_valid_run_dir(runs, algo):
     result, lines = runs[algo]
@@ -289,7 +289,7 @@ def test_tiny_run_writes_a_valid_run_dir(runs, algo):
     assert (run_dir / "learning_curve.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("algo", baselines.BRAX)
 def test_reported_return_is_an_independent_rollout_of_the_brax_policy(runs, algo):
     """Re-evaluate the final policy without the project's evaluator: the Brax deterministic

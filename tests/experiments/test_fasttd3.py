@@ -243,6 +243,7 @@ def test_schedule_whole_iterations_and_evaluation_points():
 # ---- delayed actor updates --------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_actor_updates_once_per_policy_frequency_critic_updates():
     """With num_updates 2 and policy_frequency 2: two critic updates and one actor update per
     iteration, and none of either before learning starts."""
@@ -270,7 +271,7 @@ def test_actor_updates_once_per_policy_frequency_critic_updates():
 TINY = {"num_envs": 8, "batch_size": 64, "critic_hidden_dim": 16, "actor_hidden_dim": 8}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("algo", ["fasttd3", "fasttd3-small"])
 def test_tiny_run_writes_a_valid_run_dir(tmp_path, algo):
     lines: list[str] = []
@@ -305,7 +306,7 @@ def test_tiny_run_writes_a_valid_run_dir(tmp_path, algo):
                                                                rel=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_fasttd3_learns_cartpole_balance(tmp_path):
     """The cpu preset, seed 0, 150,016 env steps (1,172 iterations of 128 envs), evaluated once
     at the end with 32 episodes: about three minutes on one core. A random policy scores about

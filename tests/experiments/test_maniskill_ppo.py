@@ -19,7 +19,7 @@ from reppo.envs.contract import EnvSpec, TorchStep  # noqa: E402
 from reppo.errors import UserError  # noqa: E402
 from reppo.experiments import baselines  # noqa: E402
 from reppo.experiments import maniskill_ppo as P  # noqa: E402
-from reppo.experiments.maniskill_ppo_run import _Loop, plan_schedule  # noqa: E402
+from reppo.experiments.maniskill_ppo_run import PPOLoop, plan_schedule  # noqa: E402
 from reppo.runs import read_metrics  # noqa: E402
 
 # ---- the settings ------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_every_episode_end_bootstraps_from_its_final_observation():
     torch.manual_seed(0)
     ppo = P.build_ppo(hp, obs_size=2, action_size=1, device=torch.device("cpu"))
     env = _ChainEnv()
-    loop = _Loop(ppo, env, hp, seed=0)
+    loop = PPOLoop(ppo, env, hp, seed=0)
     returns: list = []
     with torch.inference_mode():
         for _ in range(4):
@@ -243,7 +243,7 @@ def _maniskill_or_skip():
 TINY = {"num_envs": 2, "num_steps": 10, "num_minibatches": 2, "hidden_dims": [16, 16]}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
 def test_tiny_run_writes_a_valid_run_dir(tmp_path):
     _maniskill_or_skip()

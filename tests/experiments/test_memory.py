@@ -32,6 +32,7 @@ def test_replay_buffer_bytes_by_hand():
     assert memory.replay_buffer_bytes(5, 1, 32_768) == 32_768 * 56 == 1_835_008
 
 
+@pytest.mark.e2e
 def test_rollout_storage_matches_the_hand_count():
     storage = memory.rollout_storage(TINY)
     assert (storage.obs_size, storage.action_size) == (OBS, ACT)
@@ -52,6 +53,7 @@ def test_rollout_storage_matches_the_hand_count():
     assert storage.shuffled_bytes == 128 * 28 * 4 == 14_336
 
 
+@pytest.mark.e2e
 def test_command_prints_the_table_and_writes_json_once(tmp_path, capsys):
     path = tmp_path / "memory.json"
     argv = ["memory", "--env", "CartpoleBalance", "--preset", "cpu", *TINY_SET,
@@ -103,7 +105,7 @@ def test_bad_arguments_are_one_line_errors(capsys, argv, needle):
     assert err.startswith("reppo: error: ") and err.count("\n") == 1 and needle in err, err
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_measured_peak_of_a_short_run(tmp_path, capsys):
     # The child uses the tests' compilation cache (REPPO_JAX_CACHE, set by conftest) when warm.
     path = tmp_path / "memory.json"
@@ -128,7 +130,7 @@ def test_measured_peak_of_a_short_run(tmp_path, capsys):
     assert f"{peak / 2**20:,.1f} MiB" in out
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_measured_fasttd3_run_in_a_fresh_process():
     """A small FastTD3 run in its own process: its buffer's bytes, and a peak that includes
     them (the buffer is allocated before the iterations and kept)."""

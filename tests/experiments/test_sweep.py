@@ -734,7 +734,7 @@ TINY_SETS = [
      "checkpoint_interval_steps=128"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_real_sweep_end_to_end_then_rerun_launches_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep"
     argv = ["sweep", "--suite", "cpu-smoke", "--seeds", "2", "--steps", "256", "--tasks",

@@ -150,6 +150,7 @@ def test_running_mean_baseline_uses_earlier_batches_only():
     assert not np.allclose(plain["mean"][2], path["mean"][2])
 
 
+@pytest.mark.learning
 def test_strong_surrogate_is_more_accurate_than_weak_one():
     setup = toy.ToySetup()
     key = jax.random.key(3)
@@ -177,6 +178,7 @@ def study(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_cli_writes_every_file(study):
     assert sorted(p.name for p in study.iterdir()) == sorted(toy.OUTPUT_FILES)
     for png in ("returns.png", "paths.png"):
@@ -206,6 +208,7 @@ def test_cli_writes_every_file(study):
     assert all(toy.LABELS[m] in summary for m in toy.METHODS)
 
 
+@pytest.mark.learning
 def test_pathwise_with_true_function_ends_closer_to_optimum_than_monte_carlo(study):
     # Same seeds, same policy noise, same samples per iteration and step size. Over base seeds
     # 0..19 at this size the ratio of the mean final distances was never below 5.6 (median 9.4).
@@ -216,6 +219,7 @@ def test_pathwise_with_true_function_ends_closer_to_optimum_than_monte_carlo(stu
     assert true["final_return_var"] < mc["final_return_var"]
 
 
+@pytest.mark.e2e
 def test_surrogate_sharing_leaves_the_other_methods_alone():
     # Each seed's policy noise is its own stream: whether the surrogates are shared or refit
     # per seed changes the surrogate runs only, and shared means one fit for all seeds.

@@ -1,19 +1,18 @@
 """The JAX agent's update as a whole: what the config's schedule does to each step."""
 
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reppo import pytrees
 from reppo.envs import make_env
 from reppo.jax import distributions as D
 from reppo.jax import losses as L
-from reppo.jax import tree_io
 from reppo.jax.agent import Agent
-from reppo.user_envs import register_env, unregister_env
 from tests.conftest import TINY
+from tests.fakes import STILL_ENV, still_env
 
 
 def _one_step_update(config, iteration):
@@ -33,10 +32,10 @@ def _one_step_update(config, iteration):
 
 
 @pytest.mark.parametrize("iteration", [0, 1, 3])
-def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, iteration):
+def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, still, iteration):
     """One Adam step is proportional to the learning rate, so in iteration i of n the linear
     schedule's step is (1 - i/n) times the constant schedule's; the temperatures keep theirs."""
-    config = tiny_config.replace(num_epochs=1, num_minibatches=1)
+    config = tiny_config.replace(env=STILL_ENV, num_epochs=1, num_minibatches=1)
     n = config.num_iterations
     assert n == 4
     before, actor_c, critic_c, temps_c = _one_step_update(config, iteration)
@@ -46,7 +45,7 @@ def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, iteratio
     scale = 1.0 - iteration / n
     for start, const, linear in ((before.actor, actor_c, actor_l),
                                  (before.critic, critic_c, critic_l)):
-        start, const, linear = (tree_io.flatten(t) for t in (start, const, linear))
+        start, const, linear = (pytrees.flatten(t) for t in (start, const, linear))
         moved = 0.0
         for name in start:
             step_c = np.asarray(const[name]) - np.asarray(start[name])
@@ -59,7 +58,8 @@ def test_linear_schedule_scales_the_actor_and_critic_steps(tiny_config, iteratio
     np.testing.assert_array_equal(np.asarray(temps_l.log_beta), np.asarray(temps_c.log_beta))
 
 
-def test_lr_scale_runs_from_one_to_zero_over_the_budget(tiny_config):
+def test_lr_scale_runs_from_one_to_zero_over_the_budget(tiny_config, still):
+    tiny_config = tiny_config.replace(env=STILL_ENV)
     env = make_env(tiny_config.env, tiny_config.num_envs)
     constant = Agent.create(tiny_config, env)
     linear = Agent.create(tiny_config.replace(lr_schedule="linear"), env)
@@ -77,36 +77,14 @@ def _lag_one_correlation(u):
     return float(np.mean(num / den))
 
 
-class _StillState(NamedTuple):
-    obs: jax.Array
-    reward: jax.Array
-    done: jax.Array
-
-
-class _Still:
-    """An env whose observation never changes: every action is drawn at the same state, so
-    the actions' correlation is the noise's (and it compiles in moments)."""
-
-    action_size = 2
-
-    def reset(self, rng):
-        del rng
-        return _StillState(jnp.zeros(3), jnp.zeros(()), jnp.zeros(()))
-
-    def step(self, state, action):
-        del action
-        return state
-
-
-_NOISE_CONFIG = {"env": "StillForNoiseTests", "num_envs": 64, "num_steps": 64,
-                 "stagger_episodes": False}
+_NOISE_CONFIG = {"env": STILL_ENV, "num_envs": 64, "num_steps": 64, "stagger_episodes": False}
 
 
 @pytest.fixture(scope="module")
-def still_env():
-    register_env("StillForNoiseTests", _Still, episode_length=1000, reward_range=(0.0, 1.0))
-    yield
-    unregister_env("StillForNoiseTests")
+def still():
+    # Every action is drawn at the same state, so the actions' correlation is the noise's.
+    with still_env():
+        yield
 
 
 def _rollout(config):
@@ -122,7 +100,7 @@ def _pre_tanh(actions):
 
 
 @pytest.fixture(scope="module")
-def independent_rollout(still_env):
+def independent_rollout(still):
     return _rollout(TINY.replace(**_NOISE_CONFIG))
 
 

@@ -62,7 +62,7 @@ def _two_processes(args: list[str]) -> list[tuple[int, str, str]]:
     return results
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.timeout(1800)
 def test_two_processes_train_one_run_like_two_devices(tmp_path):
     results = _two_processes(_fresh(tmp_path / "multi"))

@@ -100,7 +100,7 @@ TWO_DEVICES = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 def test_two_cpu_devices_compute_the_one_device_program(tmp_path):
     config = TINY.replace(num_seeds=2, total_steps=256)

@@ -10,6 +10,7 @@ import pytest
 from reppo.runs import RunDirError, read_metrics
 from reppo.runs.lock import LOCK_FILE, RunLock
 from reppo.training import train
+from tests.fakes import ScriptedTrainer
 
 
 def _quiet(_line):
@@ -36,11 +37,12 @@ def test_a_held_lock_refuses_a_second_writer_naming_the_holder(tmp_path):
 
 def test_resume_of_a_run_being_written_is_refused_and_changes_nothing(tmp_path, tiny_config):
     run = tmp_path / "run"
-    train(tiny_config, run, echo=_quiet)
+    train(tiny_config, run, echo=_quiet, trainer=ScriptedTrainer(tiny_config))
     before = _snapshot(run)
     # Another process writing the run:
     with RunLock.acquire(run), pytest.raises(RunDirError, match="being written by pid"):
-        train(tiny_config.replace(total_steps=1024), run, resume=True, echo=_quiet)
+        train(tiny_config.replace(total_steps=1024), run, resume=True, echo=_quiet,
+              trainer=ScriptedTrainer(tiny_config))
     assert _snapshot(run) == before  # config.json (the longer budget) and metrics untouched
 
 
@@ -54,10 +56,11 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, tiny_confi
                 RunLock.acquire(run)
             seen.append(line)
 
-    train(tiny_config, run, echo=echo)
+    train(tiny_config, run, echo=echo, trainer=ScriptedTrainer(tiny_config))
     assert seen
     RunLock.acquire(run).release()
     # An extension under the lock rewrites config.json after restoring, then trains on.
-    result = train(tiny_config.replace(total_steps=1024), run, resume=True, echo=_quiet)
+    longer = tiny_config.replace(total_steps=1024)
+    result = train(longer, run, resume=True, echo=_quiet, trainer=ScriptedTrainer(longer))
     assert result.env_steps == 1024
     assert [r["env_steps"] for r in read_metrics(run)][-1] == 1024

@@ -48,6 +48,7 @@ def jax_run(tmp_path_factory):
     return _train(tmp_path_factory, JAX_FLAGS, "jax")[0]
 
 
+@pytest.mark.e2e
 def test_torch_train_writes_the_same_run_layout(torch_run):
     run, out = torch_run
     assert "REPPO (torch) on CartpoleBalance" in out and "final evaluation" in out
@@ -64,6 +65,7 @@ def test_torch_train_writes_the_same_run_layout(torch_run):
     assert json.loads((run / "versions.json").read_text())["torch_device"] == "cpu"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_eval_json_with_either_backend(torch_run, jax_run, capsys, backend):
     for run in (torch_run[0], jax_run):
@@ -75,6 +77,7 @@ def test_eval_json_with_either_backend(torch_run, jax_run, capsys, backend):
         assert np.isfinite(report["mean_return"]) and report["std_return"] >= 0
 
 
+@pytest.mark.e2e
 def test_torch_resume_extends_the_run(torch_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(torch_run[0], run)
@@ -84,6 +87,7 @@ def test_torch_resume_extends_the_run(torch_run, tmp_path, capsys):
     assert [r["env_steps"] for r in read_metrics(run)] == [256, 512, 768]
 
 
+@pytest.mark.e2e
 def test_resuming_a_run_with_the_other_backend_is_refused(jax_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(jax_run, run)
@@ -91,6 +95,7 @@ def test_resuming_a_run_with_the_other_backend_is_refused(jax_run, tmp_path, cap
     assert code == 2 and "cannot change backend" in err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("which", ["torch", "jax"])
 def test_export_onnx_matches_the_policy_of_either_backend(torch_run, jax_run, tmp_path,
                                                           capsys, which):
@@ -113,6 +118,7 @@ def test_export_onnx_matches_the_policy_of_either_backend(torch_run, jax_run, tm
     assert path.read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_torch_flag_errors(tmp_path, capsys):
     code, _, err = _cli(capsys, "train", *TORCH_FLAGS, "--num-seeds", 2,
                         "--run-dir", tmp_path / "x")
@@ -130,6 +136,7 @@ def test_torch_flag_errors(tmp_path, capsys):
     assert not any((tmp_path / d).exists() for d in "xyzw")
 
 
+@pytest.mark.e2e
 def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import shutil
 
@@ -159,6 +166,7 @@ def _no_onnx_export(monkeypatch):
     monkeypatch.setattr(torch.onnx, "export", export)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("which", ["torch", "jax"])
 def test_export_writes_one_umask_mode_file_with_metadata(torch_run, jax_run, tmp_path, capsys,
                                                          which):
@@ -200,6 +208,7 @@ def test_export_writes_one_umask_mode_file_with_metadata(torch_run, jax_run, tmp
     assert session.get_modelmeta().custom_metadata_map["env"] == "CartpoleBalance"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("failure", ["mismatch", "ENOSPC", "EACCES", "interrupt"])
 def test_export_failing_midway_leaves_nothing(torch_run, tmp_path, capsys, monkeypatch,
                                               failure):
@@ -236,6 +245,7 @@ def test_export_failing_midway_leaves_nothing(torch_run, tmp_path, capsys, monke
     assert run.is_dir()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", ["missing-dir", "parent-is-a-file", "chmod", "EACCES", "EROFS"])
 def test_export_destination_is_checked_before_exporting(torch_run, tmp_path, capsys,
                                                         monkeypatch, case):
@@ -280,6 +290,7 @@ def test_export_destination_is_checked_before_exporting(torch_run, tmp_path, cap
     assert out == "" and sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.e2e
 def test_export_of_a_path_that_is_not_a_checkpoint(torch_run, tmp_path, capsys, monkeypatch):
     _no_onnx_export(monkeypatch)
     run = torch_run[0]
@@ -294,6 +305,7 @@ def test_export_of_a_path_that_is_not_a_checkpoint(torch_run, tmp_path, capsys, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gif"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", ["export", "eval"])
 def test_export_and_torch_eval_refuse_an_edited_config_json(torch_run, tmp_path, capsys,
                                                             monkeypatch, command):

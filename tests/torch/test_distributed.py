@@ -228,6 +228,7 @@ def _collectives(rank: int, processes: TorchProcesses) -> None:
     assert gathered == (["from 0", "from 1"] if rank == 0 else None)
 
 
+@pytest.mark.multiprocess
 def test_the_collectives_on_two_processes():
     _on_two_processes(_collectives)
 
@@ -308,6 +309,7 @@ def _update_on_two_ranks(rank: int, processes: TorchProcesses) -> None:
     assert not all(np.allclose(ours[k], initial[k]) for k in ours)
 
 
+@pytest.mark.multiprocess
 def test_two_ranks_update_like_one_process_on_their_union():
     _on_two_processes(_update_on_two_ranks)
 
@@ -351,7 +353,7 @@ def two_process_run(tmp_path_factory):
     return base
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_train_one_run_written_by_rank_0(two_process_run):
     from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics
 
@@ -383,7 +385,7 @@ def test_two_processes_train_one_run_written_by_rank_0(two_process_run):
                for k in first if k.startswith(("actor|", "critic|")))
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_two_process_run_resumes(two_process_run, tmp_path):
     from reppo.runs import read_metrics
 

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from reppo import pytrees  # noqa: E402
 from reppo.envs import make_env  # noqa: E402
 from reppo.jax import losses as JL  # noqa: E402
-from reppo.jax import tree_io  # noqa: E402
 from reppo.jax.agent import Agent  # noqa: E402
 from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics  # noqa: E402
 from reppo.torch import losses as TL  # noqa: E402
@@ -55,6 +55,7 @@ def _jax_plan(config, key, action_size):
     ],
     ids=["default", "full-analytic-layer", "mse-nonorm", "linear-lr"],
 )
+@pytest.mark.e2e
 def test_one_update_matches_jax(tiny_config, changes):
     """Same initial weights and the same rollout data: both backends' parameters agree after
     a whole update (TD(lambda) targets, 2 epochs x 2 minibatches of critic, actor and
@@ -80,7 +81,7 @@ def test_one_update_matches_jax(tiny_config, changes):
     t_agent = TorchAgent(config, env.spec, torch.device("cpu"), seed=0)
     for module, params in ((t_agent.actor, state.actor), (t_agent.behaviour, state.behaviour),
                            (t_agent.critic, state.critic)):
-        load_flat(module, tree_io.flatten(params))
+        load_flat(module, pytrees.flatten(params))
     with torch.no_grad():
         t_agent.log_alpha.copy_(torch.tensor(float(state.temps.log_alpha)))
         t_agent.log_beta.copy_(torch.tensor(float(state.temps.log_beta)))
@@ -95,9 +96,9 @@ def test_one_update_matches_jax(tiny_config, changes):
     t_metrics = t_agent.update(t_flat, _jax_plan(config, update_key, env.spec.action_size))
 
     # float32 sums in different orders drift by ~1e-6 per step; 4 Adam steps stay well inside.
-    for name, value in tree_io.flatten(actor).items():
+    for name, value in pytrees.flatten(actor).items():
         np.testing.assert_allclose(to_flat(t_agent.actor)[name], value, atol=2e-5, err_msg=name)
-    for name, value in tree_io.flatten(critic).items():
+    for name, value in pytrees.flatten(critic).items():
         np.testing.assert_allclose(to_flat(t_agent.critic)[name], value, atol=2e-5, err_msg=name)
     np.testing.assert_allclose(float(t_agent.log_alpha), float(temps.log_alpha), atol=1e-6)
     np.testing.assert_allclose(float(t_agent.log_beta), float(temps.log_beta), atol=1e-6)
@@ -116,6 +117,7 @@ def _params(run_dir):
     return {k: v for k, v in arrays.items() if k.split("/")[0] in ("actor", "critic", "temps")}
 
 
+@pytest.mark.e2e
 def test_torch_run_is_deterministic_and_resumes_exactly(tiny_config, tmp_path):
     config = _torch_config(tiny_config)
     train(config, tmp_path / "a", echo=lambda _: None)
@@ -144,6 +146,7 @@ def _params_of_seed(config, run_dir):
     return _params(run_dir)
 
 
+@pytest.mark.e2e
 def test_torch_checkpoint_names_match_jax(tiny_config, tmp_path):
     """What both backends share is stored under the same names, shapes and dtypes."""
     train(_torch_config(tiny_config), tmp_path / "t", echo=lambda _: None)
@@ -158,6 +161,7 @@ def test_torch_checkpoint_names_match_jax(tiny_config, tmp_path):
         assert t[name].shape == j[name].shape and t[name].dtype == j[name].dtype, name
 
 
+@pytest.mark.e2e
 def test_torch_non_finite_stops_with_the_iteration(tiny_config, tmp_path):
     config = _torch_config(tiny_config, actor_lr=1e30, critic_lr=1e30, max_grad_norm=1e30)
     with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration \d+"):
@@ -165,7 +169,7 @@ def test_torch_non_finite_stops_with_the_iteration(tiny_config, tmp_path):
 
 
 # ---- the stochastic evaluation ---------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_torch_every_evaluation_logs_the_stochastic_return(tiny_config, tmp_path):
     config = _torch_config(
         tiny_config, total_steps=256, log_interval_steps=128, eval_interval_steps=128
@@ -181,7 +185,7 @@ def test_torch_every_evaluation_logs_the_stochastic_return(tiny_config, tmp_path
         assert record["eval/stochastic_return_mean"] != record["eval/return_mean"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_torch_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
     """With the sampled action replaced by the mean action, the stochastic evaluation equals
     the deterministic one exactly: both reset with the same seed, to the same initial states."""
@@ -260,6 +264,7 @@ def _torch_rollout_pre_tanh(tiny_config, rho):
     return np.arctanh(np.clip(data.action.double().numpy(), -0.999999, 0.999999))
 
 
+@pytest.mark.e2e
 def test_torch_correlated_noise_links_consecutive_actions_and_keeps_their_spread(tiny_config):
     def lag_one(u):
         u = u - u.mean(axis=0, keepdims=True)

@@ -13,10 +13,10 @@ from reppo.analysis.stats import (
     WEIGHTED,
     CurveEstimate,
     RunCurve,
-    _check_bootstrap_args,
-    _interval,
-    _statistic_fn,
+    check_bootstrap_args,
+    percentile_interval,
     resample_indices,
+    statistic_fn,
 )
 
 # ---- curves -----------------------------------------------------------------------------------
@@ -85,20 +85,20 @@ def curve_statistic(
     value at every grid point (use `common_grid`). One set of resampled runs serves the whole
     grid, so a band is the pointwise interval of resampled curves.
     """
-    _check_bootstrap_args(reps, confidence)
+    check_bootstrap_args(reps, confidence)
     grid = np.asarray(grid, float)
     matrices = _task_matrices(task_curves, grid)
     if any(np.isnan(m).any() for m in matrices):
         raise ValueError("some run has no value at the start of the grid (it starts later); "
                          "build the grid with common_grid")
     counts = [len(m) for m in matrices]
-    fn = _statistic_fn(statistic, mode, counts, gamma)
+    fn = statistic_fn(statistic, mode, counts, gamma)
     rng = np.random.default_rng(seed)
     indices = resample_indices(counts, reps, rng)
     value, low, high = (np.empty(len(grid)) for _ in range(3))
     for g in range(len(grid)):
         value[g] = fn([m[:, g] for m in matrices])
-        low[g], high[g] = _interval(
+        low[g], high[g] = percentile_interval(
             fn([m[idx, g] for m, idx in zip(matrices, indices, strict=True)]), confidence
         )
     return CurveEstimate(grid, value, low, high)

@@ -14,11 +14,11 @@ from reppo.analysis.stats import (
     CurveEstimate,
     Estimate,
     TaskScores,
-    _check_bootstrap_args,
-    _interval,
     as_task_scores,
+    check_bootstrap_args,
     check_equal_counts,
     check_mode,
+    percentile_interval,
     stratified_resample,
 )
 
@@ -67,14 +67,14 @@ def performance_profile(
     (equal run counts needed). `task_means=True`: the fraction of tasks whose mean score is
     above tau instead (rliable's average score distribution).
     """
-    _check_bootstrap_args(reps, confidence)
+    check_bootstrap_args(reps, confidence)
     tasks = as_task_scores(scores)
     grid = np.asarray(taus, dtype=float).reshape(-1)
     if grid.size == 0 or not np.all(np.isfinite(grid)):
         raise ValueError(f"taus must be a non-empty list of finite thresholds, got {taus!r}")
     fn = _profile_fn(grid, mode, [len(t) for t in tasks], task_means)
     rng = np.random.default_rng(seed)
-    low, high = _interval(fn(stratified_resample(tasks, reps, rng)), confidence)
+    low, high = percentile_interval(fn(stratified_resample(tasks, reps, rng)), confidence)
     return CurveEstimate(grid, np.asarray(fn(tasks), dtype=float), low, high)
 
 
@@ -100,7 +100,7 @@ def probability_of_improvement(
     between the methods and between tasks. The runs of X and of Y are resampled independently,
     within each task. P(Y > X) = 1 - P(X > Y).
     """
-    _check_bootstrap_args(reps, confidence)
+    check_bootstrap_args(reps, confidence)
     x_tasks, y_tasks = as_task_scores(scores_x), as_task_scores(scores_y)
     if len(x_tasks) != len(y_tasks):
         raise ValueError(
@@ -114,7 +114,7 @@ def probability_of_improvement(
     rng = np.random.default_rng(seed)
     resampled_x = stratified_resample(x_tasks, reps, rng)
     resampled_y = stratified_resample(y_tasks, reps, rng)
-    low, high = _interval(fn(resampled_x, resampled_y), confidence)
+    low, high = percentile_interval(fn(resampled_x, resampled_y), confidence)
     return Estimate(float(fn(x_tasks, y_tasks)), float(low), float(high))
 
 

@@ -22,7 +22,7 @@ from reppo.analysis.report_model import (
     Options,
     Report,
     TaskResult,
-    _tpi_label,
+    tpi_label,
 )
 from reppo.errors import UserError
 
@@ -273,7 +273,7 @@ def unequal_run_counts(runs: Sequence[Run]) -> list[str]:
     for (family, method), group in _group(runs, "family", "method").items():
         found.append(_describe_counts(f"{method} ({family})", group))
     for (family, tpi, variant), group in _ablation_groups(runs).items():
-        found.append(_describe_counts(f"variant {variant} at {_tpi_label(tpi)} ({family})",
+        found.append(_describe_counts(f"variant {variant} at {tpi_label(tpi)} ({family})",
                                       group))
     return [f for f in found if f is not None]
 

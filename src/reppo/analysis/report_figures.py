@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reppo.analysis.report_model import Options, Report, _tpi_label
+from reppo.analysis.report_model import Options, Report, tpi_label
 
 # ---- writing figures ----------------------------------------------------------------------------
 
@@ -66,7 +66,7 @@ def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
         if bars:
             tpis = list(dict.fromkeys(b.transitions_per_iteration for b in bars))
             groups = [
-                (_tpi_label(tpi),
+                (tpi_label(tpi),
                  [(b.variant, b.iqm) for b in bars if b.transitions_per_iteration == tpi])
                 for tpi in tpis
             ]

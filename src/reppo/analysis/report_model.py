@@ -102,5 +102,5 @@ class Options:
     stats: str = AUTO  # "auto", "weighted" or "rliable"
 
 
-def _tpi_label(tpi: int | None) -> str:
+def tpi_label(tpi: int | None) -> str:
     return "unknown batch" if tpi is None else f"{tpi:,} transitions / iteration"

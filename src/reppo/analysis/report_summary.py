@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reppo.analysis.report_model import CONFIDENCE, Options, Report
-from reppo.analysis.report_tables import _write_text
+from reppo.analysis.report_tables import write_text
 
 if TYPE_CHECKING:
     from reppo.analysis.stats import Estimate
@@ -187,7 +187,7 @@ def write_summary(
     lines += [f"## Runs skipped ({len(report.skipped)})", ""]
     lines += [f"- `{s.path}`: {s.reason}" for s in report.skipped] or ["None."]
     path = out / "summary.md"
-    _write_text(path, "\n".join(lines).rstrip() + "\n")
+    write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # ---- writing tables -----------------------------------------------------------------------------
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     from reppo.runs.rundir import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"), overwrite=False)
@@ -30,7 +30,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def _g(value: float) -> str:

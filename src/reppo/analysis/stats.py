@@ -281,7 +281,7 @@ _RLIABLE_KERNELS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
 }
 
 
-def _statistic_fn(
+def statistic_fn(
     statistic: str, mode: str, counts: Sequence[int], gamma: float
 ) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
     """The statistic as a function of per-task arrays of shape (..., n_t), runs last, batched
@@ -304,7 +304,7 @@ def aggregate(
 ) -> float:
     """One of `STATISTICS` of the scores in `mode` (see the module docstring for both)."""
     tasks = as_task_scores(scores)
-    return float(_statistic_fn(statistic, mode, [len(t) for t in tasks], gamma)(tasks))
+    return float(statistic_fn(statistic, mode, [len(t) for t in tasks], gamma)(tasks))
 
 
 def iqm(scores: TaskScores, *, mode: str = WEIGHTED) -> float:
@@ -332,7 +332,7 @@ def optimality_gap(scores: TaskScores, gamma: float = 1.0, *, mode: str = WEIGHT
 # ---- stratified bootstrap ---------------------------------------------------------------------
 
 
-def _check_bootstrap_args(reps: int, confidence: float) -> None:
+def check_bootstrap_args(reps: int, confidence: float) -> None:
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     if not 0.0 < confidence < 1.0:
@@ -357,7 +357,7 @@ def stratified_resample(
     return [task[idx] for task, idx in zip(tasks, indices, strict=True)]
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(samples, [alpha, 1.0 - alpha], axis=0)
     return low, high
@@ -379,15 +379,15 @@ def bootstrap_statistics(
     each other, and both modes draw the same resamples for the same seed. `seed` is an int or
     a numpy Generator. In the rliable mode every task needs the same number of runs.
     """
-    _check_bootstrap_args(reps, confidence)
+    check_bootstrap_args(reps, confidence)
     tasks = as_task_scores(scores)
     counts = [len(t) for t in tasks]
-    fns = {name: _statistic_fn(name, mode, counts, gamma) for name in statistics}
+    fns = {name: statistic_fn(name, mode, counts, gamma) for name in statistics}
     rng = np.random.default_rng(seed)
     resampled = stratified_resample(tasks, reps, rng)
     out = {}
     for name, fn in fns.items():
-        low, high = _interval(fn(resampled), confidence)
+        low, high = percentile_interval(fn(resampled), confidence)
         out[name] = Estimate(float(fn(tasks)), float(low), float(high))
     return out
 

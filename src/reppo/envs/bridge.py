@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import torch
 
+from reppo import pytrees
 from reppo.envs.contract import EnvSpec, TorchStep
 from reppo.envs.registry import make_env
-from reppo.jax import tree_io
 
 
 def to_torch(x: jax.Array, device: torch.device) -> torch.Tensor:
@@ -90,11 +90,11 @@ class PlaygroundTorchEnv:
 
     # The env state is a JAX pytree: flat named arrays for checkpoints, like the JAX backend's.
     def get_state(self) -> dict[str, np.ndarray]:
-        return tree_io.flatten(self._state)
+        return pytrees.flatten(self._state)
 
     def set_state(self, flat: dict[str, np.ndarray]) -> torch.Tensor:
         template = jax.eval_shape(self._reset, jax.random.PRNGKey(0))
-        self._state = tree_io.unflatten(template, flat)
+        self._state = pytrees.unflatten(template, flat)
         return to_torch(self._state.obs, self.device)
 
     def close(self) -> None:

@@ -147,7 +147,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _make_raw(name: str, num_envs: int, device: torch.device) -> Any:
+def make_raw_env(name: str, num_envs: int, device: torch.device) -> Any:
     """An unwrapped ManiSkill env (`BaseEnv`) with `num_envs` envs simulated on `device`."""
     gym = _import_gym()
     _check_assets(name)
@@ -211,7 +211,7 @@ def maniskill_spec(name: str, episode_length: int | None = None) -> EnvSpec:
 
         # Once the GPU simulator is on in this process, build on it (as make_maniskill_env does).
         device = _resolve_device("cuda" if physx.is_gpu_enabled() else "cpu")
-        raw = _make_raw(name, 1, device)
+        raw = make_raw_env(name, 1, device)
         try:
             _spec_of(name, raw)
         finally:
@@ -248,10 +248,10 @@ class ManiSkillVecEnv:
         self.inner_envs: list[Any] = []
         try:
             if self._gpu:
-                self.inner_envs.append(_make_raw(name, num_envs, self.device))
+                self.inner_envs.append(make_raw_env(name, num_envs, self.device))
             else:
                 for _ in range(num_envs):
-                    self.inner_envs.append(_make_raw(name, 1, self.device))
+                    self.inner_envs.append(make_raw_env(name, 1, self.device))
         except BaseException:
             self.close()
             raise

@@ -108,7 +108,7 @@ def _this_process_first() -> Iterator[None]:
 
 
 @functools.cache
-def _load(name: str, impl: str) -> Any:
+def load_playground_env(name: str, impl: str) -> Any:
     """The Playground env (cached: loading compiles the MuJoCo model, which takes a second)."""
     registry = _import_playground_registry()
     with _this_process_first():
@@ -139,7 +139,7 @@ def env_spec(name: str, impl: str = "auto", episode_length: int | None = None) -
         from reppo.envs.custom import build
 
         return build(entry, episode_length)[1]
-    return _spec(name, _load(name, _resolve_impl(impl)), episode_length)
+    return _spec(name, load_playground_env(name, _resolve_impl(impl)), episode_length)
 
 
 def make_env(
@@ -161,5 +161,5 @@ def make_env(
 
         inner, spec = build(entry, episode_length)
         return AutoResetVecEnv(inner, num_envs, spec)
-    inner = _load(name, impl)
+    inner = load_playground_env(name, impl)
     return AutoResetVecEnv(inner, num_envs, _spec(name, inner, episode_length))

@@ -2,7 +2,7 @@
 
 `ProtocolEvaluator` runs `reppo.envs.evaluation.evaluate` on Brax's deterministic policy, with
 the keys of `reppo.envs.evaluation.eval_key` (the episodes REPPO's evaluation of the same seed
-and env steps runs); `_Recorder` captures the params Brax hands over at each evaluation point
+and env steps runs); `Recorder` captures the params Brax hands over at each evaluation point
 (through `brax_compat.capture_evaluations`), evaluates them when Brax reports progress, and logs
 the result as a REPPO-format metrics record. JAX is imported inside the functions, so that
 `reppo --help` stays fast.
@@ -72,7 +72,7 @@ class ProtocolEvaluator:
 
 
 class Evaluator(Protocol):
-    """What `_Recorder` evaluates with: `ProtocolEvaluator` (JAX envs) or ManiSkill PPO's."""
+    """What `Recorder` evaluates with: `ProtocolEvaluator` (JAX envs) or ManiSkill PPO's."""
 
     def evaluate(self, policy_factory: Callable, params: Any, seed: int, env_steps: int
                  ) -> EvalReport: ...
@@ -81,7 +81,7 @@ class Evaluator(Protocol):
 # ---- recording Brax's evaluation points ------------------------------------------------------
 
 
-class _Recorder:
+class Recorder:
     """Turns Brax's callbacks into REPPO-format records: the capture hook stores the params of
     the coming evaluation point, `progress` (Brax's progress_fn) evaluates them and logs, with
     the trainer's own metrics under `metric_prefix`. FastTD3's loop calls the same two."""
@@ -156,7 +156,7 @@ class BaselineResult:
     params: Any  # final params (Brax: normalizer, policy[, value]; FastTD3: actor, obs_stats)
 
 
-def _versions(algo: str) -> dict[str, Any]:
+def baseline_versions(algo: str) -> dict[str, Any]:
     import jax
 
     return collect_versions({
@@ -166,7 +166,7 @@ def _versions(algo: str) -> dict[str, Any]:
     })
 
 
-def _refuse_existing(run_dir: Path) -> None:
+def refuse_existing(run_dir: Path) -> None:
     """A baseline never writes into a directory that holds anything (it cannot resume)."""
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         what = "is a file" if not run_dir.is_dir() else "is not empty"

@@ -81,7 +81,7 @@ _RESERVED = frozenset({
 })
 
 
-def _brax_train(algo: str) -> Callable[..., Any]:
+def brax_train(algo: str) -> Callable[..., Any]:
     if algo == "brax-ppo":
         from brax.training.agents.ppo import train as ppo
 
@@ -91,7 +91,7 @@ def _brax_train(algo: str) -> Callable[..., Any]:
     return sac.train
 
 
-def _network_factory(algo: str) -> Callable[..., Any]:
+def brax_network_factory(algo: str) -> Callable[..., Any]:
     if algo == "brax-ppo":
         from brax.training.agents.ppo import networks
 
@@ -104,13 +104,13 @@ def _network_factory(algo: str) -> Callable[..., Any]:
 # ---- input checks ----------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         import difflib
 
@@ -122,12 +122,12 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 def default_preset(algo: str) -> str:
     """The preset `algo` runs with when none is named."""
-    return ALGO_PRESETS[_check_choice("baseline", algo, BASELINES)][0]
+    return ALGO_PRESETS[check_choice("baseline", algo, BASELINES)][0]
 
 
-def _check_preset(algo: str, preset: Any) -> str:
+def check_preset(algo: str, preset: Any) -> str:
     """`preset` is one of `algo`'s presets (ALGO_PRESETS)."""
-    _check_choice("preset", preset, PRESETS)
+    check_choice("preset", preset, PRESETS)
     valid = ALGO_PRESETS[algo]
     if preset not in valid:
         owners = [a for a, presets in ALGO_PRESETS.items() if preset in presets]
@@ -138,7 +138,7 @@ def _check_preset(algo: str, preset: Any) -> str:
     return preset
 
 
-def _check_env(algo: str, env: str) -> None:
+def check_env(algo: str, env: str) -> None:
     """The DM Control baselines train the Playground DM Control tasks (JAX envs), ManiSkill's
     PPO the ManiSkill3 tasks (torch)."""
     from reppo.envs.registry import DMC_TASKS, UnknownEnvError, list_envs
@@ -190,10 +190,10 @@ def preset_hyperparameters(algo: str, env: str, preset: str | None = None) -> di
     of `_PAPER_TUNED_PPO`, the REPPO paper's tuned PPO. `network_factory` is a dict of
     keyword arguments for Brax's `make_ppo_networks` / `make_sac_networks`.
     """
-    _check_choice("baseline", algo, BASELINES)
+    check_choice("baseline", algo, BASELINES)
     preset = default_preset(algo) if preset is None else preset
-    _check_preset(algo, preset)
-    _check_env(algo, env)
+    check_preset(algo, preset)
+    check_env(algo, env)
     if algo in FASTTD3:
         return _fasttd3_hyperparameters(algo, preset, None, None)
     if algo == MANISKILL_PPO:
@@ -222,9 +222,9 @@ def preset_hyperparameters(algo: str, env: str, preset: str | None = None) -> di
     return hp
 
 
-def _allowed_keys(algo: str) -> tuple[set[str], set[str]]:
-    train_keys = set(inspect.signature(_brax_train(algo)).parameters) - _RESERVED
-    factory = inspect.signature(_network_factory(algo)).parameters
+def allowed_keys(algo: str) -> tuple[set[str], set[str]]:
+    train_keys = set(inspect.signature(brax_train(algo)).parameters) - _RESERVED
+    factory = inspect.signature(brax_network_factory(algo)).parameters
     net_keys = set(factory) - {"observation_size", "action_size", "preprocess_observations_fn"}
     return train_keys, net_keys
 
@@ -239,9 +239,9 @@ def resolve_hyperparameters(
     """The preset's hyperparameters with `overrides` applied (checked against Brax's `train`
     and network-factory signatures; `network_factory` entries are merged key by key)."""
     if algo in FASTTD3 or algo == MANISKILL_PPO:
-        _check_choice("baseline", algo, BASELINES)
-        _check_preset(algo, preset)
-        _check_env(algo, env)
+        check_choice("baseline", algo, BASELINES)
+        check_preset(algo, preset)
+        check_env(algo, env)
         if algo == MANISKILL_PPO:
             return _maniskill_ppo_hyperparameters(preset, overrides)
         return _fasttd3_hyperparameters(algo, preset, total_steps, overrides)
@@ -250,7 +250,7 @@ def resolve_hyperparameters(
         hp["max_replay_size"] = min(int(hp["max_replay_size"]), total_steps)
     if not overrides:
         return hp
-    train_keys, net_keys = _allowed_keys(algo)
+    train_keys, net_keys = allowed_keys(algo)
     for key, value in overrides.items():
         if key in _RESERVED:
             raise UserError(

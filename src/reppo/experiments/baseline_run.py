@@ -15,27 +15,27 @@ from typing import Any
 from reppo.experiments.baseline_evaluation import (
     BaselineResult,
     ProtocolEvaluator,
-    _Recorder,
-    _refuse_existing,
-    _versions,
+    Recorder,
+    baseline_versions,
+    refuse_existing,
 )
 from reppo.experiments.baseline_hyperparameters import (
     BASELINES,
     FASTTD3,
     IMPL,
     MANISKILL_PPO,
-    _brax_train,
-    _check_choice,
-    _check_env,
-    _check_int,
-    _check_preset,
-    _network_factory,
+    brax_network_factory,
+    brax_train,
+    check_choice,
+    check_env,
+    check_int,
+    check_preset,
     default_preset,
     resolve_hyperparameters,
 )
 from reppo.experiments.baseline_schedule import (
-    _check_hyperparameters,
-    _check_overshoot,
+    check_hyperparameters,
+    check_overshoot,
     plan_schedule,
 )
 from reppo.experiments.suites import default_eval_interval
@@ -69,18 +69,18 @@ def train_baseline(
     where torch sees one); the JAX baselines run on JAX's default device. Raises `UserError`
     for bad input before anything is written.
     """
-    _check_choice("baseline", algo, BASELINES)
+    check_choice("baseline", algo, BASELINES)
     preset = default_preset(algo) if preset is None else preset
-    _check_preset(algo, preset)
-    _check_int("seed", seed, 0)
-    _check_int("total_steps", total_steps, 1)
-    _check_int("eval_episodes", eval_episodes, 1)
+    check_preset(algo, preset)
+    check_int("seed", seed, 0)
+    check_int("total_steps", total_steps, 1)
+    check_int("eval_episodes", eval_episodes, 1)
     if eval_interval_steps is None:
         eval_interval_steps = default_eval_interval(total_steps)
-    _check_int("eval_interval_steps", eval_interval_steps, 0)
-    _check_env(algo, env)
+    check_int("eval_interval_steps", eval_interval_steps, 0)
+    check_env(algo, env)
     run_dir = Path(run_dir)
-    _refuse_existing(run_dir)
+    refuse_existing(run_dir)
     if algo == MANISKILL_PPO:
         from reppo.experiments.maniskill_ppo_run import train_maniskill_ppo
 
@@ -99,9 +99,9 @@ def train_baseline(
         )
 
     hp = resolve_hyperparameters(algo, env, preset, total_steps, hyperparameters)
-    _check_hyperparameters(algo, hp, total_steps)
+    check_hyperparameters(algo, hp, total_steps)
     schedule = plan_schedule(algo, hp, total_steps, eval_interval_steps)
-    _check_overshoot(algo, schedule, total_steps)
+    check_overshoot(algo, schedule, total_steps)
     config = {
         "algo": algo,
         "env": env,
@@ -123,12 +123,12 @@ def train_baseline(
 
     evaluator = ProtocolEvaluator(env, eval_episodes)
     environment = evaluator.env.inner  # the Playground env REPPO runs train on
-    train_fn = _brax_train(algo)
+    train_fn = brax_train(algo)
     kwargs = {k: v for k, v in hp.items() if k != "network_factory"}
     kwargs.update(schedule.brax_arguments())
-    network_factory = functools.partial(_network_factory(algo), **_network_kwargs(hp))
+    network_factory = functools.partial(brax_network_factory(algo), **_network_kwargs(hp))
 
-    create_run_dir(run_dir, config, _versions(algo))
+    create_run_dir(run_dir, config, baseline_versions(algo))
     name = {"brax-ppo": "Brax PPO", "brax-sac": "Brax SAC"}[algo]
     if echo is not None:
         echo(
@@ -137,7 +137,7 @@ def train_baseline(
             f"of {eval_episodes} episodes -> {run_dir}"
         )
     with MetricsLogger(run_dir) as logger:
-        recorder = _Recorder(
+        recorder = Recorder(
             evaluator=evaluator, logger=logger, seed=seed, total_steps=total_steps, echo=echo,
             start=start,
         )

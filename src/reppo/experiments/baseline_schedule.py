@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reppo.errors import UserError
-from reppo.experiments.baseline_hyperparameters import _check_int
+from reppo.experiments.baseline_hyperparameters import check_int
 
 # Brax trains in whole evaluation periods; a plan longer than this times the budget is refused.
 MAX_OVERSHOOT = 1.25
@@ -98,7 +98,7 @@ def plan_schedule(
     return Schedule(per_step, epoch_steps, num_evals, prefill, planned, None)
 
 
-def _check_overshoot(algo: str, schedule: Schedule, total_steps: int) -> None:
+def check_overshoot(algo: str, schedule: Schedule, total_steps: int) -> None:
     """Refuse plans that would train far past the budget (comparisons at equal budgets)."""
     if schedule.planned_env_steps <= MAX_OVERSHOOT * total_steps:
         return
@@ -117,14 +117,14 @@ def _per_eval(updates: int, per_update: int, eval_interval_steps: int) -> int:
     return min(updates, max(1, round(eval_interval_steps / per_update)))
 
 
-def _check_hyperparameters(algo: str, hp: Mapping[str, Any], total_steps: int) -> None:
+def check_hyperparameters(algo: str, hp: Mapping[str, Any], total_steps: int) -> None:
     """Brax asserts these deep inside train(); say what to change instead."""
     for key in ("num_envs", "batch_size") + (
         ("unroll_length", "num_minibatches", "num_updates_per_batch")
         if algo == "brax-ppo"
         else ("grad_updates_per_step",)
     ):
-        _check_int(f"hyperparameter {key}", hp.get(key), 1)
+        check_int(f"hyperparameter {key}", hp.get(key), 1)
     if algo == "brax-ppo":
         if hp["batch_size"] * hp["num_minibatches"] % hp["num_envs"]:
             raise UserError(

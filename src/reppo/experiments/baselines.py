@@ -45,8 +45,8 @@ from reppo.experiments.baseline_hyperparameters import (
     FASTTD3,
     IMPL,
     PRESETS,
-    _check_choice,
-    _check_preset,
+    check_choice,
+    check_preset,
     default_preset,
     preset_hyperparameters,
     resolve_hyperparameters,
@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
                if value is None]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (see --help)")
-    algo = _check_choice("baseline (--algo)", args.algo, BASELINES)
+    algo = check_choice("baseline (--algo)", args.algo, BASELINES)
     preset = default_preset(algo) if args.preset is None else args.preset
-    preset = _check_preset(algo, _check_choice("preset (--preset)", preset, PRESETS))
+    preset = check_preset(algo, check_choice("preset (--preset)", preset, PRESETS))
     steps = _parse_count("--steps", args.steps, 1)
     seed = _parse_count("--seed", args.seed, 0)
     interval = _parse_count("--eval-interval-steps", args.eval_interval_steps, 0)

@@ -19,9 +19,9 @@ from typing import Any
 from reppo.experiments.baseline_evaluation import (
     BaselineResult,
     ProtocolEvaluator,
-    _Recorder,
-    _refuse_existing,
-    _versions,
+    Recorder,
+    baseline_versions,
+    refuse_existing,
 )
 from reppo.experiments.fasttd3 import Hyperparameters, preset_hyperparameters
 from reppo.experiments.iteration_schedule import IterationSchedule, plan_iterations
@@ -61,7 +61,7 @@ def train_fasttd3(
     """Train FastTD3 (`algo`: fasttd3 or fasttd3-small) on `env`; the caller
     (`baseline_run.train_baseline`) has checked the algo, preset, env, seed and counts."""
     run_dir = Path(run_dir)
-    _refuse_existing(run_dir)
+    refuse_existing(run_dir)
     hp = resolve(algo, env, preset, total_steps, hyperparameters)
     schedule = plan_schedule(hp, total_steps, eval_interval_steps)
     config = {
@@ -88,7 +88,7 @@ def train_fasttd3(
 
         return policy
 
-    create_run_dir(run_dir, config, _versions(algo))
+    create_run_dir(run_dir, config, baseline_versions(algo))
     name = {"fasttd3": "FastTD3", "fasttd3-small": "FastTD3-small"}[algo]
     if echo is not None:
         echo(
@@ -103,7 +103,7 @@ def train_fasttd3(
     state = jax.jit(agent.init)(jax.random.PRNGKey(seed))
     done = 0
     with MetricsLogger(run_dir) as logger:
-        recorder = _Recorder(evaluator=evaluator, logger=logger, seed=seed,
+        recorder = Recorder(evaluator=evaluator, logger=logger, seed=seed,
                              total_steps=total_steps, echo=echo, start=start,
                              metric_prefix="fasttd3/")
         for mark in schedule.eval_iterations():

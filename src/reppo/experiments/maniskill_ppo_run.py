@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reppo.experiments.baseline_evaluation import BaselineResult, _Recorder, _refuse_existing
+from reppo.experiments.baseline_evaluation import BaselineResult, Recorder, refuse_existing
 from reppo.experiments.iteration_schedule import IterationSchedule, plan_iterations
 from reppo.experiments.maniskill_ppo import (
     ALGO,
@@ -99,7 +99,7 @@ def train_maniskill_ppo(
     has checked the algo, preset, env, seed and counts. `device`: "auto" (the GPU simulator
     where torch sees CUDA, else the CPU one), "cpu" or "cuda[:k]"."""
     run_dir = Path(run_dir)
-    _refuse_existing(run_dir)
+    refuse_existing(run_dir)
     hp = preset_hyperparameters(preset, hyperparameters)
     schedule = plan_schedule(hp, total_steps, eval_interval_steps)
 
@@ -132,10 +132,10 @@ def train_maniskill_ppo(
                 f"{schedule.iterations:,} updates), {len(schedule.eval_steps())} evaluation(s) "
                 f"of {eval_episodes} episodes -> {run_dir}"
             )
-        loop = _Loop(ppo, train_env, hp, seed)
+        loop = PPOLoop(ppo, train_env, hp, seed)
         done = 0
         with MetricsLogger(run_dir) as logger:
-            recorder = _Recorder(evaluator=evaluator, logger=logger, seed=seed,
+            recorder = Recorder(evaluator=evaluator, logger=logger, seed=seed,
                                  total_steps=total_steps, echo=echo, start=start,
                                  metric_prefix="maniskill_ppo/")
             for mark in schedule.eval_iterations():
@@ -154,7 +154,7 @@ def train_maniskill_ppo(
     )
 
 
-class _Loop:
+class PPOLoop:
     """rsl-rl's on-policy loop on one env; `train(n)` runs n updates and returns their metrics
     (the last update's losses, the period's training episodes)."""
 

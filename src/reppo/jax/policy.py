@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reppo import pytrees
 from reppo.config import Config
 from reppo.envs import env_spec, evaluate, make_env, record_video
 from reppo.envs.evaluation import eval_key
 from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
-from reppo.jax import tree_io
 from reppo.jax.networks import Networks, Params
 from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint, policy_sizes
 from reppo.runs.outputs import (
@@ -99,9 +99,9 @@ def policy_from_arrays(
     actor_template = stacked(jax.eval_shape(nets.init_actor, jax.random.PRNGKey(0)))
     stats_template = stacked(jax.eval_shape(lambda: N.init_stats(obs_size)))
     try:
-        actor = tree_io.unflatten(actor_template, arrays, prefix="actor/")
-        stats = tree_io.unflatten(stats_template, arrays, prefix="obs_stats/")
-    except tree_io.TreeMismatchError as err:
+        actor = pytrees.unflatten(actor_template, arrays, prefix="actor/")
+        stats = pytrees.unflatten(stats_template, arrays, prefix="obs_stats/")
+    except pytrees.TreeMismatchError as err:
         raise CheckpointError(
             f"{path}: does not match the run's config.json ({err})"
         ) from None

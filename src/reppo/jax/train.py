@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reppo import pytrees
 from reppo.config import Config
 from reppo.envs import make_env
 from reppo.envs.autoreset import SEED_AXIS
 from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
-from reppo.jax import tree_io
 from reppo.jax.agent import Agent, TrainState
 from reppo.jax.sharding import DataParallel, resolve_num_devices
 from reppo.multihost import join_processes
@@ -187,14 +187,14 @@ class JaxTrainer:
     def state_arrays(self, state: TrainState) -> dict[str, np.ndarray]:
         if self.parallel is not None:
             state = self.parallel.gather(state)
-        return tree_io.flatten(state)
+        return pytrees.flatten(state)
 
     def load_state(self, arrays: dict[str, np.ndarray], iteration: int) -> TrainState:
         try:
-            state = tree_io.unflatten(
+            state = pytrees.unflatten(
                 jax.eval_shape(self._init, seed_keys(self.config)), arrays
             )
-        except tree_io.TreeMismatchError as err:
+        except pytrees.TreeMismatchError as err:
             raise StateMismatchError(str(err)) from None
         if self.parallel is not None:
             state = self.parallel.place(state, self._state_shardings)

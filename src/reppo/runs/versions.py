@@ -14,6 +14,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from reppo._version import __version__
+
 # Distribution names as pip knows them (not import names).
 TRACKED_PACKAGES = (
     "reppo",
@@ -67,10 +69,6 @@ def collect_versions(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     Keys: python, python_implementation, platform, machine, processor, cpu_count, reppo,
     packages (installed tracked distributions only), timestamp_utc, then those of `extra`.
     """
-    try:
-        from reppo import __version__ as reppo_version
-    except ImportError:  # pragma: no cover - only if the package is half installed
-        reppo_version = package_version("reppo") or "unknown"
     packages = {name: v for name in TRACKED_PACKAGES if (v := package_version(name)) is not None}
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -79,7 +77,7 @@ def collect_versions(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "machine": platform.machine(),
         "processor": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "reppo": reppo_version,
+        "reppo": __version__,
         "packages": packages,
         "timestamp_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import reppo
+from reppo._version import __version__
 from reppo.runs import CheckpointError, atomic_write_bytes
 from reppo.runs.outputs import check_output_path, output_error
 from reppo.torch.policy import SavedPolicy, load_policy
@@ -47,7 +47,7 @@ def onnx_metadata(saved: SavedPolicy, seed_index: int) -> dict[str, str]:
     n = saved.action_size
     return {
         "producer": "reppo",
-        "reppo_version": reppo.__version__,
+        "reppo_version": __version__,
         "env": config.env,
         "backend": saved.backend,  # the backend the run was trained with
         "obs_size": str(saved.obs_size),

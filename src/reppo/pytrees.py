@@ -1,4 +1,4 @@
-"""Pytrees <-> flat {name: numpy array} maps, for framework-neutral checkpoints.
+"""Pytrees <-> flat {name: numpy array} maps, for framework-neutral checkpoints and env states.
 
 Names are the pytree key paths (`actor/hidden_0/linear/kernel`), so the saved files are
 readable by other tools. Loading fills a *template* pytree of the same structure (built from
