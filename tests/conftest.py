@@ -92,9 +92,10 @@ def tiers_of(item) -> list[str]:
 def pytest_collection_modifyitems(config, items):
     for item in items:
         tiers = tiers_of(item)
-        if not tiers and item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.e2e)  # the old marker, from before the tiers
-            tiers = ["e2e"]
+        if item.get_closest_marker("slow") is not None:
+            raise pytest.UsageError(
+                f"{item.nodeid}: 'slow' is not a tier; mark it e2e, learning or multiprocess"
+            )
         if not tiers:
             item.add_marker(pytest.mark.unit)
             tiers = ["unit"]

@@ -38,7 +38,7 @@ def test_reppo_learns_cartpole_balance_with_torch(tmp_path):
     assert result.eval_return_mean >= 900, result.eval_return_mean
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 def test_reppo_learns_push_cube_on_maniskills_cpu_simulator(tmp_path):
     torch = pytest.importorskip("torch")
     from reppo.envs import maniskill

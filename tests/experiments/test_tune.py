@@ -394,7 +394,7 @@ def test_space_files_declare_ranges_and_choices(tmp_path):
 # ---- real training -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_real_tiny_search_pauses_resumes_and_writes_a_trainable_preset(tmp_path, capsys):
     """`reppo train` children: each run is paused at the rung (SIGINT: it saves a checkpoint),
     scored, and resumed to the end; the winner is a preset file that trains."""

@@ -11,8 +11,9 @@ from reppo.envs import make_env
 from reppo.jax import distributions as D
 from reppo.jax import losses as L
 from reppo.jax.agent import Agent
+from reppo.user_envs import register_env, unregister_env
 from tests.conftest import TINY
-from tests.fakes import STILL_ENV, still_env
+from tests.fakes import STILL_ENV, StillState, still_env
 
 
 def _one_step_update(config, iteration):
@@ -144,13 +145,13 @@ class _Cart:
 
     def reset(self, rng):
         del rng
-        return _StillState(jnp.zeros(2), jnp.zeros(()), jnp.zeros(()))
+        return StillState(jnp.zeros(2), jnp.zeros(()), jnp.zeros(()))
 
     def step(self, state, action):
         x, v = state.obs[0], state.obs[1]
         v = v + 0.1 * action[0]
         x = x + 0.1 * v
-        return _StillState(jnp.stack([x, v]), jnp.exp(-x * x), jnp.zeros(()))
+        return StillState(jnp.stack([x, v]), jnp.exp(-x * x), jnp.zeros(()))
 
 
 @pytest.fixture(scope="module")
