@@ -399,7 +399,7 @@ def _allowed(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _base_type(tp: Any) -> tuple[Any, bool]:
+def base_type(tp: Any) -> tuple[Any, bool]:
     """(underlying type, accepts None) of a field annotation."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -432,7 +432,7 @@ def parse_count(text: str) -> int:
 
 def coerce_field(name: str, value: Any) -> Any:
     """Convert a JSON or command-line value to the field's type, or raise ConfigError."""
-    base, nullable = _base_type(field_type(name))
+    base, nullable = base_type(field_type(name))
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "auto")
                          and nullable):
         if not nullable:

@@ -35,9 +35,9 @@ from reppo.experiments.suites import ALGOS, BASELINE_PRESETS, REPPO, SUITES
 from reppo.experiments.sweep_execute import (
     INTERRUPTED,
     Outcome,
-    _sigterm_as_interrupt,
     execute,
     launch,
+    sigterm_as_interrupt,
     usable_cores,
 )
 from reppo.experiments.sweep_outdir import (
@@ -98,7 +98,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="algorithm (default reppo; the baselines Brax PPO and SAC and "
                              "FastTD3 run the Playground DM Control suites, maniskill-ppo "
                              "the maniskill suite); several algos may share one --out")
-    parser.add_argument("--steps", type=_count, default=None, metavar="N",
+    parser.add_argument("--steps", type=count_argument, default=None, metavar="N",
                         help="env steps per run and seed (default: the suite's budget)")
     parser.add_argument("--tasks", default=None, metavar="A,B",
                         help="only these tasks of the suite (comma-separated)")
@@ -114,7 +114,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "eval_interval_steps=1e6")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what would run, and the commands, without running them")
-    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N|auto",
+    parser.add_argument("--jobs", type=jobs_argument, default=1, metavar="N|auto",
                         help="local launcher: runs at once, each on its own share of the CPU "
                              "cores (default 1). On a CPU one run keeps one core busy, so "
                              "'auto' (one per core; 1 where there is an NVIDIA GPU) finishes a "
@@ -138,7 +138,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                        help="jobs of the array running at once (default 64)")
 
 
-def _jobs(text: str) -> int:
+def jobs_argument(text: str) -> int:
     """--jobs: a positive count, or auto (one per usable core; 1 with an NVIDIA GPU, which the
     runs would share)."""
     if text == "auto":
@@ -156,7 +156,7 @@ def _jobs(text: str) -> int:
     return jobs
 
 
-def _count(text: str) -> int:
+def count_argument(text: str) -> int:
     """A positive integer, also written like 1e6, 500k or 50_000_000."""
     from reppo.config import parse_count
 
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(settings, runs, echo)
     settings.out.mkdir(parents=True, exist_ok=True)
-    with sweep_lock(settings.out), _sigterm_as_interrupt():
+    with sweep_lock(settings.out), sigterm_as_interrupt():
         existing = check_out_dir(settings)  # again, now that no other sweep can change it
         record_invocation(settings, existing)
         outcomes, interrupted = execute(settings, runs, echo, jobs=args.jobs)

@@ -2,7 +2,7 @@
 
 `launch` runs one child command with its output echoed (with the run's prefix) and appended to
 its log, and passes a Ctrl-C on to the child; `execute` skips, starts, resumes or restarts every
-run as its directory says, carrying on past failures. `_sigterm_as_interrupt` makes a SIGTERM
+run as its directory says, carrying on past failures. `sigterm_as_interrupt` makes a SIGTERM
 to the sweep stop it like Ctrl-C.
 
 Why several at a time: on a CPU one run is a chain of small operations that one core carries
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from reppo.experiments.sweep_outdir import _now
+from reppo.experiments.sweep_outdir import now_stamp
 from reppo.experiments.sweep_plan import (
     PlannedRun,
     final_eval,
@@ -119,7 +119,7 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
     if cores:
         env.setdefault("OMP_NUM_THREADS", str(len(cores)))
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"# {_now()} $ {shlex.join(command)}\n")
+        log.write(f"# {now_stamp()} $ {shlex.join(command)}\n")
         log.flush()
         proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -146,7 +146,7 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
                 proc.kill()
                 proc.wait()
                 echo(f"{prefix} killed")
-            log.write(f"# {_now()} sweep interrupted; exit status {proc.returncode}\n")
+            log.write(f"# {now_stamp()} sweep interrupted; exit status {proc.returncode}\n")
             raise
         finally:
             if children is not None:
@@ -303,7 +303,7 @@ def _execute_side_by_side(settings: Settings, runs: list[PlannedRun], echo: Echo
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """A SIGTERM to the sweep stops it like Ctrl-C, so no child is left running unattended."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

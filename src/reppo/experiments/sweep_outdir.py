@@ -28,7 +28,7 @@ _UNSET = object()
 # ---- the sweep file and lock -----------------------------------------------------------------
 
 
-def _now() -> str:
+def now_stamp() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -94,7 +94,7 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
     from reppo.runs import atomic_write_json
 
     invocation = {
-        "command": settings.command(), "date": _now(), "algo": settings.algo,
+        "command": settings.command(), "date": now_stamp(), "algo": settings.algo,
         "tasks": list(settings.tasks), "methods": [m.label for m in settings.methods],
     }
     if existing is None:

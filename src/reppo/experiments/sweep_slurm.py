@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from reppo.errors import UserError
-from reppo.experiments.sweep_outdir import _now
+from reppo.experiments.sweep_outdir import now_stamp
 from reppo.experiments.sweep_plan import (
     PlannedRun,
     inspect,
@@ -98,7 +98,7 @@ class RunJob:
         job = os.environ.get("SLURM_JOB_ID", "")
         with open(self.log_path, "a", encoding="utf-8") as log:
             where = f" (SLURM job {job})" if job else ""
-            log.write(f"# {_now()} $ {shlex.join(self.command)}{where}\n")
+            log.write(f"# {now_stamp()} $ {shlex.join(self.command)}{where}\n")
             log.flush()
             code = subprocess.run(
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

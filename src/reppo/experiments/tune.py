@@ -51,7 +51,7 @@ _FIXED = ("suite", "tasks", "seeds", "first_seed", "steps", "preset", "base_conf
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from reppo.experiments.sweep import _count, _jobs
+    from reppo.experiments.sweep import count_argument, jobs_argument
 
     tuning = ", ".join(s.name for s in SUITES.values() if not s.is_evaluation and not s.variants)
     parser.description = (
@@ -76,7 +76,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="search directory (new, empty, or a search to resume)")
     parser.add_argument("--first-seed", type=int, default=None, metavar="S",
                         help="the first seed (default: the suite's, 0)")
-    parser.add_argument("--steps", type=_count, default=None, metavar="N",
+    parser.add_argument("--steps", type=count_argument, default=None, metavar="N",
                         help="env steps per run of a trial (default: the suite's budget)")
     parser.add_argument("--tasks", default=None, metavar="A,B",
                         help="only these tasks of the suite (comma-separated)")
@@ -99,7 +99,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="finished trials before the pruner stops any (default 5)")
     parser.add_argument("--sampler-seed", type=int, default=0, metavar="S",
                         help="seed of the sampler's draws (default 0)")
-    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N|auto",
+    parser.add_argument("--jobs", type=jobs_argument, default=1, metavar="N|auto",
                         help="runs of a trial at once, each on its own share of the CPU cores, "
                              "as `reppo sweep --jobs` (default 1)")
     parser.add_argument("--dry-run", action="store_true",
@@ -298,11 +298,11 @@ def check_out_dir(settings: TuneSettings) -> dict[str, Any] | None:
 
 
 def _record_invocation(settings: TuneSettings, existing: dict[str, Any] | None) -> None:
-    from reppo.experiments.sweep_outdir import _now
+    from reppo.experiments.sweep_outdir import now_stamp
     from reppo.preset_files import write_preset_file
     from reppo.runs import atomic_write_json
 
-    invocation = {"command": settings.command(), "date": _now(), "trials": settings.trials,
+    invocation = {"command": settings.command(), "date": now_stamp(), "trials": settings.trials,
                   "jobs": settings.jobs}
     if existing is None:
         settings.out.mkdir(parents=True, exist_ok=True)
@@ -555,7 +555,7 @@ def dry_run(settings: TuneSettings, echo: Echo) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reppo.experiments.sweep_execute import INTERRUPTED, _sigterm_as_interrupt
+    from reppo.experiments.sweep_execute import INTERRUPTED, sigterm_as_interrupt
     from reppo.experiments.sweep_outdir import sweep_lock
     from reppo.experiments.tune_trial import INTERRUPTED as TRIAL_INTERRUPTED
 
@@ -570,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(settings, echo)
     settings.out.mkdir(parents=True, exist_ok=True)
-    with sweep_lock(settings.out, LOCK_FILE, "reppo tune"), _sigterm_as_interrupt():
+    with sweep_lock(settings.out, LOCK_FILE, "reppo tune"), sigterm_as_interrupt():
         existing = check_out_dir(settings)  # again, now that no other search can change it
         _record_invocation(settings, existing)
         study = open_study(settings)

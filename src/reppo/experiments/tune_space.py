@@ -245,9 +245,9 @@ def _param(path: Path, name: str, spec: dict[str, Any], start: Config) -> Param:
 
 
 def _optional_base(tp: Any) -> tuple[Any, bool]:
-    from reppo.config import _base_type
+    from reppo.config import base_type
 
-    return _base_type(tp)
+    return base_type(tp)
 
 
 def _check_value(path: Path, name: str, value: Any, start: Config) -> None:
