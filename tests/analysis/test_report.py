@@ -121,6 +121,7 @@ def test_writes_every_figure_and_table(report):
     out = report["out"]
     expected = [
         "curves/CheetahRun.png", "curves/WalkerRun.png", "curves/PokeCube-v1.png",
+        "curves/PokeCube-v1_success_at_end.png",
         "aggregates_dm_control.png", "aggregates_maniskill.png",
         "sample_efficiency_dm_control.png", "sample_efficiency_maniskill.png",
         "reliable_performance_dm_control.png", "reliable_performance_maniskill.png",
@@ -469,6 +470,30 @@ def test_num_seeds_dir_expands_into_runs(tmp_path):
     assert runs[0].transitions_per_iteration == 8 * 16
     assert list(runs[0].env_steps) == [50, 100]
     assert list(runs[0].wall_time) == [5.0, 15.0]
+
+
+def test_maniskill_success_at_end_has_its_own_curve_and_table(report):
+    summary = (report["out"] / "summary.md").read_text()
+    section = summary.split("final success rate (success_at_end) per task")[1].split("##")[0]
+    # The fixture records success_at_end as half of success_once: final 0.375, not 0.75.
+    assert "| PokeCube-v1 | 0.375" in section, section
+    assert "CheetahRun" not in section  # DM Control runs record no success
+
+
+def test_runs_without_success_at_end_get_no_such_curve(tmp_path):
+    run = _write_run(tmp_path / "runs" / "poke", "PokeCube-v1", [(50, [2.0]), (100, [3.0])],
+                     success=[0.5, 1.0])
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    stripped = [json.loads(x) for x in lines]
+    for record in stripped:
+        record.pop("eval/success_at_end", None)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    code, _, stderr = _report([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
+                               "--reps", REPS, "--steps-grid", GRID])
+    assert code == 0, stderr
+    assert (tmp_path / "rep" / "curves" / "PokeCube-v1.png").is_file()
+    assert not (tmp_path / "rep" / "curves" / "PokeCube-v1_success_at_end.png").exists()
+    assert "success_at_end" not in (tmp_path / "rep" / "summary.md").read_text()
 
 
 def test_pooled_success_of_several_seeds_is_skipped_with_reason(tmp_path):

@@ -6,7 +6,8 @@ reads every finished run under the given directories (see `reppo.analysis.runs`)
 method and task, and writes into the (new or empty) report directory:
 
 * ``curves/<task>.png``: per task, the mean over runs with a 95% bootstrap band of every method
-  vs env steps and vs wall time;
+  vs env steps and vs wall time; ``curves/<task>_success_at_end.png`` the same for ManiSkill3's
+  success at the episodes' last step, where the runs recorded it;
 * ``aggregates_<family>.png`` / ``aggregates.csv``: IQM, median, mean and optimality gap of the
   final normalized scores, with 95% stratified bootstrap intervals, per method;
 * ``sample_efficiency_<family>.png`` / ``.csv``: the IQM over tasks and runs vs env steps;

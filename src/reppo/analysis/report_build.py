@@ -9,7 +9,7 @@ stays fast.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,8 @@ def _task_results(runs: Sequence[Run], opts: Options) -> list[TaskResult]:
             final_steps=min(r.final_steps for r in group),
             final_return=bootstrap_ci([[r.final_return for r in group]], "mean", **kw),
             final_score=bootstrap_ci([[r.final_score for r in group]], "mean", **kw),
+            final_success_at_end=None if any(r.success_at_end is None for r in group) else
+            bootstrap_ci([[float(r.success_at_end[-1]) for r in group]], "mean", **kw),
         ))
     return out
 
@@ -167,9 +169,11 @@ def _timed(run: Run) -> bool:
 
 
 def _task_curves(
-    runs: Sequence[Run], opts: Options, notes: list[str]
+    runs: Sequence[Run], opts: Options, notes: list[str],
+    value: Callable[[Run], Any] = lambda r: r.raw,
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """Per task: {method: mean curve or None} vs env steps and vs wall time (seconds)."""
+    """Per task: {method: mean curve of `value` or None} vs env steps and vs wall time
+    (seconds)."""
     from reppo.analysis.curves import common_grid, curve_statistic
 
     kw = dict(reps=opts.reps, confidence=CONFIDENCE, seed=opts.seed)
@@ -183,8 +187,8 @@ def _task_curves(
                 notes.append(f"{len(group) - len(timed)} of {len(group)} {method} runs on {task} "
                              "have no increasing wall times; its wall-time curve uses the rest.")
             for axis, curves, target in (
-                ("env steps", [[(r.env_steps, r.raw) for r in group]], by_steps),
-                ("wall time", [[(r.wall_time, r.raw) for r in timed]], by_time),
+                ("env steps", [[(r.env_steps, value(r)) for r in group]], by_steps),
+                ("wall time", [[(r.wall_time, value(r)) for r in timed]], by_time),
             ):
                 target[method] = None
                 if not curves[0]:
@@ -338,4 +342,8 @@ def build_report(runset: RunSet, opts: Options) -> Report:
         stats_fallback=fallback,
         profiles=_profiles(runs, opts, mode),
         improvements=_improvements(runs, opts),
+        end_success_curves=_task_curves(
+            [r for r in runs if r.success_at_end is not None], opts, [],
+            lambda r: r.success_at_end,
+        ),
     )

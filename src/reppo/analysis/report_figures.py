@@ -35,6 +35,11 @@ def write_figures(report: Report, out: Path, opts: Options) -> list[Path]:
             task, ylabel, by_steps, by_time, colors, out / "curves" / f"{_safe_name(task)}.png",
             reference=reference,
         ))
+    for task, (by_steps, by_time) in report.end_success_curves.items():
+        written.append(plots.plot_task_curves(
+            task, "success rate (success_at_end)", by_steps, by_time, colors,
+            out / "curves" / f"{_safe_name(task)}_success_at_end.png",
+        ))
     for family in report.families:
         title = family_title(family)
         score = score_name(family) if is_raw(family) else "normalized score"

@@ -32,6 +32,7 @@ class TaskResult:
     final_steps: int  # the smallest final env-step count among the runs
     final_return: Estimate
     final_score: Estimate
+    final_success_at_end: Estimate | None = None  # ManiSkill3 runs that recorded it, all of them
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class Report:
     stats_fallback: str | None = None  # `auto`'s note when unequal run counts forced weighted
     profiles: dict[str, dict[str, CurveEstimate]] = field(default_factory=dict)
     improvements: list[Improvement] = field(default_factory=list)
+    # ManiSkill3 tasks: success at the episodes' last step, as task_curves (methods whose runs
+    # all recorded it)
+    end_success_curves: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(
+        default_factory=dict)
 
 
 @dataclass(frozen=True)

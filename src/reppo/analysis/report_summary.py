@@ -87,6 +87,27 @@ _MODE_TEXT = {
 }
 
 
+def _end_success_section(report: Report, family: str, methods: Sequence[str]) -> list[str]:
+    """ManiSkill3: the final success at the episodes' last step, where the runs recorded it."""
+    from reppo.analysis.runs import family_title
+
+    results = {(t.task, t.method): t for t in report.task_results if t.family == family}
+    if not any(t.final_success_at_end is not None for t in results.values()):
+        return []
+    rows = []
+    for task in report.tasks[family]:
+        row: list[Any] = [task]
+        for m in methods:
+            t = results.get((task, m))
+            est = None if t is None else t.final_success_at_end
+            row.append("—" if est is None else f"{_fmt(est, 3)} (n={t.n_runs})")
+        rows.append(row)
+    return ["", f"## {family_title(family)}: final success rate (success_at_end) per task", "",
+            "The fraction of evaluation episodes in success at their last step: mean over runs "
+            f"[{CONFIDENCE:.0%} bootstrap interval] (n runs).", "",
+            *_table(["task", *methods], rows)]
+
+
 def _improvement_section(report: Report, family: str) -> list[str]:
     from reppo.analysis.runs import family_title
 
@@ -163,6 +184,7 @@ def write_summary(
         lines += [f"## {title}: {what} per task", "",
                   f"Mean over runs [{CONFIDENCE:.0%} bootstrap interval] (n runs).", ""]
         lines += _table(header, rows)
+        lines += _end_success_section(report, family, methods)
         lines += _improvement_section(report, family)
         bars = [b for b in report.ablations if b.family == family]
         if bars:

@@ -73,6 +73,8 @@ _RETURN = EVAL_RETURN
 _RETURN_PER_SEED = EVAL_RETURN_PER_SEED
 _SUCCESS = "eval/success_once"
 _SUCCESS_PER_SEED = "eval/success_once_per_seed"
+_END_SUCCESS = "eval/success_at_end"
+_END_SUCCESS_PER_SEED = "eval/success_at_end_per_seed"
 
 
 class RunSkipped(Exception):
@@ -114,6 +116,9 @@ class Run:
     wall_time: np.ndarray
     returns: np.ndarray
     success: np.ndarray | None
+    # ManiSkill3: the fraction of evaluation episodes in success at their last step, where every
+    # evaluation recorded it.
+    success_at_end: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -322,6 +327,13 @@ def load_run_dir(path: str | os.PathLike[str], *, finished_only: bool = True) ->
     success = None
     if family == MANISKILL:
         success = np.array([_per_seed(r, _SUCCESS_PER_SEED, _SUCCESS, k) for r in records]).T
+    at_end = None
+    if family == MANISKILL and all(
+        _END_SUCCESS in r or _END_SUCCESS_PER_SEED in r for r in records
+    ):
+        at_end = np.array(
+            [_per_seed(r, _END_SUCCESS_PER_SEED, _END_SUCCESS, k) for r in records]
+        ).T
     wall = np.array([_number(r.get("wall_time")) for r in records], dtype=float)  # None -> nan
     return [
         Run(
@@ -329,6 +341,7 @@ def load_run_dir(path: str | os.PathLike[str], *, finished_only: bool = True) ->
             task=task, family=family, variant=variant, transitions_per_iteration=tpi,
             total_steps=total_steps, env_steps=steps, wall_time=wall, returns=returns[i],
             success=None if success is None else success[i],
+            success_at_end=None if at_end is None else at_end[i],
         )
         for i in range(k)
     ]
