@@ -108,6 +108,76 @@ def test_ctrl_c_during_an_evaluation_stops_when_it_ends(tmp_path, tiny_config, m
     assert math.isfinite(record["eval/return_mean"])  # the evaluation under way is kept
 
 
+def _signalling_in_the_last_chunk(signum):
+    """`ScriptedTrainer.run_chunk` that sends `signum` while the run's last chunk runs."""
+    original = ScriptedTrainer.run_chunk
+
+    def run_chunk(self, state, n):
+        if state + n >= self.config.num_iterations:
+            os.kill(os.getpid(), signum)
+        return original(self, state, n)
+
+    return run_chunk
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_last_chunk_leaves_a_run_that_resume_finishes(
+    tmp_path, tiny_config, monkeypatch, sig
+):
+    from reppo.runs.directory import RunDir
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(ScriptedTrainer, "run_chunk", _signalling_in_the_last_chunk(sig))
+    lines: list[str] = []
+    result = train(tiny_config, run, echo=lines.append, trainer=ScriptedTrainer(tiny_config))
+    # The last chunk's training is kept, but without its final evaluation the run is not
+    # finished: it says it was stopped, like a stop in any other chunk.
+    assert result.interrupted and result.stop_signal == sig
+    assert result.env_steps == tiny_config.total_steps and result.eval_returns is None
+    assert _steps(run) == [256, 512]
+    assert not RunDir(run).is_finished()
+    name = signal.Signals(sig).name
+    assert f"\n{name}: saved ckpt_000000000512.safetensors; continue with `reppo train " \
+           f"--resume {run}`" in lines
+    monkeypatch.undo()
+    # --resume makes the final evaluation only (no training), as the last chunk's record.
+    trainer = ScriptedTrainer(tiny_config)
+    lines.clear()
+    resumed = train(tiny_config, run, resume=True, echo=lines.append, trainer=trainer)
+    assert not resumed.interrupted and resumed.eval_returns is not None
+    assert [call for call, _ in trainer.calls] == ["evaluate"]
+    assert RunDir(run).is_finished()
+    records = read_metrics(run)
+    assert [r["env_steps"] for r in records] == [256, 512]
+    assert "eval/return_mean" in records[-1] and "temp/alpha" in records[-1]
+    assert not any("already holds" in line for line in lines)
+    # Now finished: another --resume has nothing left to do.
+    again = ScriptedTrainer(tiny_config)
+    train(tiny_config, run, resume=True, echo=_quiet, trainer=again)
+    assert again.calls == []
+
+
+def test_cli_exit_status_after_a_signal_in_the_last_chunk(tmp_path, monkeypatch, capsys):
+    from reppo import cli
+    from tests.conftest import TINY, tiny_flags
+
+    scripted_backend(monkeypatch)
+    monkeypatch.setattr(ScriptedTrainer, "run_chunk",
+                        _signalling_in_the_last_chunk(signal.SIGTERM))
+    run = tmp_path / "run"
+    with still_env() as name:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=name)),
+                         "--run-dir", str(run)])
+        out = capsys.readouterr().out
+        assert code == 143
+        assert "final evaluation" not in out
+        assert "SIGTERM: saved ckpt_000000000512.safetensors" in out
+        monkeypatch.undo()
+        scripted_backend(monkeypatch)
+        assert cli.main(["train", "--resume", str(run)]) == 0
+    assert "final evaluation: return" in capsys.readouterr().out
+
+
 def test_cli_exit_status_says_which_signal_stopped_the_run(tmp_path, monkeypatch, capsys):
     from reppo import cli
     from tests.conftest import TINY, tiny_flags

@@ -99,7 +99,9 @@ def train(
 
     Ctrl-C and SIGTERM stop the run at the next safe point (after the current compilation,
     chunk or evaluation) with a checkpoint, and the result says `interrupted`; a second
-    signal stops the process at once (`reppo.runs.signals`).
+    signal stops the process at once (`reppo.runs.signals`). A stop during the last chunk
+    skips the final evaluation like any other, so the run is interrupted, not finished;
+    resuming it makes only that evaluation.
 
     Each of `callbacks` is called with a copy of every metrics record, right after it is
     logged. A callback that returns True (a bool; None or any other value goes on) or raises
@@ -181,11 +183,6 @@ def _train_locked(
             changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
             atomic_write_json(run_dir / CONFIG_FILE, config.to_dict())
             echo(f"updated {run_dir / CONFIG_FILE}: {', '.join(changed)}")
-        if metadata["iteration"] >= config.num_iterations:
-            echo(
-                f"{run_dir} already holds {metadata['env_steps']:,} env steps of "
-                f"{config.total_steps:,}; extend it with `--resume {run_dir} --total-steps N`"
-            )
         wall_offset = float(metadata.get("wall_time", 0.0))
         truncate_metrics(run_dir, metadata["env_steps"])
         forget_best_after(run_dir, metadata["env_steps"])
@@ -240,6 +237,17 @@ def _silent(line: str) -> None:
     del line
 
 
+def _take_last_record(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
+    """Remove the metrics record at `env_steps` (the last one) from metrics.jsonl and return it,
+    so that it can be logged again with the evaluation that was skipped; None if there is
+    none."""
+    last = next((r for r in reversed(read_metrics(run_dir)) if r.get("env_steps") == env_steps),
+                None)
+    if last is not None:
+        truncate_metrics(run_dir, env_steps - 1)
+    return last
+
+
 def _loop(
     config: Config,
     run_dir: Path,
@@ -254,6 +262,20 @@ def _loop(
 ) -> TrainResult:
     processes = processes or SingleProcess()
     leader = processes.index == 0
+    iteration = trainer.iteration_of(state)
+    # A run stopped during its last chunk kept that chunk's training but not its final
+    # evaluation, without which it is not finished: resuming it makes only that evaluation.
+    evaluate_end = not created and iteration >= config.num_iterations and processes.share(
+        not RunDir(run_dir).is_finished() if leader else None
+    )
+    end_record = _take_last_record(run_dir, iteration * config.steps_per_iteration) if (
+        evaluate_end and leader
+    ) else None
+    if not created and iteration >= config.num_iterations and not evaluate_end:
+        echo(
+            f"{run_dir} already holds {iteration * config.steps_per_iteration:,} env steps of "
+            f"{config.total_steps:,}; extend it with `--resume {run_dir} --total-steps N`"
+        )
     logger = MetricsLogger(
         run_dir,
         tensorboard=config.tensorboard,
@@ -264,7 +286,6 @@ def _loop(
     per_iteration = config.steps_per_iteration
     final_steps = config.num_iterations * per_iteration
     chunk_size = max(1, config.log_interval_steps // per_iteration)
-    iteration = trainer.iteration_of(state)
     start_time = time.perf_counter()
     eval_returns = None
     interrupted = False
@@ -343,6 +364,24 @@ def _loop(
                 "that reaches it"
             )
     try:
+        if evaluate_end:
+            echo(f"  the last chunk ({final_steps:,} env steps) was trained but not evaluated: "
+                 "evaluating it")
+            record = {**(end_record or {}), "env_steps": iteration * per_iteration,
+                      "iteration": iteration}
+            run_eval(record)
+            record["wall_time"] = wall()
+            if logger is not None:
+                logger.log(record)
+            history.append(record)
+            if leader:
+                echo(format_progress(record, final_steps, last_eval, config.num_seeds))
+            call_back(record)
+            if record[EVAL_RETURN] > best_return:
+                best_return = record[EVAL_RETURN]
+                path = latest_checkpoint(run_dir) if leader else None
+                if path is not None:
+                    mark_best_checkpoint(path, best_return)
         prepare = getattr(trainer, "prepare", None)
         if prepare is not None and iteration < config.num_iterations and not stopping():
             echo(f"  compiling the training program ({chunk_size} iterations per call)...")
@@ -416,7 +455,11 @@ def _loop(
                         mark_best_checkpoint(path, best_return)
             if evaluated and leader:
                 plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
-        if stopping() and iteration < config.num_iterations:
+        # A stop during the last chunk skipped the final evaluation: the run is as unfinished
+        # as one stopped earlier (and `--resume` makes that evaluation).
+        unevaluated_end = (iteration >= config.num_iterations and bool(history)
+                           and EVAL_RETURN not in history[-1])
+        if stopping() and (iteration < config.num_iterations or unevaluated_end):
             interrupted = True
             if saved_at != iteration:
                 path = save()
