@@ -6,6 +6,8 @@ The loop's tests drive it with the scripted trainer of tests/fakes.py (no simula
 algorithm); the JAX trainer's own behaviour under the loop (one compiled program for every
 chunk length) is an end-to-end test on the still env."""
 
+import contextlib
+import importlib
 import math
 import os
 import signal
@@ -193,6 +195,41 @@ def test_cli_exit_status_says_which_signal_stopped_the_run(tmp_path, monkeypatch
     assert code == 143
     assert "final evaluation" not in out
     assert "SIGTERM: saved ckpt_000000000256.safetensors" in out
+
+
+def _dropping_a_ctrl_c(function):
+    """`function` during which a Ctrl-C arrives and its KeyboardInterrupt is dropped, as JAX
+    drops one raised in its garbage-collection callback ("Exception ignored in
+    _xla_gc_callback") while it starts or compiles."""
+
+    def wrapper(*args, **kwargs):
+        with contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("phase", ["reppo.commands.train:_new_config", "reppo.api:_check_env"],
+                         ids=["preset", "env-check"])
+def test_ctrl_c_during_start_up_stops_the_run(tmp_path, monkeypatch, capsys, phase):
+    from reppo import cli
+    from tests.conftest import TINY, tiny_flags
+
+    built = scripted_backend(monkeypatch)
+    module, name = phase.split(":")
+    owner = importlib.import_module(module)
+    monkeypatch.setattr(owner, name, _dropping_a_ctrl_c(getattr(owner, name)))
+    run = tmp_path / "run"
+    with still_env() as env:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=env)),
+                         "--run-dir", str(run)])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert built == []  # stopped before the trainer was built
+    assert not run.exists()
+    assert f"SIGINT before training started: nothing was written to {run}" in out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 _TWICE = textwrap.dedent(

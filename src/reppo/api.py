@@ -141,6 +141,25 @@ def run_training(
     backend and the compilation cache, prints the run's header line through `echo`, and runs
     the loop (`reppo.training.train`) in `run_dir` (`shown_as` names it in the header line).
     Returns the loop's result, without a policy."""
+    from reppo.runs.signals import start_up_signals
+
+    # Ctrl-C and SIGTERM stop the run from here on: the env check can take a while, and a
+    # KeyboardInterrupt raised inside JAX there may be dropped.
+    with start_up_signals(echo) as stop:
+        return _run_training(config, run_dir, resume=resume, callbacks=callbacks, echo=echo,
+                             shown_as=shown_as, stop=stop)
+
+
+def _run_training(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    echo: Callable[[str], None],
+    shown_as: str | None,
+    stop: Any,
+) -> _LoopResult:
     from reppo import training
 
     if resume:
@@ -156,6 +175,7 @@ def run_training(
 
     if launched_processes(config).index > 0:
         echo = _quiet  # process 0 of a several-process launch reports the run
+        stop.on_first = _quiet
     _check_env(config)
     _enable_compilation_cache()
     steps = config.num_iterations * config.steps_per_iteration

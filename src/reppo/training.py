@@ -169,6 +169,12 @@ def _train_locked(
     processes: Any = None,
 ) -> TrainResult:
     processes = processes or SingleProcess()
+    # A stop requested during the start-up (the env check, under the caller's StopSignals)
+    # ends a new run before the trainer is built.
+    if not resume and processes.any_of(stop.requested):
+        echo(f"{stop.name} before training started: nothing was written to {run_dir}")
+        return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
+                           interrupted=True, stop_signal=stop.signum)
     trainer = trainer or make_trainer(config)
     wall_offset = 0.0
     if resume:
@@ -216,7 +222,10 @@ def _follow(
     """A follower's run: the leader's `train` and `_train_locked` without the run directory,
     output or callbacks, making the same shared and trainer calls in the same order."""
     from_leader(processes)  # the leader's checks of the run directory
-    with StopSignals() as stop:  # stops quietly: the leader announces it
+    with StopSignals(on_first=_silent) as stop:  # stops quietly: the leader announces it
+        if not resume and processes.any_of(stop.requested):
+            return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
+                               interrupted=True, stop_signal=stop.signum)
         trainer = trainer or make_trainer(config)
         if resume:
             path = run_dir / "checkpoints"  # named in errors only; the leader read the file

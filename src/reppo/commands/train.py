@@ -120,6 +120,15 @@ def _is_leader(config: Config) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reppo.runs.signals import start_up_signals
+
+    # Ctrl-C and SIGTERM stop the run from its start: choosing the preset starts JAX, where a
+    # KeyboardInterrupt may be dropped.
+    with start_up_signals(lambda line: print(line, flush=True)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from reppo.runs import default_run_dir
 
     # A multi-process JAX run's processes meet before the preset is chosen, which asks JAX
