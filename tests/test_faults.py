@@ -388,6 +388,16 @@ def test_a_short_last_chunk_reuses_the_compiled_program(tmp_path, still):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+def test_a_trainers_setup_lines_come_before_training(tmp_path, tiny_config):
+    # The torch trainer says which device and how many CPU threads it uses.
+    trainer = ScriptedTrainer(tiny_config)
+    trainer.setup_lines = ["torch on cpu, 1 CPU thread (OMP_NUM_THREADS=N for more)"]
+    lines: list[str] = []
+    train(tiny_config, tmp_path / "run", echo=lines.append, trainer=trainer)
+    at = lines.index("  torch on cpu, 1 CPU thread (OMP_NUM_THREADS=N for more)")
+    assert at < next(i for i, line in enumerate(lines) if "compiling" in line)
+
+
 def test_eta_counts_the_evaluations_to_come():
     record = {"env_steps": 100, "sps": 10.0}
     assert "ETA 10s + evals" in format_progress(record, 200, None, extra_seconds=None)

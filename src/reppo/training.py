@@ -372,6 +372,8 @@ def _loop(
                 f"({per_iteration:,} env steps); each one happens at the end of the iteration "
                 "that reaches it"
             )
+    for line in getattr(trainer, "setup_lines", ()):
+        echo(f"  {line}")
     try:
         if evaluate_end:
             echo(f"  the last chunk ({final_steps:,} env steps) was trained but not evaluated: "
