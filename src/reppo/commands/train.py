@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="run directory (default: runs/ENV-DATE-TIME)")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="continue the run in DIR from its latest checkpoint")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config the run would train with (the preset, its "
+                             "settings for the task and the flags) as JSON, a preset file, "
+                             "and exit without training or writing anything")
     fields = parser.add_argument_group("config fields (default: the preset's value)")
     for f in dataclasses.fields(Config):
         fields.add_argument(
@@ -89,7 +96,13 @@ def _resumed_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Conf
     return saved.replace(**overrides)
 
 
-def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _new_config(
+    args: argparse.Namespace, overrides: dict[str, Any], say: Callable[[str], None] = _print_line
+) -> Config:
     from reppo.presets import get_preset, resolve_preset_name, task_settings
 
     backend = overrides.get("backend", "jax")
@@ -105,10 +118,10 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
 
     if is_preset_file(preset) and _is_leader(config):
         about = preset_description(preset)
-        print(f"preset file {preset}" + (f": {about}" if about else ""), flush=True)
+        say(f"preset file {preset}" + (f": {about}" if about else ""))
     if own and _is_leader(config):
         settings = ", ".join(f"{k}={v}" for k, v in own.items())
-        print(f"preset {preset} with its {env} settings: {settings}", flush=True)
+        say(f"preset {preset} with its {env} settings: {settings}")
     return config
 
 
@@ -138,6 +151,13 @@ def _run(args: argparse.Namespace) -> int:
 
         join_processes()
     overrides = _overrides(args)
+    if args.print_config:
+        # The JSON alone on stdout (a preset file); the notes on choosing it go to stderr.
+        config = _resumed_config(args, overrides) if args.resume is not None else _new_config(
+            args, overrides, say=lambda line: print(line, file=sys.stderr, flush=True)
+        )
+        print(json.dumps(config.validated().to_dict(), indent=2))
+        return 0
     if args.resume is not None:
         config, run_dir = _resumed_config(args, overrides), args.resume
     else:
