@@ -299,6 +299,29 @@ def test_an_unwritable_parent_is_refused_before_setup(tmp_path, tiny_config, mon
         train(tiny_config, blocker / "run", echo=_quiet)
 
 
+@pytest.mark.parametrize("where", ["occupied", "under-a-file"])
+def test_an_unusable_run_dir_is_refused_before_the_env_check(tmp_path, monkeypatch, capsys, where):
+    from reppo import api, cli
+    from tests.conftest import tiny_flags
+
+    def env_check(config):
+        raise AssertionError("the env was checked before the run directory")
+
+    monkeypatch.setattr(api, "_check_env", env_check)
+    monkeypatch.setattr(training, "make_trainer", _no_trainer)
+    if where == "occupied":
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+    else:
+        (tmp_path / "file").write_text("")
+        run = tmp_path / "file" / "run"
+    code = cli.main(["train", "--preset", "cpu", *tiny_flags(), "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("reppo: error: ") and err.count("\n") == 1, err
+    assert ("is not empty" if where == "occupied" else "not a writable directory") in err
+
+
 def test_non_finite_first_iteration_leaves_no_dead_directory(tmp_path, tiny_config):
     run = tmp_path / "run"
     with pytest.raises(NonFiniteError) as err:

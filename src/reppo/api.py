@@ -176,18 +176,23 @@ def _run_training(
     if launched_processes(config).index > 0:
         echo = _quiet  # process 0 of a several-process launch reports the run
         stop.on_first = _quiet
-    _check_env(config)
-    _enable_compilation_cache()
-    steps = config.num_iterations * config.steps_per_iteration
-    rounded = (
-        f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
-        if steps != config.total_steps else ""
-    )
-    echo(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
-         f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps per "
-         f"iteration -> {shown_as or run_dir}")
+
+    def setup() -> None:
+        # After the loop's quick checks (a fresh run's directory free and writable, a resumed
+        # run's checkpoint), which should not wait for the env's.
+        _check_env(config)
+        _enable_compilation_cache()
+        steps = config.num_iterations * config.steps_per_iteration
+        rounded = (
+            f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
+            if steps != config.total_steps else ""
+        )
+        echo(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
+             f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps "
+             f"per iteration -> {shown_as or run_dir}")
+
     return training.train(config, Path(run_dir), resume=resume, echo=echo,
-                          callbacks=tuple(callbacks))
+                          callbacks=tuple(callbacks), setup=setup)
 
 
 def train(

@@ -85,17 +85,19 @@ def train(
     echo: Callable[[str], None] = print,
     trainer: Trainer | None = None,
     callbacks: Sequence[Callback] = (),
+    setup: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run in `run_dir`; returns when done, interrupted or failed.
 
     Everything that can be checked without building the trainer (optional logging packages,
     a fresh run's directory being free and writable, a resumed run's checkpoint) is checked
-    before the slow setup. The run directory has one writer: this call holds its lock
-    (`reppo.runs.lock`) from before anything is written until it returns, and refuses a
-    directory another process writes. Resuming with a changed `config` (a longer budget,
-    other logging) rewrites `config.json` only once the checkpoint has been restored. A fresh
-    run that fails before its first checkpoint removes the directory it created, so that the
-    same command can simply be run again.
+    before the slow setup: `setup()` (the caller's own slower checks, such as the env's),
+    which every process calls next, and then the trainer. The run directory has one writer:
+    this call holds its lock (`reppo.runs.lock`) from before anything is written until it
+    returns, and refuses a directory another process writes. Resuming with a changed
+    `config` (a longer budget, other logging) rewrites `config.json` only once the
+    checkpoint has been restored. A fresh run that fails before its first checkpoint removes
+    the directory it created, so that the same command can simply be run again.
 
     Ctrl-C and SIGTERM stop the run at the next safe point (after the current compilation,
     chunk or evaluation) with a checkpoint, and the result says `interrupted`; a second
@@ -116,7 +118,7 @@ def train(
     run_dir = Path(run_dir)
     processes = getattr(trainer, "processes", None) or launched_processes(config)
     if processes.index > 0:
-        return _follow(config, run_dir, resume, trainer, processes)
+        return _follow(config, run_dir, resume, trainer, processes, setup)
     locks: list[RunLock] = []  # the run directory's lock, once taken
 
     def check() -> None:
@@ -136,6 +138,8 @@ def train(
 
     try:
         on_leader(processes, check)
+        if setup is not None:
+            setup()
     except BaseException:
         for lock in locks:
             lock.release()
@@ -217,11 +221,14 @@ def _train_locked(
 
 
 def _follow(
-    config: Config, run_dir: Path, resume: bool, trainer: Trainer | None, processes: Any
+    config: Config, run_dir: Path, resume: bool, trainer: Trainer | None, processes: Any,
+    setup: Callable[[], None] | None = None,
 ) -> TrainResult:
     """A follower's run: the leader's `train` and `_train_locked` without the run directory,
     output or callbacks, making the same shared and trainer calls in the same order."""
     from_leader(processes)  # the leader's checks of the run directory
+    if setup is not None:
+        setup()
     with StopSignals(on_first=_silent) as stop:  # stops quietly: the leader announces it
         if not resume and processes.any_of(stop.requested):
             return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
