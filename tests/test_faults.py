@@ -7,6 +7,7 @@ algorithm); the JAX trainer's own behaviour under the loop (one compiled program
 chunk length) is an end-to-end test on the still env."""
 
 import contextlib
+import errno
 import importlib
 import math
 import os
@@ -344,6 +345,53 @@ def test_non_finite_after_a_checkpoint_names_the_checkpoint_kept(tmp_path, tiny_
     with pytest.raises(NonFiniteError, match=r"the last checkpoint, ckpt_000000000256"):
         train(tiny_config, run, resume=True, echo=_quiet, trainer=exploding)
     assert run.is_dir() and _steps(run) == [256]
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+
+def _full_disk_after(saves: int, real):
+    """`save_state` that writes `saves` checkpoints, then finds the disk full."""
+    done = []
+
+    def save_state(*args, **kwargs):
+        if len(done) >= saves:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done.append(1)
+        return real(*args, **kwargs)
+
+    return save_state
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from reppo import cli
+    from tests.conftest import TINY, tiny_flags
+
+    scripted_backend(monkeypatch)
+    monkeypatch.setattr(training, "save_state", _full_disk_after(1, training.save_state))
+    run = tmp_path / "run"
+    with still_env() as name:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=name)),
+                         "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("reppo: error: ") and err.count("\n") == 1, err
+    assert "cannot write the checkpoint at 512 env steps" in err
+    assert "No space left on device" in err and "free some space" in err
+    assert f"ckpt_000000000256.safetensors is kept; continue with `reppo train --resume {run}`" \
+        in err
+    assert _steps(run) == [256]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_at_the_first_checkpoint_leaves_no_run(tmp_path, tiny_config, monkeypatch):
+    from reppo.runs import CheckpointError
+
+    monkeypatch.setattr(training, "save_state", _full_disk_after(0, training.save_state))
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=f"no checkpoint had been written, so {run} is "
+                                              "removed"):
+        train(tiny_config, run, echo=_quiet, trainer=ScriptedTrainer(tiny_config))
+    assert not run.exists()
 
 
 # ---- chunks, compilation and progress -----------------------------------------------------------

@@ -17,6 +17,7 @@ checkpoint to resume from, the best evaluation so far) are shared at fixed point
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import shutil
 import time
@@ -40,6 +41,7 @@ from reppo.chunks import (
 from reppo.config import Config
 from reppo.processes import from_leader, launched_processes, on_leader
 from reppo.runs import (
+    CheckpointError,
     MetricsLogger,
     RunDir,
     RunDirError,
@@ -56,6 +58,7 @@ from reppo.runs import (
 from reppo.runs.checkpoint import best_record, forget_best_after, mark_best_checkpoint
 from reppo.runs.lock import RunLock
 from reppo.runs.metrics import EVAL_RETURN
+from reppo.runs.outputs import WRITE_ERRNOS
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
 from reppo.runs.versions import collect_versions
@@ -253,6 +256,32 @@ def _silent(line: str) -> None:
     del line
 
 
+def _checkpoint_write_error(
+    run_dir: Path, env_steps: int, err: OSError, created: bool
+) -> CheckpointError:
+    """A one-line error for a checkpoint the file system refused (full, read-only), saying
+    what is kept and how to go on."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free some space there"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable"
+    else:
+        fix = "check the disk"
+    kept = latest_checkpoint(run_dir)
+    if kept is not None:
+        then = (f"{kept.name} is kept; continue with `reppo train --resume {run_dir}` once it "
+                "is fixed")
+    else:
+        then = "no checkpoint had been written" + (
+            f", so {run_dir} is removed; run the same command again once it is fixed"
+            if created else ""
+        )
+    return CheckpointError(
+        f"cannot write the checkpoint at {env_steps:,} env steps in {run_dir / 'checkpoints'} "
+        f"({err.strerror or err}): {fix}. {then}"
+    )
+
+
 def _take_last_record(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
     """Remove the metrics record at `env_steps` (the last one) from metrics.jsonl and return it,
     so that it can be logged again with the evaluation that was skipped; None if there is
@@ -351,7 +380,13 @@ def _loop(
     def save() -> Path | None:
         nonlocal saved_at
         if leader:
-            path = save_state(trainer, run_dir, state, wall())
+            try:
+                path = save_state(trainer, run_dir, state, wall())
+            except OSError as err:
+                if err.errno not in WRITE_ERRNOS:
+                    raise
+                raise _checkpoint_write_error(run_dir, iteration * per_iteration, err,
+                                              created) from None
         else:
             trainer.state_arrays(state)  # collective: the leader gathers every process's state
             path = None
