@@ -180,6 +180,8 @@ def _run_training(
     def setup() -> None:
         # After the loop's quick checks (a fresh run's directory free and writable, a resumed
         # run's checkpoint), which should not wait for the env's.
+        if stop.requested:
+            return  # the loop stops the run before building anything
         _check_env(config)
         _enable_compilation_cache()
         steps = config.num_iterations * config.steps_per_iteration

@@ -137,11 +137,14 @@ def run(args: argparse.Namespace) -> int:
 
     # Ctrl-C and SIGTERM stop the run from its start: choosing the preset starts JAX, where a
     # KeyboardInterrupt may be dropped.
-    with start_up_signals(lambda line: print(line, flush=True)):
-        return _run(args)
+    with start_up_signals(lambda line: print(line, flush=True)) as stop:
+        trained = _train(args, stop)
+    return trained if isinstance(trained, int) else _report(*trained)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, stop: Any) -> int | tuple[Config, Path, Any]:
+    """The run's config, directory and result; or the exit status where it ends before
+    training (--print-config, a stop while choosing the config)."""
     from reppo.runs import default_run_dir
 
     # A multi-process JAX run's processes meet before the preset is chosen, which asks JAX
@@ -156,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         config = _resumed_config(args, overrides) if args.resume is not None else _new_config(
             args, overrides, say=lambda line: print(line, file=sys.stderr, flush=True)
         )
+        if stop.requested:
+            return stop.exit_status
         print(json.dumps(config.validated().to_dict(), indent=2))
         return 0
     if args.resume is not None:
@@ -163,16 +168,25 @@ def _run(args: argparse.Namespace) -> int:
     else:
         config = _new_config(args, overrides)
         run_dir = args.run_dir or default_run_dir(config.env)
+    if stop.requested:
+        print(f"{stop.name} before training started: nothing was written to {run_dir}",
+              flush=True)
+        return stop.exit_status
     if config.backend == "torch":
         check_torch_installed()
     from reppo.api import run_training
 
     result = run_training(config, run_dir, resume=args.resume is not None,
                           echo=lambda line: print(line, flush=True))
+    return config, run_dir, result
+
+
+def _report(config: Config, run_dir: Path, result: Any) -> int:
+    """Print the end of a run (its final evaluation, where it is saved); its exit status."""
+    from reppo.runs.signals import EXIT_STATUS
+
     if not _is_leader(config):
         # Process 0 of a several-process launch reports the run; the others print nothing.
-        from reppo.runs.signals import EXIT_STATUS
-
         return EXIT_STATUS.get(result.stop_signal, 130) if result.interrupted else 0
     if result.eval_returns is not None and not result.interrupted:
         per_seed = ", ".join(f"{x:.1f}" for x in result.eval_returns.mean(axis=1))
@@ -182,6 +196,4 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run saved in {run_dir}")
     if not result.interrupted:
         return 0
-    from reppo.runs.signals import EXIT_STATUS
-
     return EXIT_STATUS.get(result.stop_signal, 130)
