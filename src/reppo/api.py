@@ -137,10 +137,11 @@ def run_training(
     shown_as: str | None = None,
 ) -> _LoopResult:
     """The training run behind both `reppo.train` and `reppo train`: checks `config` (and, with
-    `resume`, that it changes only what a resumed run may), checks the env, prepares the
-    backend and the compilation cache, prints the run's header line through `echo`, and runs
-    the loop (`reppo.training.train`) in `run_dir` (`shown_as` names it in the header line).
-    Returns the loop's result, without a policy."""
+    `resume`, that it changes only what a resumed run may) and runs the loop
+    (`reppo.training.train`) in `run_dir`, which checks the run directory and then calls back
+    here to check the env, prepare the backend and the compilation cache and print the run's
+    header line through `echo` (`shown_as` names `run_dir` in it). Ctrl-C and SIGTERM stop the
+    run from the start of this call. Returns the loop's result, without a policy."""
     from reppo.runs.signals import start_up_signals
 
     # Ctrl-C and SIGTERM stop the run from here on: the env check can take a while, and a
