@@ -178,6 +178,37 @@ def test_eval_prints_one_json_object_or_one_line(trained, capsys):
     assert _snapshot(run) == before  # evaluating never writes to the run
 
 
+def _no_trainer(*_args, **_kwargs):
+    raise AssertionError("--print-config built a trainer")
+
+
+def test_print_config_prints_the_resolved_config_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    from reppo import preset
+
+    monkeypatch.chdir(tmp_path)  # where the default run directory would go
+    monkeypatch.setattr(training, "make_trainer", _no_trainer)
+    code, out, err = _cli(capsys, "train", "--preset", "cpu", "--env", "ReacherEasy",
+                          "--num-envs", 32, "--print-config")
+    assert code == 0, err
+    printed = json.loads(out)
+    # The preset, its settings for the task, and the flags.
+    assert printed == preset("cpu", env="ReacherEasy", num_envs=32).to_dict()
+    assert printed["kl_target"] == 0.2 and printed["num_envs"] == 32
+    assert "preset cpu with its ReacherEasy settings" in err  # the notes are not the JSON
+    assert list(tmp_path.iterdir()) == []
+    # The output is a preset file: trained with, it gives the same config.
+    config_file = tmp_path.parent / "printed.json"
+    config_file.write_text(out)
+    code, again, err = _cli(capsys, "train", "--preset", config_file, "--print-config")
+    assert code == 0, err
+    assert json.loads(again) == printed
+    # A config error is the same one-line error as without the flag.
+    code, _, err = _cli(capsys, "train", "--num-envs", 0, "--print-config")
+    _assert_user_error(code, err, "num_envs must be > 0")
+
+
 # ---- resume -----------------------------------------------------------------------------------
 
 
@@ -261,17 +292,17 @@ def test_interrupted_extension_is_finished_by_a_plain_resume(
 # ---- user errors ------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
-def test_unknown_env_suggests_the_closest_and_lists_all(run_copy, capsys):
-    before = _snapshot(run_copy)
+def test_unknown_env_suggests_the_closest_and_lists_all(tmp_path, capsys):
+    # A new run's directory is checked before the env (tests/test_faults.py), so this one is free.
+    run = tmp_path / "run"
     code, out, err = _cli(capsys, "train", *TINY_FLAGS, "--env", "CartpoleBalanc",
-                          "--run-dir", run_copy)
+                          "--run-dir", run)
     _assert_user_error(code, err, "'CartpoleBalanc'")
     assert re.search(r"did you mean '?CartpoleBalance'?", err, re.IGNORECASE), err
     listed = err.split("Valid names:")[1]
     for name in list_envs():
         assert name in listed
-    assert _snapshot(run_copy) == before
+    assert not run.exists()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,9 @@ The loop's tests drive it with the scripted trainer of tests/fakes.py (no simula
 algorithm); the JAX trainer's own behaviour under the loop (one compiled program for every
 chunk length) is an end-to-end test on the still env."""
 
+import contextlib
+import errno
+import importlib
 import math
 import os
 import signal
@@ -108,6 +111,76 @@ def test_ctrl_c_during_an_evaluation_stops_when_it_ends(tmp_path, tiny_config, m
     assert math.isfinite(record["eval/return_mean"])  # the evaluation under way is kept
 
 
+def _signalling_in_the_last_chunk(signum):
+    """`ScriptedTrainer.run_chunk` that sends `signum` while the run's last chunk runs."""
+    original = ScriptedTrainer.run_chunk
+
+    def run_chunk(self, state, n):
+        if state + n >= self.config.num_iterations:
+            os.kill(os.getpid(), signum)
+        return original(self, state, n)
+
+    return run_chunk
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_last_chunk_leaves_a_run_that_resume_finishes(
+    tmp_path, tiny_config, monkeypatch, sig
+):
+    from reppo.runs.directory import RunDir
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(ScriptedTrainer, "run_chunk", _signalling_in_the_last_chunk(sig))
+    lines: list[str] = []
+    result = train(tiny_config, run, echo=lines.append, trainer=ScriptedTrainer(tiny_config))
+    # The last chunk's training is kept, but without its final evaluation the run is not
+    # finished: it says it was stopped, like a stop in any other chunk.
+    assert result.interrupted and result.stop_signal == sig
+    assert result.env_steps == tiny_config.total_steps and result.eval_returns is None
+    assert _steps(run) == [256, 512]
+    assert not RunDir(run).is_finished()
+    name = signal.Signals(sig).name
+    assert f"\n{name}: saved ckpt_000000000512.safetensors; continue with `reppo train " \
+           f"--resume {run}`" in lines
+    monkeypatch.undo()
+    # --resume makes the final evaluation only (no training), as the last chunk's record.
+    trainer = ScriptedTrainer(tiny_config)
+    lines.clear()
+    resumed = train(tiny_config, run, resume=True, echo=lines.append, trainer=trainer)
+    assert not resumed.interrupted and resumed.eval_returns is not None
+    assert [call for call, _ in trainer.calls] == ["evaluate"]
+    assert RunDir(run).is_finished()
+    records = read_metrics(run)
+    assert [r["env_steps"] for r in records] == [256, 512]
+    assert "eval/return_mean" in records[-1] and "temp/alpha" in records[-1]
+    assert not any("already holds" in line for line in lines)
+    # Now finished: another --resume has nothing left to do.
+    again = ScriptedTrainer(tiny_config)
+    train(tiny_config, run, resume=True, echo=_quiet, trainer=again)
+    assert again.calls == []
+
+
+def test_cli_exit_status_after_a_signal_in_the_last_chunk(tmp_path, monkeypatch, capsys):
+    from reppo import cli
+    from tests.conftest import TINY, tiny_flags
+
+    scripted_backend(monkeypatch)
+    monkeypatch.setattr(ScriptedTrainer, "run_chunk",
+                        _signalling_in_the_last_chunk(signal.SIGTERM))
+    run = tmp_path / "run"
+    with still_env() as name:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=name)),
+                         "--run-dir", str(run)])
+        out = capsys.readouterr().out
+        assert code == 143
+        assert "final evaluation" not in out
+        assert "SIGTERM: saved ckpt_000000000512.safetensors" in out
+        monkeypatch.undo()
+        scripted_backend(monkeypatch)
+        assert cli.main(["train", "--resume", str(run)]) == 0
+    assert "final evaluation: return" in capsys.readouterr().out
+
+
 def test_cli_exit_status_says_which_signal_stopped_the_run(tmp_path, monkeypatch, capsys):
     from reppo import cli
     from tests.conftest import TINY, tiny_flags
@@ -123,6 +196,41 @@ def test_cli_exit_status_says_which_signal_stopped_the_run(tmp_path, monkeypatch
     assert code == 143
     assert "final evaluation" not in out
     assert "SIGTERM: saved ckpt_000000000256.safetensors" in out
+
+
+def _dropping_a_ctrl_c(function):
+    """`function` during which a Ctrl-C arrives and its KeyboardInterrupt is dropped, as JAX
+    drops one raised in its garbage-collection callback ("Exception ignored in
+    _xla_gc_callback") while it starts or compiles."""
+
+    def wrapper(*args, **kwargs):
+        with contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("phase", ["reppo.commands.train:_new_config", "reppo.api:_check_env"],
+                         ids=["preset", "env-check"])
+def test_ctrl_c_during_start_up_stops_the_run(tmp_path, monkeypatch, capsys, phase):
+    from reppo import cli
+    from tests.conftest import TINY, tiny_flags
+
+    built = scripted_backend(monkeypatch)
+    module, name = phase.split(":")
+    owner = importlib.import_module(module)
+    monkeypatch.setattr(owner, name, _dropping_a_ctrl_c(getattr(owner, name)))
+    run = tmp_path / "run"
+    with still_env() as env:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=env)),
+                         "--run-dir", str(run)])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert built == []  # stopped before the trainer was built
+    assert not run.exists()
+    assert f"SIGINT before training started: nothing was written to {run}" in out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 _TWICE = textwrap.dedent(
@@ -192,6 +300,29 @@ def test_an_unwritable_parent_is_refused_before_setup(tmp_path, tiny_config, mon
         train(tiny_config, blocker / "run", echo=_quiet)
 
 
+@pytest.mark.parametrize("where", ["occupied", "under-a-file"])
+def test_an_unusable_run_dir_is_refused_before_the_env_check(tmp_path, monkeypatch, capsys, where):
+    from reppo import api, cli
+    from tests.conftest import tiny_flags
+
+    def env_check(config):
+        raise AssertionError("the env was checked before the run directory")
+
+    monkeypatch.setattr(api, "_check_env", env_check)
+    monkeypatch.setattr(training, "make_trainer", _no_trainer)
+    if where == "occupied":
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+    else:
+        (tmp_path / "file").write_text("")
+        run = tmp_path / "file" / "run"
+    code = cli.main(["train", "--preset", "cpu", *tiny_flags(), "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("reppo: error: ") and err.count("\n") == 1, err
+    assert ("is not empty" if where == "occupied" else "not a writable directory") in err
+
+
 def test_non_finite_first_iteration_leaves_no_dead_directory(tmp_path, tiny_config):
     run = tmp_path / "run"
     with pytest.raises(NonFiniteError) as err:
@@ -214,6 +345,53 @@ def test_non_finite_after_a_checkpoint_names_the_checkpoint_kept(tmp_path, tiny_
     with pytest.raises(NonFiniteError, match=r"the last checkpoint, ckpt_000000000256"):
         train(tiny_config, run, resume=True, echo=_quiet, trainer=exploding)
     assert run.is_dir() and _steps(run) == [256]
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+
+def _full_disk_after(saves: int, real):
+    """`save_state` that writes `saves` checkpoints, then finds the disk full."""
+    done = []
+
+    def save_state(*args, **kwargs):
+        if len(done) >= saves:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done.append(1)
+        return real(*args, **kwargs)
+
+    return save_state
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from reppo import cli
+    from tests.conftest import TINY, tiny_flags
+
+    scripted_backend(monkeypatch)
+    monkeypatch.setattr(training, "save_state", _full_disk_after(1, training.save_state))
+    run = tmp_path / "run"
+    with still_env() as name:
+        code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=name)),
+                         "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("reppo: error: ") and err.count("\n") == 1, err
+    assert "cannot write the checkpoint at 512 env steps" in err
+    assert "No space left on device" in err and "free some space" in err
+    assert f"ckpt_000000000256.safetensors is kept; continue with `reppo train --resume {run}`" \
+        in err
+    assert _steps(run) == [256]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_at_the_first_checkpoint_leaves_no_run(tmp_path, tiny_config, monkeypatch):
+    from reppo.runs import CheckpointError
+
+    monkeypatch.setattr(training, "save_state", _full_disk_after(0, training.save_state))
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=f"no checkpoint had been written, so {run} is "
+                                              "removed"):
+        train(tiny_config, run, echo=_quiet, trainer=ScriptedTrainer(tiny_config))
+    assert not run.exists()
 
 
 # ---- chunks, compilation and progress -----------------------------------------------------------
@@ -279,6 +457,16 @@ def test_a_short_last_chunk_reuses_the_compiled_program(tmp_path, still):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_trainers_setup_lines_come_before_training(tmp_path, tiny_config):
+    # The torch trainer says which device and how many CPU threads it uses.
+    trainer = ScriptedTrainer(tiny_config)
+    trainer.setup_lines = ["torch on cpu, 1 CPU thread (OMP_NUM_THREADS=N for more)"]
+    lines: list[str] = []
+    train(tiny_config, tmp_path / "run", echo=lines.append, trainer=trainer)
+    at = lines.index("  torch on cpu, 1 CPU thread (OMP_NUM_THREADS=N for more)")
+    assert at < next(i for i, line in enumerate(lines) if "compiling" in line)
 
 
 def test_eta_counts_the_evaluations_to_come():

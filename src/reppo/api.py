@@ -137,10 +137,30 @@ def run_training(
     shown_as: str | None = None,
 ) -> _LoopResult:
     """The training run behind both `reppo.train` and `reppo train`: checks `config` (and, with
-    `resume`, that it changes only what a resumed run may), checks the env, prepares the
-    backend and the compilation cache, prints the run's header line through `echo`, and runs
-    the loop (`reppo.training.train`) in `run_dir` (`shown_as` names it in the header line).
-    Returns the loop's result, without a policy."""
+    `resume`, that it changes only what a resumed run may) and runs the loop
+    (`reppo.training.train`) in `run_dir`, which checks the run directory and then calls back
+    here to check the env, prepare the backend and the compilation cache and print the run's
+    header line through `echo` (`shown_as` names `run_dir` in it). Ctrl-C and SIGTERM stop the
+    run from the start of this call. Returns the loop's result, without a policy."""
+    from reppo.runs.signals import start_up_signals
+
+    # Ctrl-C and SIGTERM stop the run from here on: the env check can take a while, and a
+    # KeyboardInterrupt raised inside JAX there may be dropped.
+    with start_up_signals(echo) as stop:
+        return _run_training(config, run_dir, resume=resume, callbacks=callbacks, echo=echo,
+                             shown_as=shown_as, stop=stop)
+
+
+def _run_training(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    echo: Callable[[str], None],
+    shown_as: str | None,
+    stop: Any,
+) -> _LoopResult:
     from reppo import training
 
     if resume:
@@ -156,18 +176,26 @@ def run_training(
 
     if launched_processes(config).index > 0:
         echo = _quiet  # process 0 of a several-process launch reports the run
-    _check_env(config)
-    _enable_compilation_cache()
-    steps = config.num_iterations * config.steps_per_iteration
-    rounded = (
-        f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
-        if steps != config.total_steps else ""
-    )
-    echo(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
-         f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps per "
-         f"iteration -> {shown_as or run_dir}")
+        stop.on_first = _quiet
+
+    def setup() -> None:
+        # After the loop's quick checks (a fresh run's directory free and writable, a resumed
+        # run's checkpoint), which should not wait for the env's.
+        if stop.requested:
+            return  # the loop stops the run before building anything
+        _check_env(config)
+        _enable_compilation_cache()
+        steps = config.num_iterations * config.steps_per_iteration
+        rounded = (
+            f" ({config.total_steps:,} rounded up to {config.num_iterations} whole iterations)"
+            if steps != config.total_steps else ""
+        )
+        echo(f"REPPO ({config.backend}) on {config.env}: {steps:,} env steps{rounded} x "
+             f"{config.num_seeds} seed(s), {config.num_envs} envs x {config.num_steps} steps "
+             f"per iteration -> {shown_as or run_dir}")
+
     return training.train(config, Path(run_dir), resume=resume, echo=echo,
-                          callbacks=tuple(callbacks))
+                          callbacks=tuple(callbacks), setup=setup)
 
 
 def train(

@@ -124,7 +124,8 @@ class Trainer(Protocol):
     # where this process stands (`process_index` of `process_count`, default 0 of 1) and gives
     # the loop its `processes` (default `SingleProcess()`). Process 0 (the leader) writes the
     # run directory; the others (followers) make the same calls in the same order and write
-    # nothing.
+    # nothing. `setup_lines` (a list of str): what the loop prints before training, such as
+    # the torch trainer's device and CPU threads.
 
 
 @dataclass

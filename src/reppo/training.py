@@ -17,6 +17,7 @@ checkpoint to resume from, the best evaluation so far) are shared at fixed point
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import shutil
 import time
@@ -40,6 +41,7 @@ from reppo.chunks import (
 from reppo.config import Config
 from reppo.processes import from_leader, launched_processes, on_leader
 from reppo.runs import (
+    CheckpointError,
     MetricsLogger,
     RunDir,
     RunDirError,
@@ -56,6 +58,7 @@ from reppo.runs import (
 from reppo.runs.checkpoint import best_record, forget_best_after, mark_best_checkpoint
 from reppo.runs.lock import RunLock
 from reppo.runs.metrics import EVAL_RETURN
+from reppo.runs.outputs import WRITE_ERRNOS
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
 from reppo.runs.versions import collect_versions
@@ -85,21 +88,25 @@ def train(
     echo: Callable[[str], None] = print,
     trainer: Trainer | None = None,
     callbacks: Sequence[Callback] = (),
+    setup: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run in `run_dir`; returns when done, interrupted or failed.
 
     Everything that can be checked without building the trainer (optional logging packages,
     a fresh run's directory being free and writable, a resumed run's checkpoint) is checked
-    before the slow setup. The run directory has one writer: this call holds its lock
-    (`reppo.runs.lock`) from before anything is written until it returns, and refuses a
-    directory another process writes. Resuming with a changed `config` (a longer budget,
-    other logging) rewrites `config.json` only once the checkpoint has been restored. A fresh
-    run that fails before its first checkpoint removes the directory it created, so that the
-    same command can simply be run again.
+    before the slow setup: `setup()` (the caller's own slower checks, such as the env's),
+    which every process calls next, and then the trainer. The run directory has one writer:
+    this call holds its lock (`reppo.runs.lock`) from before anything is written until it
+    returns, and refuses a directory another process writes. Resuming with a changed
+    `config` (a longer budget, other logging) rewrites `config.json` only once the
+    checkpoint has been restored. A fresh run that fails before its first checkpoint removes
+    the directory it created, so that the same command can simply be run again.
 
     Ctrl-C and SIGTERM stop the run at the next safe point (after the current compilation,
     chunk or evaluation) with a checkpoint, and the result says `interrupted`; a second
-    signal stops the process at once (`reppo.runs.signals`).
+    signal stops the process at once (`reppo.runs.signals`). A stop during the last chunk
+    skips the final evaluation like any other, so the run is interrupted, not finished;
+    resuming it makes only that evaluation.
 
     Each of `callbacks` is called with a copy of every metrics record, right after it is
     logged. A callback that returns True (a bool; None or any other value goes on) or raises
@@ -114,7 +121,7 @@ def train(
     run_dir = Path(run_dir)
     processes = getattr(trainer, "processes", None) or launched_processes(config)
     if processes.index > 0:
-        return _follow(config, run_dir, resume, trainer, processes)
+        return _follow(config, run_dir, resume, trainer, processes, setup)
     locks: list[RunLock] = []  # the run directory's lock, once taken
 
     def check() -> None:
@@ -134,6 +141,8 @@ def train(
 
     try:
         on_leader(processes, check)
+        if setup is not None:
+            setup()
     except BaseException:
         for lock in locks:
             lock.release()
@@ -167,6 +176,12 @@ def _train_locked(
     processes: Any = None,
 ) -> TrainResult:
     processes = processes or SingleProcess()
+    # A stop requested during the start-up (the env check, under the caller's StopSignals)
+    # ends a new run before the trainer is built.
+    if not resume and processes.any_of(stop.requested):
+        echo(f"{stop.name} before training started: nothing was written to {run_dir}")
+        return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
+                           interrupted=True, stop_signal=stop.signum)
     trainer = trainer or make_trainer(config)
     wall_offset = 0.0
     if resume:
@@ -181,11 +196,6 @@ def _train_locked(
             changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
             atomic_write_json(run_dir / CONFIG_FILE, config.to_dict())
             echo(f"updated {run_dir / CONFIG_FILE}: {', '.join(changed)}")
-        if metadata["iteration"] >= config.num_iterations:
-            echo(
-                f"{run_dir} already holds {metadata['env_steps']:,} env steps of "
-                f"{config.total_steps:,}; extend it with `--resume {run_dir} --total-steps N`"
-            )
         wall_offset = float(metadata.get("wall_time", 0.0))
         truncate_metrics(run_dir, metadata["env_steps"])
         forget_best_after(run_dir, metadata["env_steps"])
@@ -214,12 +224,18 @@ def _train_locked(
 
 
 def _follow(
-    config: Config, run_dir: Path, resume: bool, trainer: Trainer | None, processes: Any
+    config: Config, run_dir: Path, resume: bool, trainer: Trainer | None, processes: Any,
+    setup: Callable[[], None] | None = None,
 ) -> TrainResult:
     """A follower's run: the leader's `train` and `_train_locked` without the run directory,
     output or callbacks, making the same shared and trainer calls in the same order."""
     from_leader(processes)  # the leader's checks of the run directory
-    with StopSignals() as stop:  # stops quietly: the leader announces it
+    if setup is not None:
+        setup()
+    with StopSignals(on_first=_silent) as stop:  # stops quietly: the leader announces it
+        if not resume and processes.any_of(stop.requested):
+            return TrainResult(run_dir=run_dir, env_steps=0, iterations=0, wall_time=0.0,
+                               interrupted=True, stop_signal=stop.signum)
         trainer = trainer or make_trainer(config)
         if resume:
             path = run_dir / "checkpoints"  # named in errors only; the leader read the file
@@ -240,6 +256,43 @@ def _silent(line: str) -> None:
     del line
 
 
+def _checkpoint_write_error(
+    run_dir: Path, env_steps: int, err: OSError, created: bool
+) -> CheckpointError:
+    """A one-line error for a checkpoint the file system refused (full, read-only), saying
+    what is kept and how to go on."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free some space there"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable"
+    else:
+        fix = "check the disk"
+    kept = latest_checkpoint(run_dir)
+    if kept is not None:
+        then = (f"{kept.name} is kept; continue with `reppo train --resume {run_dir}` once it "
+                "is fixed")
+    else:
+        then = "no checkpoint had been written" + (
+            f", so {run_dir} is removed; run the same command again once it is fixed"
+            if created else ""
+        )
+    return CheckpointError(
+        f"cannot write the checkpoint at {env_steps:,} env steps in {run_dir / 'checkpoints'} "
+        f"({err.strerror or err}): {fix}. {then}"
+    )
+
+
+def _take_last_record(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
+    """Remove the metrics record at `env_steps` (the last one) from metrics.jsonl and return it,
+    so that it can be logged again with the evaluation that was skipped; None if there is
+    none."""
+    last = next((r for r in reversed(read_metrics(run_dir)) if r.get("env_steps") == env_steps),
+                None)
+    if last is not None:
+        truncate_metrics(run_dir, env_steps - 1)
+    return last
+
+
 def _loop(
     config: Config,
     run_dir: Path,
@@ -254,6 +307,20 @@ def _loop(
 ) -> TrainResult:
     processes = processes or SingleProcess()
     leader = processes.index == 0
+    iteration = trainer.iteration_of(state)
+    # A run stopped during its last chunk kept that chunk's training but not its final
+    # evaluation, without which it is not finished: resuming it makes only that evaluation.
+    evaluate_end = not created and iteration >= config.num_iterations and processes.share(
+        not RunDir(run_dir).is_finished() if leader else None
+    )
+    end_record = _take_last_record(run_dir, iteration * config.steps_per_iteration) if (
+        evaluate_end and leader
+    ) else None
+    if not created and iteration >= config.num_iterations and not evaluate_end:
+        echo(
+            f"{run_dir} already holds {iteration * config.steps_per_iteration:,} env steps of "
+            f"{config.total_steps:,}; extend it with `--resume {run_dir} --total-steps N`"
+        )
     logger = MetricsLogger(
         run_dir,
         tensorboard=config.tensorboard,
@@ -264,7 +331,6 @@ def _loop(
     per_iteration = config.steps_per_iteration
     final_steps = config.num_iterations * per_iteration
     chunk_size = max(1, config.log_interval_steps // per_iteration)
-    iteration = trainer.iteration_of(state)
     start_time = time.perf_counter()
     eval_returns = None
     interrupted = False
@@ -314,7 +380,13 @@ def _loop(
     def save() -> Path | None:
         nonlocal saved_at
         if leader:
-            path = save_state(trainer, run_dir, state, wall())
+            try:
+                path = save_state(trainer, run_dir, state, wall())
+            except OSError as err:
+                if err.errno not in WRITE_ERRNOS:
+                    raise
+                raise _checkpoint_write_error(run_dir, iteration * per_iteration, err,
+                                              created) from None
         else:
             trainer.state_arrays(state)  # collective: the leader gathers every process's state
             path = None
@@ -342,7 +414,27 @@ def _loop(
                 f"({per_iteration:,} env steps); each one happens at the end of the iteration "
                 "that reaches it"
             )
+    for line in getattr(trainer, "setup_lines", ()):
+        echo(f"  {line}")
     try:
+        if evaluate_end:
+            echo(f"  the last chunk ({final_steps:,} env steps) was trained but not evaluated: "
+                 "evaluating it")
+            record = {**(end_record or {}), "env_steps": iteration * per_iteration,
+                      "iteration": iteration}
+            run_eval(record)
+            record["wall_time"] = wall()
+            if logger is not None:
+                logger.log(record)
+            history.append(record)
+            if leader:
+                echo(format_progress(record, final_steps, last_eval, config.num_seeds))
+            call_back(record)
+            if record[EVAL_RETURN] > best_return:
+                best_return = record[EVAL_RETURN]
+                path = latest_checkpoint(run_dir) if leader else None
+                if path is not None:
+                    mark_best_checkpoint(path, best_return)
         prepare = getattr(trainer, "prepare", None)
         if prepare is not None and iteration < config.num_iterations and not stopping():
             echo(f"  compiling the training program ({chunk_size} iterations per call)...")
@@ -416,7 +508,11 @@ def _loop(
                         mark_best_checkpoint(path, best_return)
             if evaluated and leader:
                 plot_learning_curve(read_metrics(run_dir), run_dir / "learning_curve.png", title)
-        if stopping() and iteration < config.num_iterations:
+        # A stop during the last chunk skipped the final evaluation: the run is as unfinished
+        # as one stopped earlier (and `--resume` makes that evaluation).
+        unevaluated_end = (iteration >= config.num_iterations and bool(history)
+                           and EVAL_RETURN not in history[-1])
+        if stopping() and (iteration < config.num_iterations or unevaluated_end):
             interrupted = True
             if saved_at != iteration:
                 path = save()

@@ -201,17 +201,34 @@ def lookup(name: str) -> RegisteredEnv | None:
     return entry
 
 
+def _shaped_like_gymnasium_id(name: str) -> bool:
+    """Whether `name` ends in '-v<N>' like Gymnasium's ids, and is no built-in task."""
+    head, sep, version = name.rpartition("-v")
+    return bool(sep and head and version.isdigit()) and name not in list_envs()
+
+
 def gymnasium_id(name: str) -> str | None:
     """`name` if it is an id of Gymnasium's registry (e.g. 'HalfCheetah-v5'), else None.
     Gymnasium is imported only for names that look like its ids (they end in '-v<N>')."""
-    head, sep, version = name.rpartition("-v")
-    if not sep or not head or not version.isdigit() or name in list_envs():
+    if not _shaped_like_gymnasium_id(name):
         return None
     try:
         import gymnasium
     except ImportError:
         return None
     return name if name in gymnasium.registry else None
+
+
+def gymnasium_missing(name: str) -> bool:
+    """Whether `name` looks like a Gymnasium id while Gymnasium cannot be imported (so it
+    cannot be looked up)."""
+    if not _shaped_like_gymnasium_id(name):
+        return False
+    try:
+        import gymnasium  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def not_found_hint(name: str) -> str:

@@ -261,6 +261,24 @@ def test_unknown_env_error_suggests_and_lists():
         env_spec("NoSuchTask")
 
 
+def test_a_gymnasium_id_without_gymnasium_says_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # `import gymnasium` fails
+    with pytest.raises(UnknownEnvError) as info:
+        env_spec("HalfCheetah-v5")
+    message = str(info.value)
+    assert "Unknown environment" not in message
+    assert "'HalfCheetah-v5' looks like a Gymnasium id, but Gymnasium is not installed" in message
+    assert 'pip install -e ".[torch]"' in message and "--backend torch" in message
+    torch_registry = pytest.importorskip("reppo.envs.torch_registry")
+    with pytest.raises(UnknownEnvError, match="Gymnasium is not installed"):
+        torch_registry.torch_env_spec("HalfCheetah-v5")
+    # A name of another shape is still an unknown one.
+    with pytest.raises(UnknownEnvError, match="Unknown environment 'NoSuchTask'"):
+        env_spec("NoSuchTask")
+
+
 def test_invalid_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="num_envs"):
         make_env("CartpoleBalance", 0)

@@ -368,3 +368,38 @@ def test_torch_correlated_noise_leans_the_way_the_state_moves(tiny_config, rho):
         assert abs(correlation) < 0.06 and abs(lean) < 0.25
     else:
         assert correlation > 0.08 and lean > 0.5
+
+
+# ---- CPU threads ---------------------------------------------------------------------------------
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """torch's intra-op thread count restored after the test, with no thread variables set and
+    `count` posing as the count torch starts with on this machine."""
+    from reppo.torch import train as torch_train
+
+    before = torch.get_num_threads()
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch_train, "_start_counts", lambda: {6})
+    monkeypatch.setattr(torch_train, "_chosen", None)
+    yield torch_train
+    torch.set_num_threads(before)
+
+
+def test_torch_uses_one_cpu_thread_by_default(torch_threads):
+    torch.set_num_threads(6)  # what torch starts with
+    line = torch_threads.choose_cpu_threads()
+    assert torch.get_num_threads() == 1
+    assert line == "1 CPU thread (OMP_NUM_THREADS=N for more)"
+    # A second run in the same process keeps reppo's own choice.
+    assert torch_threads.choose_cpu_threads() == line and torch.get_num_threads() == 1
+
+
+def test_torch_keeps_the_users_thread_count(torch_threads, monkeypatch):
+    torch.set_num_threads(3)  # a program's own torch.set_num_threads
+    assert torch_threads.choose_cpu_threads() == "3 CPU threads (torch.set_num_threads)"
+    assert torch.get_num_threads() == 3
+    torch.set_num_threads(6)
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert torch_threads.choose_cpu_threads() == "6 CPU threads (OMP_NUM_THREADS=6)"
+    assert torch.get_num_threads() == 6

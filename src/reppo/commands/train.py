@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="run directory (default: runs/ENV-DATE-TIME)")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="continue the run in DIR from its latest checkpoint")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config the run would train with (the preset, its "
+                             "settings for the task and the flags) as JSON, a preset file, "
+                             "and exit without training or writing anything")
     fields = parser.add_argument_group("config fields (default: the preset's value)")
     for f in dataclasses.fields(Config):
         fields.add_argument(
@@ -89,7 +96,13 @@ def _resumed_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Conf
     return saved.replace(**overrides)
 
 
-def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _new_config(
+    args: argparse.Namespace, overrides: dict[str, Any], say: Callable[[str], None] = _print_line
+) -> Config:
     from reppo.presets import get_preset, resolve_preset_name, task_settings
 
     backend = overrides.get("backend", "jax")
@@ -105,10 +118,10 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
 
     if is_preset_file(preset) and _is_leader(config):
         about = preset_description(preset)
-        print(f"preset file {preset}" + (f": {about}" if about else ""), flush=True)
+        say(f"preset file {preset}" + (f": {about}" if about else ""))
     if own and _is_leader(config):
         settings = ", ".join(f"{k}={v}" for k, v in own.items())
-        print(f"preset {preset} with its {env} settings: {settings}", flush=True)
+        say(f"preset {preset} with its {env} settings: {settings}")
     return config
 
 
@@ -120,6 +133,18 @@ def _is_leader(config: Config) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reppo.runs.signals import start_up_signals
+
+    # Ctrl-C and SIGTERM stop the run from its start: choosing the preset starts JAX, where a
+    # KeyboardInterrupt may be dropped.
+    with start_up_signals(lambda line: print(line, flush=True)) as stop:
+        trained = _train(args, stop)
+    return trained if isinstance(trained, int) else _report(*trained)
+
+
+def _train(args: argparse.Namespace, stop: Any) -> int | tuple[Config, Path, Any]:
+    """The run's config, directory and result; or the exit status where it ends before
+    training (--print-config, a stop while choosing the config)."""
     from reppo.runs import default_run_dir
 
     # A multi-process JAX run's processes meet before the preset is chosen, which asks JAX
@@ -129,21 +154,39 @@ def run(args: argparse.Namespace) -> int:
 
         join_processes()
     overrides = _overrides(args)
+    if args.print_config:
+        # The JSON alone on stdout (a preset file); the notes on choosing it go to stderr.
+        config = _resumed_config(args, overrides) if args.resume is not None else _new_config(
+            args, overrides, say=lambda line: print(line, file=sys.stderr, flush=True)
+        )
+        if stop.requested:
+            return stop.exit_status
+        print(json.dumps(config.validated().to_dict(), indent=2))
+        return 0
     if args.resume is not None:
         config, run_dir = _resumed_config(args, overrides), args.resume
     else:
         config = _new_config(args, overrides)
         run_dir = args.run_dir or default_run_dir(config.env)
+    if stop.requested:
+        print(f"{stop.name} before training started: nothing was written to {run_dir}",
+              flush=True)
+        return stop.exit_status
     if config.backend == "torch":
         check_torch_installed()
     from reppo.api import run_training
 
     result = run_training(config, run_dir, resume=args.resume is not None,
                           echo=lambda line: print(line, flush=True))
+    return config, run_dir, result
+
+
+def _report(config: Config, run_dir: Path, result: Any) -> int:
+    """Print the end of a run (its final evaluation, where it is saved); its exit status."""
+    from reppo.runs.signals import EXIT_STATUS
+
     if not _is_leader(config):
         # Process 0 of a several-process launch reports the run; the others print nothing.
-        from reppo.runs.signals import EXIT_STATUS
-
         return EXIT_STATUS.get(result.stop_signal, 130) if result.interrupted else 0
     if result.eval_returns is not None and not result.interrupted:
         per_seed = ", ".join(f"{x:.1f}" for x in result.eval_returns.mean(axis=1))
@@ -153,6 +196,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"run saved in {run_dir}")
     if not result.interrupted:
         return 0
-    from reppo.runs.signals import EXIT_STATUS
-
     return EXIT_STATUS.get(result.stop_signal, 130)

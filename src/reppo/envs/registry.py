@@ -18,7 +18,13 @@ import jax
 from reppo.catalog import DMC_TASKS, list_envs
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
 from reppo.envs.contract import EnvSpec
-from reppo.user_envs import RegisteredEnv, gymnasium_id, lookup, not_found_hint
+from reppo.user_envs import (
+    RegisteredEnv,
+    gymnasium_id,
+    gymnasium_missing,
+    lookup,
+    not_found_hint,
+)
 
 __all__ = ["DMC_TASKS", "UnknownEnvError", "WrongBackendError", "env_spec", "list_envs", "make_env"]
 
@@ -31,6 +37,13 @@ class UnknownEnvError(ValueError):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        if gymnasium_missing(name):
+            super().__init__(
+                f"{name!r} looks like a Gymnasium id, but Gymnasium is not installed: install "
+                'reppo\'s torch extra (pip install -e ".[torch]"), or pip install '
+                '"gymnasium[mujoco]", and train it with --backend torch.'
+            )
+            return
         valid = list_envs()
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

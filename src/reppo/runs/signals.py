@@ -8,10 +8,15 @@ cluster's preemption, `docker stop`) killed the process with no checkpoint. Whil
 checkpoint at the next point where it can (after the current compilation, chunk or
 evaluation) and returns. A second signal stops the process at once, by the signal's default
 action, without saving (the checkpoints already on disk are complete files).
+
+A run's start-up (choosing the preset, checking the env) is covered too: a `StopSignals` is
+entered before it, and the training loop's own one, entered inside it, joins it, so a signal
+at any point from the start stops the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -31,12 +36,23 @@ class StopSignals:
     to print that the run is stopping. Outside the main thread (training started from a
     worker thread), signal handlers cannot be installed; the context then does nothing and
     `requested` stays False.
+
+    Entered while another is active, it joins that one instead of installing handlers of its
+    own: a signal that came before is already `requested`, and the first signal is announced
+    by the innermost active one's `on_first` that is not None.
     """
+
+    _stack: list[StopSignals] = []  # the active ones, outermost (the handlers') first
 
     def __init__(self, on_first: Callable[[str], None] | None = None) -> None:
         self.on_first = on_first
-        self.signum: int | None = None
+        self._signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._outer: StopSignals | None = None
+
+    @property
+    def signum(self) -> int | None:
+        return self._outer.signum if self._outer is not None else self._signum
 
     @property
     def requested(self) -> bool:
@@ -51,23 +67,47 @@ class StopSignals:
         return EXIT_STATUS.get(self.signum, 1) if self.signum is not None else 0
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
+        if self._signum is not None:
             # Second signal: stop now. Restore the default action and deliver it again.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        self.signum = signum
-        if self.on_first is not None:
-            self.on_first(signal.Signals(signum).name)
+        self._signum = signum
+        announcers = [s.on_first for s in StopSignals._stack if s.on_first is not None]
+        announce = announcers[-1] if announcers else self.on_first
+        if announce is not None:
+            announce(signal.Signals(signum).name)
 
     def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if StopSignals._stack:
+            self._outer = StopSignals._stack[0]
+        else:
             for sig in _SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+        StopSignals._stack.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in StopSignals._stack:
+            StopSignals._stack.remove(self)
+        if self._outer is not None:
+            self._signum, self._outer = self._outer.signum, None
+            return
         for sig, previous in self._previous.items():
             # None: the handler was not installed from Python; the default is the safe choice.
             signal.signal(sig, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
+
+
+def start_up_signals(echo: Callable[[str], None]) -> StopSignals:
+    """The `StopSignals` of a run's start-up (choosing its config, checking its env), entered
+    before it: a signal there stops the run before training starts, with nothing written; the
+    training loop's own `StopSignals` joins it and announces later signals its way."""
+
+    def announce(name: str) -> None:
+        with contextlib.suppress(RuntimeError):  # a print interrupted by the signal itself
+            echo(f"\n{name}: stopping before training starts; {name} again stops at once")
+
+    return StopSignals(on_first=announce)

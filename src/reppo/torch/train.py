@@ -18,12 +18,17 @@ Checkpoints use the JAX backend's names for what both backends share (`actor/...
 `critic/...`, `behaviour/...`, `obs_stats/...`, `temps/...`, with a leading seed axis of 1),
 so either backend evaluates and exports the other's runs. Torch-only state (Adam moments, the
 generator) is stored under `actor_opt/`, `critic_opt/`, `temp_opt/` and `rng/`.
+
+Each process computes with one CPU thread unless the user chose otherwise
+(`choose_cpu_threads`).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,6 +89,51 @@ def _load_optimizer(
     opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
+# Environment variables torch reads its intra-op thread count from when it starts.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_chosen: int | None = None  # the count `choose_cpu_threads` set in this process, if any
+
+
+def _start_counts() -> set[int]:
+    """The thread counts torch may start with here, without a thread variable: one per core,
+    logical or physical, of the machine or of this process's CPU affinity."""
+    counts = {os.cpu_count() or 1}
+    if hasattr(os, "sched_getaffinity"):
+        counts.add(len(os.sched_getaffinity(0)))
+    cores = set()
+    for topology in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            continue
+    if cores:
+        counts.add(len(cores))
+    return counts
+
+
+def choose_cpu_threads() -> str:
+    """Set torch's intra-op thread count for a run and say what it is (the run's setup line).
+
+    One thread per process: torch starts one per core, and on a small or busy machine those
+    threads wait on cores the simulator (or another run) is using, which slows a CPU run many
+    times over. The user's own choice is kept: a thread variable (`THREAD_VARIABLES`, which
+    torch read when it started), or a `torch.set_num_threads(n)` made before the run, seen as
+    a count torch does not start with (so a count of one per core is set with the variable).
+    """
+    global _chosen
+    count = torch.get_num_threads()
+    plural = "s" if count != 1 else ""
+    for name in THREAD_VARIABLES:
+        if os.environ.get(name, "").strip():
+            return f"{count} CPU thread{plural} ({name}={os.environ[name].strip()})"
+    if count != _chosen and count not in _start_counts():
+        return f"{count} CPU thread{plural} (torch.set_num_threads)"
+    torch.set_num_threads(1)
+    _chosen = 1
+    return "1 CPU thread (OMP_NUM_THREADS=N for more)"
+
+
 # Where a checkpoint keeps rank r's own state (r >= 1; rank 0's has the plain names).
 RANK_PREFIX = "rank{}/"
 
@@ -105,11 +155,14 @@ class TorchTrainer:
         if config.num_seeds != 1:
             raise ValueError("the torch backend trains one seed per process")
         self.config = config
+        threads = choose_cpu_threads()  # before any computation starts the thread pool
         self.processes = distributed.processes_from_env(config)
         self.process_index = self.processes.index
         self.process_count = self.processes.count
         parallel = self.process_count > 1
         self.device = self.processes.device if parallel else resolve_device(config.device)
+        # What the loop prints before training (`reppo.trainer.Trainer.setup_lines`).
+        self.setup_lines = [f"torch on {self.device}, {threads}"]
         # Each rank's own share of the run: its envs, and the batch they collect (the same
         # number of iterations, so the learning-rate schedule is the run's).
         local = config
