@@ -63,6 +63,7 @@ def test_ctrl_c_during_compilation_stops_after_it_with_a_checkpoint(
     monkeypatch.setattr(ScriptedTrainer, "prepare",
                         _signalling(ScriptedTrainer.prepare, signal.SIGINT))
     lines: list[str] = []
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN where the suite started in the background
     result = train(tiny_config, tmp_path / "run", echo=lines.append,
                    trainer=ScriptedTrainer(tiny_config))
     assert result.interrupted and result.stop_signal == signal.SIGINT
@@ -74,7 +75,7 @@ def test_ctrl_c_during_compilation_stops_after_it_with_a_checkpoint(
     assert any(f"continue with `reppo train --resume {tmp_path / 'run'}`" in line
                for line in lines)
     # The handler is gone once train returns.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     monkeypatch.undo()
     resumed = train(tiny_config, tmp_path / "run", resume=True, echo=_quiet,
                     trainer=ScriptedTrainer(tiny_config))
@@ -217,6 +218,7 @@ def test_ctrl_c_during_start_up_stops_the_run(tmp_path, monkeypatch, capsys, pha
     from reppo import cli
     from tests.conftest import TINY, tiny_flags
 
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN where the suite started in the background
     built = scripted_backend(monkeypatch)
     module, name = phase.split(":")
     owner = importlib.import_module(module)
@@ -230,7 +232,7 @@ def test_ctrl_c_during_start_up_stops_the_run(tmp_path, monkeypatch, capsys, pha
     assert built == []  # stopped before the trainer was built
     assert not run.exists()
     assert f"SIGINT before training started: nothing was written to {run}" in out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 _TWICE = textwrap.dedent(
