@@ -496,6 +496,30 @@ def test_eval_video_is_checked_before_evaluating(run_copy, capsys, name, needle)
     assert _snapshot(run_copy.parent) == before
 
 
+
+def test_eval_video_of_an_env_it_cannot_render_is_refused_before_evaluating(
+    tmp_path, capsys, monkeypatch
+):
+    from reppo.jax import policy
+    from reppo.training import train
+    from tests.fakes import ScriptedTrainer, still_env
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the run was evaluated before the video was refused")
+
+    monkeypatch.setattr(policy, "evaluate_run", no_evaluation)
+    video = tmp_path / "clip.gif"
+    with still_env() as env:
+        config = TINY.replace(env=env)
+        run = tmp_path / "run"
+        train(config, run, echo=lambda line: None, trainer=ScriptedTrainer(config))
+        before = _snapshot(tmp_path)
+        code, out, err = _cli(capsys, "eval", run, "--video", video)
+    _assert_user_error(code, err, f"--video: reppo cannot render {env}",
+                       "evaluate without --video")
+    assert out == "" and _snapshot(tmp_path) == before
+
+
 @pytest.mark.e2e
 def test_eval_mp4_without_ffmpeg_is_refused_before_evaluating(run_copy, capsys, monkeypatch):
     import reppo.commands.evaluate as evaluate_command
