@@ -110,7 +110,7 @@ def run_copy(trained, tmp_path) -> Path:
 
 def test_envs_lists_the_dmc_and_maniskill_tasks(capsys):
     code, out, err = _cli(capsys, "envs")
-    assert code == 0 and err == ""
+    assert code == 0
     names = out.splitlines()
     assert len(names) == len(set(names)) == 25 + 11
     assert {"CartpoleBalance", "CheetahRun", "HumanoidRun", "WalkerWalk"} <= set(names)
@@ -118,6 +118,21 @@ def test_envs_lists_the_dmc_and_maniskill_tasks(capsys):
     assert names == list_envs()
     code, out, _ = _cli(capsys, "envs", "--family", "maniskill")
     assert code == 0 and out.splitlines() == list_envs("maniskill")
+
+
+def test_envs_says_which_extra_each_family_needs(capsys):
+    # The names alone go to stdout (one per line, for scripts); the extras to stderr.
+    code, out, err = _cli(capsys, "envs")
+    assert code == 0 and out.splitlines() == list_envs()
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    maniskill = next(line for line in lines if "ManiSkill3" in line)
+    assert '".[maniskill]"' in maniskill and "--backend torch" in maniskill
+    assert "11 " in maniskill
+    dmc = next(line for line in lines if "DM Control" in line)
+    assert '".[jax]"' in dmc and "25 " in dmc
+    code, out, err = _cli(capsys, "envs", "--family", "dm_control")
+    assert code == 0 and "ManiSkill3" not in err and '".[jax]"' in err
 
 
 # ---- train and eval ---------------------------------------------------------------------------
