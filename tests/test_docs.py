@@ -65,3 +65,56 @@ def test_every_readme_command_parses_with_the_cli():
             parser.parse_args(words)
         except SystemExit as err:  # argparse's way of refusing
             raise AssertionError(f"README command does not parse: {command}") from err
+
+
+def _cells(line: str) -> int:
+    """The cells of a Markdown table row: its unescaped pipes, less the outer ones (a pipe
+    inside a code span splits the cell too, as on GitHub)."""
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    return len(re.split(r"(?<!\\)\|", inner))
+
+
+_SEPARATOR = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?$")
+
+
+def _table_problems(path: Path) -> list[str]:
+    """Each table of `path` without its separator row (second line), or with a row whose cell
+    count is not the header's; a table is a run of lines that start with '|'."""
+    problems, block, in_code = [], [], False
+    lines = path.read_text(encoding="utf-8").splitlines() + [""]
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and line.lstrip().startswith("|"):
+            block.append((number, line))
+            continue
+        if block:
+            (first, header), rows = block[0], block[1:]
+            where = f"{path.relative_to(ROOT)}:{first}"
+            if not rows or not _SEPARATOR.match(rows[0][1].strip()):
+                problems.append(f"{where}: a table without its separator row (| --- |)")
+            else:
+                problems += [
+                    f"{path.relative_to(ROOT)}:{n}: {_cells(row)} cells, the header has "
+                    f"{_cells(header)}"
+                    for n, row in rows if _cells(row) != _cells(header)
+                ]
+            block = []
+    return problems
+
+
+def test_every_markdown_table_is_whole():
+    paths = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    problems = [problem for path in paths for problem in _table_problems(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_readme_layout_names_every_module_and_subpackage():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("\n```\n", layout.index("```") + 3)]
+    names = [p.name + ("/" if p.is_dir() else "")
+             for p in sorted((ROOT / "src" / "reppo").iterdir())
+             if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists())]
+    missing = [name for name in names if not re.search(rf"(?<![\w/]){re.escape(name)}", layout)]
+    assert not missing, f"the README's layout omits {missing}"

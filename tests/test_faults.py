@@ -262,6 +262,49 @@ def test_a_second_signal_stops_the_process_at_once(sig):
     assert proc.returncode == -getattr(signal, sig)
 
 
+
+# Stands in for `reppo train` (its command with the training replaced): one progress line
+# while the reader listens, and the rest after it closed the pipe, on stdout and stderr.
+_OUTLIVES_ITS_READER = textwrap.dedent(
+    """
+    import argparse, sys, time
+    from pathlib import Path
+    from reppo.commands import train
+
+    here = Path(sys.argv[1])
+
+    def training(args, stop):
+        print("1/3 chunks", flush=True)
+        while not (here / "closed").exists():
+            time.sleep(0.05)
+        for line in ("2/3 chunks", "3/3 chunks"):
+            print(line, flush=True)
+        print("a warning", file=sys.stderr, flush=True)
+        (here / "trained").write_text("to the end")
+        return 0
+
+    train._train = training
+    sys.exit(train.run(argparse.Namespace()))
+    """
+)
+
+
+def test_a_run_whose_output_closes_trains_on(tmp_path):
+    # A sweep killed with SIGKILL closes its runs' stdout: a run must not die at its next
+    # progress line.
+    proc = subprocess.Popen([sys.executable, "-c", _OUTLIVES_ITS_READER, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "1/3 chunks\n"
+        proc.stdout.close()
+        (tmp_path / "closed").touch()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert (tmp_path / "trained").read_text() == "to the end"
+
+
 # ---- nothing written before what can be checked is checked ------------------------------------
 
 

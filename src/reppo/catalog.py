@@ -64,6 +64,15 @@ FAMILY_BACKENDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What a family's tasks need installed: (the reppo extra, what else to know), for `reppo envs`.
+FAMILY_EXTRAS: dict[str, tuple[str, str]] = {
+    "dm_control": ("jax", "with --backend torch the torch extra, which includes it"),
+    "maniskill": ("maniskill", "and a Vulkan driver: scripts/install-system-deps.sh, "
+                               "docs/maniskill.md"),
+}
+FAMILY_TITLES = {"dm_control": "MuJoCo Playground DM Control", "maniskill": "ManiSkill3"}
+
+
 def list_envs(family: str | None = None) -> list[str]:
     """Environment names: Playground's DM Control tasks (either backend) and, for the torch
     backend, the ManiSkill3 tasks; `family` ('dm_control' or 'maniskill') picks one group."""

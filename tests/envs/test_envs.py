@@ -354,6 +354,71 @@ def test_render_failure_explains_fix(monkeypatch):
     assert "libEGL.so.1" in msg  # says what is missing
 
 
+
+class _Physics(NamedTuple):
+    """The fields of MuJoCo's physics state that a frame is drawn from."""
+
+    qpos: jax.Array
+    qvel: jax.Array
+    mocap_pos: jax.Array
+    mocap_quat: jax.Array
+    xfrc_applied: jax.Array
+
+
+class _PhysicsState(NamedTuple):
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    data: _Physics
+
+
+class _PhysicsLikeEnv:
+    """A registered env shaped like Playground's: a model, a control step, physics data."""
+
+    action_size = 2
+    mj_model = object()
+    dt = 0.01
+
+    def reset(self, rng: jax.Array) -> _PhysicsState:
+        del rng
+        physics = _Physics(jnp.zeros(2), jnp.zeros(2), jnp.zeros((0, 3)), jnp.zeros((0, 4)),
+                           jnp.zeros((2, 6)))
+        return _PhysicsState(jnp.zeros(3), jnp.zeros(()), jnp.zeros(()), physics)
+
+    def step(self, state: _PhysicsState, action: jax.Array) -> _PhysicsState:
+        del action
+        return state
+
+
+def test_which_registered_envs_can_be_rendered():
+    from reppo.envs.evaluation import video_problem
+    from reppo.user_envs import register_env, unregister_env
+    from tests.fakes import still_env
+
+    with still_env() as env:
+        problem = video_problem(env)
+    assert problem is not None and "data" in problem and "\n" not in problem
+    register_env("PhysicsLikeForTests", _PhysicsLikeEnv, episode_length=10,
+                 reward_range=(0.0, 1.0))
+    try:
+        assert video_problem("PhysicsLikeForTests") is None
+    finally:
+        unregister_env("PhysicsLikeForTests")
+
+
+def test_record_video_refuses_an_env_it_cannot_render(tmp_path):
+    from reppo.envs.evaluation import record_video
+    from reppo.errors import UserError
+    from tests.fakes import still_env
+
+    def act(obs):
+        raise AssertionError("an episode was run before the refusal")
+
+    with still_env() as env, pytest.raises(UserError, match=f"cannot render {env}"):
+        record_video(env, act, jax.random.key(0), tmp_path / "clip.gif")
+    assert not (tmp_path / "clip.gif").exists()
+
+
 @pytest.mark.e2e
 def test_record_video_writes_gif(tmp_path):
     from PIL import Image

@@ -9,6 +9,7 @@ a tiny config) and then reruns the sweep to check that nothing is launched again
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -610,6 +611,57 @@ def test_ctrl_c_stops_the_sweep_and_prints_the_table(tmp_path, capsys, fake):
     assert "run the same command again to resume" in stdout
 
 
+
+def _finished_and_unfinished_runs(out: Path, fake: FakeLaunch, capsys) -> None:
+    """A sweep whose CartpoleBalance run finished, PendulumSwingup stopped with a checkpoint
+    and ReacherEasy stopped before its first one (so a rerun would skip, resume, restart)."""
+    fake.behaviour = {"PendulumSwingup": "interrupt", "ReacherEasy": "fail"}
+    _sweep(capsys, out)
+    fake.behaviour = {}
+
+
+def test_a_rerun_leaves_alone_the_runs_a_live_process_still_writes(tmp_path, capsys, fake):
+    # A sweep killed with SIGKILL leaves its children finishing their runs; its rerun must not
+    # skip, resume into, or move aside a directory whose writer lock a live process holds.
+    from reppo.runs.lock import RunLock
+
+    out = tmp_path / "s"
+    _finished_and_unfinished_runs(out, fake, capsys)
+    launched = len(fake.commands)
+    runs = [out / "reppo" / task for task in suites.CPU_TASKS]
+    before = _snapshot(out / "reppo")
+    locks = [RunLock.acquire(run) for run in runs]
+    try:
+        code, stdout, _ = _sweep(capsys, out)
+        held = _snapshot(out / "reppo")
+    finally:
+        for lock in locks:
+            lock.release()
+    assert code == 1 and len(fake.commands) == launched, stdout
+    assert "finished before" not in stdout and "moved to" not in stdout
+    assert stdout.count(f"still running: pid {os.getpid()} on host") == 3, stdout
+    table = _table(stdout)
+    assert all(table[f"reppo/{task}"][0] == "left alone (running)" for task in suites.CPU_TASKS)
+    assert not list((out / "reppo").glob("*.partial-*"))
+    assert {k: v for k, v in held.items() if not k.endswith(".writer.lock")} == {
+        k: v for k, v in before.items() if not k.endswith(".writer.lock")}
+    # Once the writers are gone, the same rerun resumes and restarts as usual.
+    code, stdout, _ = _sweep(capsys, out)
+    assert code == 0 and len(fake.commands) == launched + 2, stdout
+
+
+def test_a_dry_run_says_which_runs_are_still_running(tmp_path, capsys, fake):
+    from reppo.runs.lock import RunLock
+
+    out = tmp_path / "s"
+    _finished_and_unfinished_runs(out, fake, capsys)
+    with RunLock.acquire(out / "reppo" / "ReacherEasy"):
+        code, stdout, _ = _sweep(capsys, out, "--dry-run")
+    assert code == 0
+    assert "reppo/ReacherEasy: left alone: still running: pid" in stdout
+    assert "partial" not in stdout.split("reppo/ReacherEasy", 1)[1]
+
+
 # ---- several runs at a time (--jobs) -----------------------------------------------------------
 
 
@@ -722,6 +774,60 @@ def test_ctrl_c_in_the_sweep_asks_the_child_to_stop_cleanly(tmp_path):
     assert "[x] saved a checkpoint" in seen
     assert "saved a checkpoint" in log.read_text()
     assert "exit status 130" in log.read_text()
+
+
+
+# Stands in for `reppo train` under a sweep: it saves and exits on SIGTERM (noting which signal
+# came in a file), and otherwise trains on for far longer than the test waits.
+_LONG_RUN = (
+    "import os, signal, sys, time\n"
+    "from pathlib import Path\n"
+    "def stop(signum, frame):\n"
+    "    Path(sys.argv[1], 'stopped').write_text(signal.Signals(signum).name)\n"
+    "    os._exit(143)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "print('ready', os.getpid(), flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+# A sweep of one run: the parent that the test kills.
+_ONE_RUN_SWEEP = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from reppo.experiments.sweep_execute import launch\n"
+    "out = Path(sys.argv[1])\n"
+    "launch([sys.executable, '-c', sys.argv[2], str(out)], prefix='[x]',\n"
+    "       log_path=out / 'run.log', echo=lambda line: print(line, flush=True))\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_a_run_stops_when_its_sweep_is_killed(tmp_path):
+    import subprocess
+    import time
+
+    sweep_proc = subprocess.Popen(
+        [sys.executable, "-c", _ONE_RUN_SWEEP, str(tmp_path), _LONG_RUN],
+        stdout=subprocess.PIPE, text=True,
+    )
+    child = None
+    try:
+        assert sweep_proc.stdout is not None
+        line = sweep_proc.stdout.readline()
+        assert line.startswith("[x] ready "), line
+        child = int(line.split()[-1])
+        sweep_proc.kill()  # SIGKILL: the sweep gets no chance to stop its child itself
+        sweep_proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "stopped").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # SIGTERM: what `reppo train` saves a checkpoint on before it exits.
+        assert (tmp_path / "stopped").read_text() == "SIGTERM"
+    finally:
+        sweep_proc.kill()
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
 
 # ---- end to end --------------------------------------------------------------------------------

@@ -64,3 +64,16 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, tiny_confi
     result = train(longer, run, resume=True, echo=_quiet, trainer=ScriptedTrainer(longer))
     assert result.env_steps == 1024
     assert [r["env_steps"] for r in read_metrics(run)][-1] == 1024
+
+
+def test_a_held_lock_is_seen_without_taking_it(tmp_path):
+    from reppo.runs.lock import live_writer
+
+    assert live_writer(tmp_path) is None  # never locked: no lock file
+    assert not (tmp_path / LOCK_FILE).exists()
+    with RunLock.acquire(tmp_path):
+        holder = (tmp_path / LOCK_FILE).read_bytes()
+        assert live_writer(tmp_path).startswith(f"pid {os.getpid()} on host")
+        assert (tmp_path / LOCK_FILE).read_bytes() == holder
+    assert live_writer(tmp_path) is None  # released: a stale file holds no process
+    RunLock.acquire(tmp_path).release()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = (
-    "List the built-in environments. Your own train as well: a JAX or Gymnasium env registered "
+    "List the built-in environments, one name per line on stdout, and on stderr which extra "
+    "each family needs installed. Your own train as well: a JAX or Gymnasium env registered "
     "with reppo.register_env (named 'module:Name' on the command line), or any Gymnasium id "
     "such as HalfCheetah-v5 with --backend torch (docs/envs.md)."
 )
@@ -18,8 +19,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reppo.catalog import list_envs
+    import sys
+
+    from reppo.catalog import FAMILIES, FAMILY_BACKENDS, FAMILY_EXTRAS, FAMILY_TITLES, list_envs
 
     for name in list_envs(args.family):
         print(name)
+    # On stderr, so that stdout stays a list of names for scripts.
+    for family in FAMILIES if args.family is None else (args.family,):
+        extra, more = FAMILY_EXTRAS[family]
+        backends = " or ".join(f"--backend {b}" for b in FAMILY_BACKENDS[family])
+        print(f"{len(FAMILIES[family])} {FAMILY_TITLES[family]} tasks ({backends}) need the "
+              f"{extra} extra: pip install -e \".[{extra}]\" ({more})", file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reppo.commands.backends import run_backend
 from reppo.compile_cache import enable_compilation_cache
-from reppo.config import ConfigError
+from reppo.config import Config, ConfigError
 
 HELP = "evaluate a saved policy with deterministic actions"
 
@@ -45,6 +45,32 @@ def _check_video_path(video: Path) -> None:
         )
 
 
+def _check_can_render(run_dir: Path) -> None:
+    """Refuse --video, before the evaluation, for a run whose env reppo cannot draw."""
+    from reppo.catalog import family_of
+    from reppo.runs import open_run_dir
+    from reppo.user_envs import lookup
+
+    env = Config.from_dict(open_run_dir(run_dir)).env
+    family = family_of(env)
+    if family == "dm_control":
+        return
+    if family == "maniskill":
+        problem = "videos of ManiSkill3 tasks are not supported yet"
+    else:
+        entry = lookup(env)
+        if entry is None or entry.backend != "jax":
+            problem = ("videos are drawn by MuJoCo from a Playground task or a registered JAX "
+                       "env, and it is a Gymnasium env")
+        else:
+            from reppo.envs.evaluation import video_problem
+
+            problem = video_problem(env)
+    if problem is not None:
+        raise ConfigError(f"--video: reppo cannot render {env}: {problem}; evaluate without "
+                          "--video")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -56,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
         # A missing, read-only or full directory is refused before the evaluation.
         check_output_path(args.video, "--video")
+        _check_can_render(args.run_dir)
     enable_compilation_cache()
     if backend == "torch":
         from reppo.torch.policy import evaluate_run, record_run_video

@@ -133,13 +133,15 @@ def _is_leader(config: Config) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reppo.runs.signals import start_up_signals
+    from reppo.runs.signals import outliving_its_reader, start_up_signals
 
-    # Ctrl-C and SIGTERM stop the run from its start: choosing the preset starts JAX, where a
-    # KeyboardInterrupt may be dropped.
-    with start_up_signals(lambda line: print(line, flush=True)) as stop:
-        trained = _train(args, stop)
-    return trained if isinstance(trained, int) else _report(*trained)
+    # A run goes on when the reader of its output goes (a sweep killed): it then finishes, or
+    # stops on its signal, with its checkpoint. Ctrl-C and SIGTERM stop the run from its start:
+    # choosing the preset starts JAX, where a KeyboardInterrupt may be dropped.
+    with outliving_its_reader():
+        with start_up_signals(lambda line: print(line, flush=True)) as stop:
+            trained = _train(args, stop)
+        return trained if isinstance(trained, int) else _report(*trained)
 
 
 def _train(args: argparse.Namespace, stop: Any) -> int | tuple[Config, Path, Any]:

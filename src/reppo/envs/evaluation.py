@@ -100,6 +100,33 @@ _RENDER_FIELDS = ("qpos", "qvel", "mocap_pos", "mocap_quat", "xfrc_applied")
 _FALLBACK_GL = ("egl", "osmesa")  # headless backends tried in a fresh process
 
 
+def _cannot_draw(inner: Any) -> str | None:
+    """Why MuJoCo cannot draw frames of the unbatched env `inner`, in a phrase (None: it can).
+    A frame needs the env's model and control step, and its state's physics data."""
+    missing = [name for name in ("mj_model", "dt") if not hasattr(inner, name)]
+    # Shapes only: eval_shape traces reset without compiling or running it.
+    data = getattr(jax.eval_shape(inner.reset, jax.random.key(0)), "data", None)
+    if data is None:
+        missing.append("state.data")
+    else:
+        missing += [f"state.data.{field}" for field in _RENDER_FIELDS if not hasattr(data, field)]
+    if not missing:
+        return None
+    return (f"it has no {', '.join(missing)} (frames are drawn by MuJoCo from an env's mj_model "
+            "and dt and from its state's physics data, as MuJoCo Playground's envs have them)")
+
+
+def video_problem(name: str) -> str | None:
+    """Why `record_video` cannot draw env `name`, in a phrase (None: it can), found without
+    running an episode; `name` is a Playground task or a registered JAX env."""
+    from reppo.catalog import family_of
+    from reppo.envs.registry import make_env
+
+    if family_of(name) == "dm_control":
+        return None
+    return _cannot_draw(make_env(name, 1).inner)
+
+
 def _rollout(env: AutoResetVecEnv, act: Policy, key: jax.Array) -> tuple[dict, float, int]:
     """One episode of the first env: its physics states (reset state plus one per step, up
     to the end), return and length."""
@@ -301,13 +328,18 @@ def record_video(
     `act` takes a batch of observations, as for `evaluate`. Frames are drawn with MuJoCo's
     renderer at the env's control rate. If MuJoCo cannot create an OpenGL context in this
     process, headless EGL and OSMesa are tried in a subprocess before raising RuntimeError
-    with how to fix it. Returns the episode's `return` and `length`.
+    with how to fix it. A registered env that MuJoCo cannot draw (`video_problem`) is a
+    UserError before the episode. Returns the episode's `return` and `length`.
     """
+    from reppo.catalog import family_of
     from reppo.envs.registry import make_env
 
     path = Path(path)
     _check_can_write(path)
     env = make_env(name, 1, impl=impl, episode_length=episode_length)
+    problem = None if family_of(name) == "dm_control" else _cannot_draw(env.inner)
+    if problem is not None:
+        raise UserError(f"reppo cannot render {name}: {problem}; evaluate it without a video")
     traj, episode_return, num_steps = _rollout(env, act, key)
     frames = _render(env.inner.mj_model, traj, width, height, camera)
     _write_video(path, frames, fps=1.0 / float(env.inner.dt))

@@ -213,6 +213,8 @@ def dry_run(settings: Settings, runs: list[PlannedRun], echo: Echo) -> int:
             echo(f"{run.name}: skip (finished)")
         elif state.action == "mismatch":
             echo(f"{run.name}: not run: {state.reason}")
+        elif state.action == "running":
+            echo(f"{run.name}: left alone: {state.reason}")
         elif state.action == "resume":
             echo(f"{run.name}: resume: {shlex.join(resume_command(run))}")
         else:

@@ -1,9 +1,10 @@
 """Running the planned runs of a sweep: one child process each, `jobs` at a time.
 
 `launch` runs one child command with its output echoed (with the run's prefix) and appended to
-its log, and passes a Ctrl-C on to the child; `execute` skips, starts, resumes or restarts every
-run as its directory says, carrying on past failures. `sigterm_as_interrupt` makes a SIGTERM
-to the sweep stop it like Ctrl-C.
+its log, passes a Ctrl-C on to the child, and (on Linux) has the child stopped if the sweep is
+killed; `execute` skips, starts, resumes or restarts every run as its directory says, leaves
+alone a run that a live process still writes, and carries on past failures.
+`sigterm_as_interrupt` makes a SIGTERM to the sweep stop it like Ctrl-C.
 
 Why several at a time: on a CPU one run is a chain of small operations that one core carries
 as fast as two (benchmarks/results.md), so a machine's other cores only work when other runs
@@ -19,6 +20,7 @@ import queue
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -104,6 +106,34 @@ def core_sets(jobs: int, cores: list[int] | None = None) -> list[list[int] | Non
     return [cores[i * share:(i + 1) * share] for i in range(jobs)]
 
 
+# Starts a child tied to the sweep (Linux): the kernel sends it SIGTERM when the sweep's thread
+# that started it ends, even by SIGKILL, and `reppo train` then saves a checkpoint and exits;
+# without it, a killed sweep's runs trained on unattended and raced the sweep's rerun. Set in a
+# small process that then becomes the child (the setting survives exec) rather than in
+# `preexec_fn`, which is unsafe in a process with threads. Argument 1 is the sweep's pid: a
+# sweep that died before the setting took hold has left the child to another parent already.
+_TIED_TO_THE_SWEEP = """\
+import ctypes, os, signal, sys
+PR_SET_PDEATHSIG = 1
+ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(128 + signal.SIGTERM)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as err:
+    print(f"could not start {sys.argv[2]}: {err.strerror or err}", flush=True)
+    sys.exit(127)
+"""
+
+
+def _tied_to_this_process(command: list[str]) -> list[str]:
+    """`command`, started so that it gets SIGTERM when this process dies (on Linux; elsewhere
+    `command` itself)."""
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-I", "-S", "-c", _TIED_TO_THE_SWEEP, str(os.getpid()), *command]
+
+
 def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
            on_line: Callable[[], None] | None = None, cores: list[int] | None = None,
            children: Children | None = None) -> int:
@@ -113,7 +143,8 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
     it then sends the child one SIGINT (on which `reppo train` saves a checkpoint and exits)
     and waits for it, a second Ctrl-C kills it, and the KeyboardInterrupt propagates. Runs
     side by side register in `children` (the sweep then signals them itself) and are pinned to
-    `cores`, with as many compute threads for torch.
+    `cores`, with as many compute threads for torch. On Linux the child gets SIGTERM if this
+    process dies (`_TIED_TO_THE_SWEEP`), so no run outlives a killed sweep.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if cores:
@@ -122,8 +153,9 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
         log.write(f"# {now_stamp()} $ {shlex.join(command)}\n")
         log.flush()
         proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, errors="replace", env=env, start_new_session=os.name == "posix",
+            _tied_to_this_process(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+            start_new_session=os.name == "posix",
         )
         if cores:
             # Set from here rather than in the child before exec, which is unsafe with threads;
@@ -175,6 +207,8 @@ def _outcome(run: PlannedRun, status: str, ok: bool) -> Outcome:
 # saves a checkpoint) and its outcome is "paused".
 PauseWatch = Callable[[PlannedRun], Callable[[], bool]]
 PAUSED = "paused"
+# The status of a run that a live process (not this sweep) is still writing.
+RUNNING = "left alone (running)"
 
 
 def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
@@ -190,6 +224,10 @@ def _run_one(run: PlannedRun, settings: Settings, head: str, echo: Echo,
     if state.action == "mismatch":
         echo(f"{head}: not run: {state.reason}")
         return Outcome(run, "failed (other run in dir)", False)
+    if state.action == "running":
+        echo(f"{head}: {state.reason}; left alone: run the same command again once it ends "
+             "(or stop it first)")
+        return _outcome(run, RUNNING, False)
     if state.action == "restart":
         moved = move_aside(run.run_dir)
         echo(f"{head}: unfinished and {state.reason}: moved to {moved.name}, starting again")

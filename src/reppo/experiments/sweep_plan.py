@@ -3,8 +3,8 @@
 `plan` turns `Settings` into `PlannedRun`s (methods x tasks x seeds, each with its run dir and
 the child command that starts or resumes it); `inspect` reads what a run dir holds and decides
 what the sweep does with the run: start, skip (finished), resume from its latest checkpoint,
-restart (moved aside by `move_aside`) or refuse (another run is in the dir). Nothing here
-starts a process.
+restart (moved aside by `move_aside`), refuse (another run is in the dir) or leave it alone (a
+live process still writes it). Nothing here starts a process.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def is_finished(run_dir: Path) -> bool:
 
 @dataclass(frozen=True)
 class RunState:
-    action: str  # "start", "skip", "resume", "restart" or "mismatch"
+    action: str  # "start", "skip", "resume", "restart", "mismatch" or "running"
     reason: str = ""
 
 
@@ -179,6 +179,13 @@ def inspect(run: PlannedRun, settings: Settings) -> RunState:
         return RunState("start")
     if not d.is_dir():
         return RunState("mismatch", f"{d} is a file, not a run directory; move it away")
+    from reppo.runs.lock import live_writer
+
+    writer = live_writer(d)
+    if writer is not None:
+        # A run still training (e.g. the child of a sweep that was killed): whatever its files
+        # say now, they are not its last word, and moving or resuming it would race it.
+        return RunState("running", f"still running: {writer} writes it")
     if not run_dir.holds_run():
         if not any(d.iterdir()):
             return RunState("start")

@@ -154,6 +154,8 @@ def plan_jobs(settings: Settings, runs: list[PlannedRun], echo: Echo,
             echo(f"{run.name}: skip (finished)")
         elif state.action == "mismatch":
             echo(f"{run.name}: not run: {state.reason}")
+        elif state.action == "running":
+            echo(f"{run.name}: left alone: {state.reason}")
         elif state.action == "resume":
             jobs.append(PlannedJob(run, "resume", resume_command(run)))
         else:

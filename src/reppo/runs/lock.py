@@ -5,7 +5,8 @@ rename, and the first one's later lines go to a deleted file). The writer theref
 advisory `flock` on `DIR/.writer.lock` while it trains; a second writer is refused with a
 message naming the holder. The operating system releases the lock when its holder exits, even
 after `kill -9`, so a stale lock file is harmless: only a live process can hold the lock.
-Readers (`reppo eval`, `reppo report`) never take it.
+Readers (`reppo eval`, `reppo report`) never take it; `live_writer` tells whether a live
+process holds it (a sweep's rerun leaves such a run alone).
 """
 
 from __future__ import annotations
@@ -44,6 +45,29 @@ def _describe(holder: dict[str, Any]) -> str:
         since, (int, float)
     ) else ""
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{when}"
+
+
+def live_writer(run_dir: str | os.PathLike[str]) -> str | None:
+    """Who holds the writer lock of `run_dir` ("pid N on host H, since T"), or None where no
+    live process holds it. Writes nothing, and never waits."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None:  # pragma: no cover
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: no run has written here with a lock
+        return None
+    try:
+        # A shared lock is refused only while a writer holds its exclusive one; it is dropped
+        # at once, so a writer starting at this very moment would be refused and can retry.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(_holder(path))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 class RunLock:

@@ -12,6 +12,12 @@ action, without saving (the checkpoints already on disk are complete files).
 A run's start-up (choosing the preset, checking the env) is covered too: a `StopSignals` is
 entered before it, and the training loop's own one, entered inside it, joins it, so a signal
 at any point from the start stops the run.
+
+A run also outlives the reader of its output (`outliving_its_reader`): when a sweep is killed,
+or a pipe into `head` ends, the next progress line would raise BrokenPipeError (Python ignores
+SIGPIPE, so the write fails instead of killing the process) and end the run with status 1,
+without its last checkpoint. Within the block such a write sends the rest of the output to
+the null device and the run goes on.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -111,3 +118,82 @@ def start_up_signals(echo: Callable[[str], None]) -> StopSignals:
             echo(f"\n{name}: stopping before training starts; {name} again stops at once")
 
     return StopSignals(on_first=announce)
+
+
+# ---- output whose reader is gone ----------------------------------------------------------------
+
+
+def _to_null_device(failed: int, fds: tuple[int, ...]) -> None:
+    """Point the file descriptor `failed`, and those of `fds` open on the same pipe, at the
+    null device: nobody reads them any more."""
+    try:
+        pipe = os.fstat(failed)
+    except OSError:
+        pipe = None
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in {failed, *fds}:
+            with contextlib.suppress(OSError):
+                if fd == failed or (pipe is not None and os.path.samestat(os.fstat(fd), pipe)):
+                    os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+class _OutlivingStream:
+    """A text stream (sys.stdout or sys.stderr) whose writes never fail because the reader of
+    its pipe is gone; everything else is the stream's own."""
+
+    def __init__(self, stream: Any, fds: tuple[int, ...]) -> None:
+        self._stream = stream
+        self._fds = fds
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        try:
+            fd = self._stream.fileno()
+        except (OSError, ValueError):  # no file descriptor: nothing to redirect
+            return
+        _to_null_device(fd, self._fds)
+        # What the stream still buffers goes to the null device now, so that no later flush
+        # (the interpreter's last one included) meets the closed pipe again.
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _fd_of(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def outliving_its_reader() -> Iterator[None]:
+    """Within the block, a print to stdout or stderr whose reader has gone (a killed sweep, a
+    closed pipe) is dropped, with every later one, instead of raising BrokenPipeError."""
+    saved = sys.stdout, sys.stderr
+    fds = tuple(fd for fd in map(_fd_of, saved) if fd is not None)
+    sys.stdout, sys.stderr = (_OutlivingStream(stream, fds) for stream in saved)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _OutlivingStream):
+            sys.stdout = saved[0]
+        if isinstance(sys.stderr, _OutlivingStream):
+            sys.stderr = saved[1]
