@@ -11,8 +11,8 @@ import pytest
 import reppo
 from reppo.cli import main
 from reppo.config import Config, ConfigError
-from reppo.preset_files import is_preset_file, load_preset_file, write_preset_file
-from reppo.presets import PRESETS, get_preset
+from reppo.preset_files import is_preset_file, write_preset_file
+from reppo.presets import PRESETS, get_preset, load_preset_file
 
 
 def _write(path: Path, data) -> Path:

@@ -54,31 +54,6 @@ def read_preset_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def load_preset_file(path: str | os.PathLike[str]) -> Config:
-    """The validated config of a preset file (module docstring), or a ConfigError."""
-    from reppo.presets import get_preset
-
-    data = dict(read_preset_file(path))
-    base = data.pop(BASE, None)
-    description = data.pop(DESCRIPTION, None)
-    if description is not None and not isinstance(description, str):
-        raise ConfigError(f"preset file {path}: {DESCRIPTION!r} must be a string")
-    if base is None:
-        start = Config()
-    elif not isinstance(base, str) or is_preset_file(base):
-        raise ConfigError(f"preset file {path}: {BASE!r} must name a preset (paper, cpu, ...), "
-                          f"got {base!r}")
-    else:
-        try:
-            start = get_preset(base)
-        except ConfigError as err:
-            raise ConfigError(f"preset file {path}: {BASE!r}: {err}") from None
-    try:
-        return start.replace(**data)
-    except ConfigError as err:
-        raise ConfigError(f"preset file {path}: {err}") from None
-
-
 def preset_description(path: str | os.PathLike[str]) -> str | None:
     """The file's description, if it has one."""
     description = read_preset_file(path).get(DESCRIPTION)

@@ -19,9 +19,11 @@
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 from reppo.config import Config, ConfigError
+from reppo.preset_files import BASE, DESCRIPTION, is_preset_file, read_preset_file
 
 PAPER = Config()
 
@@ -193,8 +195,6 @@ def get_preset(name: str, backend: str = "jax", env: str | None = None) -> Confi
     """The preset's config; for a run on `env`, with the preset's settings for that task
     (`TASK_SETTINGS`) applied and `env` set. `name` may also be a preset file (FILE.json,
     `reppo.preset_files`), which has no per-task settings."""
-    from reppo.preset_files import is_preset_file, load_preset_file
-
     if is_preset_file(name):
         config = load_preset_file(name)
         return config if env is None else config.replace(env=env)
@@ -209,3 +209,26 @@ def get_preset(name: str, backend: str = "jax", env: str | None = None) -> Confi
     if env is None:
         return config
     return config.replace(env=env, **task_settings(name, env))
+
+
+def load_preset_file(path: str | os.PathLike[str]) -> Config:
+    """The validated config of a preset file (`reppo.preset_files`), or a ConfigError."""
+    data = dict(read_preset_file(path))
+    base = data.pop(BASE, None)
+    description = data.pop(DESCRIPTION, None)
+    if description is not None and not isinstance(description, str):
+        raise ConfigError(f"preset file {path}: {DESCRIPTION!r} must be a string")
+    if base is None:
+        start = Config()
+    elif not isinstance(base, str) or is_preset_file(base):
+        raise ConfigError(f"preset file {path}: {BASE!r} must name a preset (paper, cpu, ...), "
+                          f"got {base!r}")
+    else:
+        try:
+            start = get_preset(base)
+        except ConfigError as err:
+            raise ConfigError(f"preset file {path}: {BASE!r}: {err}") from None
+    try:
+        return start.replace(**data)
+    except ConfigError as err:
+        raise ConfigError(f"preset file {path}: {err}") from None
