@@ -8,10 +8,11 @@ to both on restore.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
-from reppo.runs import CheckpointError, load_checkpoint, save_checkpoint
+from reppo.runs import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from reppo.trainer import StateMismatchError, Trainer
 
 
@@ -70,3 +71,29 @@ def load_arrays(
             f"{path}: does not match this run's config ({err}); was it written by another "
             "version or config? Delete it to resume from an earlier checkpoint."
         ) from None
+
+
+def checkpoint_write_error(
+    run_dir: Path, env_steps: int, err: OSError, created: bool
+) -> CheckpointError:
+    """A one-line error for a checkpoint the file system refused (full, read-only), saying
+    what is kept and how to go on."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free some space there"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable"
+    else:
+        fix = "check the disk"
+    kept = latest_checkpoint(run_dir)
+    if kept is not None:
+        then = (f"{kept.name} is kept; continue with `reppo train --resume {run_dir}` once it "
+                "is fixed")
+    else:
+        then = "no checkpoint had been written" + (
+            f", so {run_dir} is removed; run the same command again once it is fixed"
+            if created else ""
+        )
+    return CheckpointError(
+        f"cannot write the checkpoint at {env_steps:,} env steps in {run_dir / 'checkpoints'} "
+        f"({err.strerror or err}): {fix}. {then}"
+    )

@@ -17,7 +17,6 @@ checkpoint to resume from, the best evaluation so far) are shared at fixed point
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import shutil
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from reppo.callbacks import Callback, StopTraining
-from reppo.checkpointing import load_arrays, read_state, save_state
+from reppo.checkpointing import checkpoint_write_error, load_arrays, read_state, save_state
 from reppo.chunks import (
     check_finite,
     chunk_length,
@@ -41,7 +40,6 @@ from reppo.chunks import (
 from reppo.config import Config
 from reppo.processes import from_leader, launched_processes, on_leader
 from reppo.runs import (
-    CheckpointError,
     MetricsLogger,
     RunDir,
     RunDirError,
@@ -57,7 +55,7 @@ from reppo.runs import (
 )
 from reppo.runs.checkpoint import best_record, forget_best_after, mark_best_checkpoint
 from reppo.runs.lock import RunLock
-from reppo.runs.metrics import EVAL_RETURN
+from reppo.runs.metrics import EVAL_RETURN, take_last_record
 from reppo.runs.outputs import WRITE_ERRNOS
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
@@ -256,43 +254,6 @@ def _silent(line: str) -> None:
     del line
 
 
-def _checkpoint_write_error(
-    run_dir: Path, env_steps: int, err: OSError, created: bool
-) -> CheckpointError:
-    """A one-line error for a checkpoint the file system refused (full, read-only), saying
-    what is kept and how to go on."""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = "free some space there"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "make it writable"
-    else:
-        fix = "check the disk"
-    kept = latest_checkpoint(run_dir)
-    if kept is not None:
-        then = (f"{kept.name} is kept; continue with `reppo train --resume {run_dir}` once it "
-                "is fixed")
-    else:
-        then = "no checkpoint had been written" + (
-            f", so {run_dir} is removed; run the same command again once it is fixed"
-            if created else ""
-        )
-    return CheckpointError(
-        f"cannot write the checkpoint at {env_steps:,} env steps in {run_dir / 'checkpoints'} "
-        f"({err.strerror or err}): {fix}. {then}"
-    )
-
-
-def _take_last_record(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
-    """Remove the metrics record at `env_steps` (the last one) from metrics.jsonl and return it,
-    so that it can be logged again with the evaluation that was skipped; None if there is
-    none."""
-    last = next((r for r in reversed(read_metrics(run_dir)) if r.get("env_steps") == env_steps),
-                None)
-    if last is not None:
-        truncate_metrics(run_dir, env_steps - 1)
-    return last
-
-
 def _loop(
     config: Config,
     run_dir: Path,
@@ -313,7 +274,7 @@ def _loop(
     evaluate_end = not created and iteration >= config.num_iterations and processes.share(
         not RunDir(run_dir).is_finished() if leader else None
     )
-    end_record = _take_last_record(run_dir, iteration * config.steps_per_iteration) if (
+    end_record = take_last_record(run_dir, iteration * config.steps_per_iteration) if (
         evaluate_end and leader
     ) else None
     if not created and iteration >= config.num_iterations and not evaluate_end:
@@ -385,7 +346,7 @@ def _loop(
             except OSError as err:
                 if err.errno not in WRITE_ERRNOS:
                     raise
-                raise _checkpoint_write_error(run_dir, iteration * per_iteration, err,
+                raise checkpoint_write_error(run_dir, iteration * per_iteration, err,
                                               created) from None
         else:
             trainer.state_arrays(state)  # collective: the leader gathers every process's state

@@ -283,3 +283,14 @@ def evaluation_report(
         "per_seed_mean_return": [float(x) for x in returns.mean(axis=1)],
         "returns": [float(x) for x in returns.reshape(-1)],
     }
+
+
+def take_last_record(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
+    """Remove the metrics record at `env_steps` (the last one) from metrics.jsonl and return it,
+    so that it can be logged again with the evaluation that was skipped; None if there is
+    none."""
+    last = next((r for r in reversed(read_metrics(run_dir)) if r.get("env_steps") == env_steps),
+                None)
+    if last is not None:
+        truncate_metrics(run_dir, env_steps - 1)
+    return last
