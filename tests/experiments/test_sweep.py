@@ -1,10 +1,10 @@
 """`reppo sweep`, its suites and the ablation presets.
 
-Most tests replace the child launch (`sweep.launch`) with a fake that writes a run directory the
-way `reppo train` or a Brax baseline would (finished, interrupted with or without a checkpoint,
-or failed), so the resumption rules run in milliseconds. `launch` itself is tested with small
-Python children, and one slow test runs the real `reppo train` end to end (2 tasks x 2 seeds of
-a tiny config) and then reruns the sweep to check that nothing is launched again.
+Most tests replace the child launch (`sweep_execute.launch`) with a fake that writes a run
+directory the way `reppo train` or a Brax baseline would (finished, interrupted with or without
+a checkpoint, or failed), so the resumption rules run in milliseconds. `launch` itself is tested
+with small Python children, and one slow test runs the real `reppo train` end to end (2 tasks x
+2 seeds of a tiny config) and then reruns the sweep to check that nothing is launched again.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from reppo.config import Config
 from reppo.envs.maniskill import MANISKILL_TASKS
 from reppo.envs.registry import DMC_TASKS
 from reppo.errors import UserError
-from reppo.experiments import suites, sweep, sweep_execute
+from reppo.experiments import suites
+from reppo.experiments.sweep import execute as sweep_execute
+from reppo.experiments.sweep import plan as sweep_plan
+from reppo.experiments.sweep import settings as sweep_settings
 from reppo.presets import ABLATION_BASES, ABLATIONS, PRESETS, get_preset
 from reppo.runs import read_metrics
 from tests.conftest import TINY
@@ -117,22 +120,23 @@ def test_the_tuning_and_evaluation_suites_are_apart():
 
 
 def test_an_evaluation_suite_trains_fresh_seeds_only(tmp_path, capsys):
-    settings = sweep.resolve(_args(tmp_path, "cpu-eval", seeds=5))
-    runs = sweep.plan(settings)
+    settings = sweep_settings.resolve(_args(tmp_path, "cpu-eval", seeds=5))
+    runs = sweep_plan.plan(settings)
     assert [r.task for r in runs] == list(suites.CPU_EVAL_TASKS)
     assert {r.seeds for r in runs} == {(100, 101, 102, 103, 104)}
-    flags = _flags(sweep.start_command(runs[0], settings))
+    flags = _flags(sweep_plan.start_command(runs[0], settings))
     assert (flags["--seed"], flags["--num-seeds"], flags["--total-steps"]) == (
         "100", "5", "507904")
-    ppo = sweep.resolve(_args(tmp_path, "cpu-eval", seeds=2, algo="brax-ppo"))
-    assert [r.run_dir.name for r in sweep.plan(ppo)][:2] == ["seed100", "seed101"]
-    assert _flags(sweep.start_command(sweep.plan(ppo)[1], ppo))["--seed"] == "101"
-    later = sweep.resolve(_args(tmp_path, "cpu-eval", seeds=5, first_seed=105))
-    assert sweep.plan(later)[0].seeds == (105, 106, 107, 108, 109)
+    ppo = sweep_settings.resolve(_args(tmp_path, "cpu-eval", seeds=2, algo="brax-ppo"))
+    assert [r.run_dir.name for r in sweep_plan.plan(ppo)][:2] == ["seed100", "seed101"]
+    assert _flags(sweep_plan.start_command(sweep_plan.plan(ppo)[1], ppo))["--seed"] == "101"
+    later = sweep_settings.resolve(_args(tmp_path, "cpu-eval", seeds=5, first_seed=105))
+    assert sweep_plan.plan(later)[0].seeds == (105, 106, 107, 108, 109)
     assert "--first-seed 105" in later.command() and "--first-seed" not in settings.command()
     # Other suites start at 0 and take any first seed.
-    assert sweep.plan(sweep.resolve(_args(tmp_path, seeds=2)))[0].seeds == (0, 1)
-    assert sweep.plan(sweep.resolve(_args(tmp_path, seeds=2, first_seed=5)))[0].seeds == (5, 6)
+    assert sweep_plan.plan(sweep_settings.resolve(_args(tmp_path, seeds=2)))[0].seeds == (0, 1)
+    shifted = sweep_settings.resolve(_args(tmp_path, seeds=2, first_seed=5))
+    assert sweep_plan.plan(shifted)[0].seeds == (5, 6)
 
     code = main(["sweep", "--suite", "cpu-eval", "--seeds", "5", "--first-seed", "0",
                  "--out", str(tmp_path / "s")])
@@ -205,12 +209,12 @@ def _flags(command: list[str]) -> dict[str, str]:
 
 
 def test_plan_of_each_suite(tmp_path):
-    dmc = sweep.resolve(_args(tmp_path, "dmc23", seeds=3))
-    runs = sweep.plan(dmc)
+    dmc = sweep_settings.resolve(_args(tmp_path, "dmc23", seeds=3))
+    runs = sweep_plan.plan(dmc)
     assert len(runs) == 23
     assert [r.run_dir for r in runs] == [tmp_path / "reppo" / t for t in suites.DMC23]
     assert {r.seeds for r in runs} == {(0, 1, 2)}
-    cheetah = _flags(sweep.start_command(runs[7], dmc))
+    cheetah = _flags(sweep_plan.start_command(runs[7], dmc))
     assert cheetah == {
         "--preset": "paper", "--backend": "jax", "--env": "CheetahRun", "--seed": "0",
         "--num-seeds": "3", "--total-steps": "50000000",
@@ -218,34 +222,36 @@ def test_plan_of_each_suite(tmp_path):
         # Evaluated as often as the baselines: 10 times per run.
         "--eval-interval-steps": "5000000",
     }
-    assert sweep.start_command(runs[0], dmc)[:4] == [sys.executable, "-m", "reppo.cli", "train"]
+    command = sweep_plan.start_command(runs[0], dmc)
+    assert command[:4] == [sys.executable, "-m", "reppo.cli", "train"]
 
     # torch refuses several seeds in one process: one process per seed.
-    ms = sweep.resolve(_args(tmp_path, "maniskill", seeds=2))
-    runs = sweep.plan(ms)
+    ms = sweep_settings.resolve(_args(tmp_path, "maniskill", seeds=2))
+    runs = sweep_plan.plan(ms)
     assert len(runs) == 18
     assert runs[1].run_dir == tmp_path / "reppo" / suites.MANISKILL9[0] / "seed1"
-    flags = _flags(sweep.start_command(runs[1], ms))
+    flags = _flags(sweep_plan.start_command(runs[1], ms))
     assert (flags["--backend"], flags["--seed"], flags["--num-seeds"]) == ("torch", "1", "1")
 
-    abl = sweep.resolve(_args(tmp_path, "ablations", seeds=2, tasks="WalkerRun,CheetahRun"))
-    runs = sweep.plan(abl)
+    abl = sweep_settings.resolve(
+        _args(tmp_path, "ablations", seeds=2, tasks="WalkerRun,CheetahRun"))
+    runs = sweep_plan.plan(abl)
     assert len(runs) == 2 * 10
     assert runs[3].run_dir == tmp_path / "paper-no-hl-gauss" / "WalkerRun"  # suite order
-    assert _flags(sweep.start_command(runs[3], abl))["--preset"] == "paper-no-hl-gauss"
+    assert _flags(sweep_plan.start_command(runs[3], abl))["--preset"] == "paper-no-hl-gauss"
     assert runs[19].experiment(abl.suite) == {
         "suite": "ablations", "method": "small-no-kl", "task": "WalkerRun", "algo": "reppo",
         "variant": "no-kl", "preset": "small-no-kl", "seeds": [0, 1],
     }
     assert runs[10].experiment(abl.suite)["variant"] == "full"  # small on WalkerRun
-    picked = sweep.resolve(_args(tmp_path, "cpu-ablations", variants="cpu-no-kl,cpu"))
+    picked = sweep_settings.resolve(_args(tmp_path, "cpu-ablations", variants="cpu-no-kl,cpu"))
     assert [m.label for m in picked.methods] == ["cpu", "cpu-no-kl"]
 
-    ppo = sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", steps=1000,
+    ppo = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", steps=1000,
                               overrides=["eval_episodes=4"]))
-    runs = sweep.plan(ppo)
+    runs = sweep_plan.plan(ppo)
     assert len(runs) == 6 and runs[5].run_dir == tmp_path / "brax-ppo" / "ReacherEasy" / "seed1"
-    command = sweep.start_command(runs[5], ppo)
+    command = sweep_plan.start_command(runs[5], ppo)
     assert command[:3] == [sys.executable, "-m", "reppo.experiments.baselines"]
     assert _flags(command) == {
         "--algo": "brax-ppo", "--env": "ReacherEasy", "--seed": "1", "--steps": "1000",
@@ -260,9 +266,9 @@ def test_baseline_commands_fit_the_baseline_module(tmp_path):
 
     assert suites.BASELINE_ALGOS == baselines.BASELINES
     assert suites.BASELINE_PRESETS == baselines.PRESETS
-    settings = sweep.resolve(_args(tmp_path, "dmc23", algo="brax-sac", steps=5000,
+    settings = sweep_settings.resolve(_args(tmp_path, "dmc23", algo="brax-sac", steps=5000,
                                    overrides=["eval_interval_steps=1000", "eval_episodes=2"]))
-    command = sweep.start_command(sweep.plan(settings)[3], settings)
+    command = sweep_plan.start_command(sweep_plan.plan(settings)[3], settings)
     parser = argparse.ArgumentParser()
     baselines.configure_parser(parser)
     args = parser.parse_args(command[3:])
@@ -275,30 +281,30 @@ def test_baseline_commands_fit_the_baseline_module(tmp_path):
 def test_a_baseline_under_another_preset_is_its_own_method(tmp_path):
     """Brax PPO with the paper's tuned preset sits beside Brax PPO with the suite's preset in
     one OUT: its own directory, method name and recorded settings."""
-    tuned = sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", preset="paper-tuned",
-                                steps=500_000))
+    tuned = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo",
+                                         preset="paper-tuned", steps=500_000))
     assert [m.label for m in tuned.methods] == ["brax-ppo-paper-tuned"]
-    runs = sweep.plan(tuned)
+    runs = sweep_plan.plan(tuned)
     assert runs[0].run_dir == tmp_path / "brax-ppo-paper-tuned" / "CartpoleBalance" / "seed0"
-    assert _flags(sweep.start_command(runs[0], tuned))["--preset"] == "paper-tuned"
+    assert _flags(sweep_plan.start_command(runs[0], tuned))["--preset"] == "paper-tuned"
     assert tuned.method_key == "brax-ppo-paper-tuned"
-    plain = sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", steps=500_000))
+    plain = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", algo="brax-ppo", steps=500_000))
     assert [m.label for m in plain.methods] == ["brax-ppo"] and plain.method_key == "brax-ppo"
 
     with pytest.raises(UserError, match="brax-sac has the presets playground, cpu"):
-        sweep.resolve(_args(tmp_path, "cpu-smoke", algo="brax-sac", preset="paper-tuned"))
+        sweep_settings.resolve(_args(tmp_path, "cpu-smoke", algo="brax-sac", preset="paper-tuned"))
 
 
 def test_reppo_is_evaluated_as_often_as_the_baselines(tmp_path):
-    settings = sweep.resolve(_args(tmp_path, "cpu-smoke", steps=500_000))
-    flags = _flags(sweep.start_command(sweep.plan(settings)[0], settings))
+    settings = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", steps=500_000))
+    flags = _flags(sweep_plan.start_command(sweep_plan.plan(settings)[0], settings))
     assert flags["--eval-interval-steps"] == "50000"  # the baselines' default: a tenth
-    assert sweep.start_command(sweep.plan(settings)[0], settings).count(
+    assert sweep_plan.start_command(sweep_plan.plan(settings)[0], settings).count(
         "--eval-interval-steps") == 1
     # An explicit --set wins, and is passed once.
-    settings = sweep.resolve(_args(tmp_path, "cpu-smoke", steps=500_000,
+    settings = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", steps=500_000,
                                    overrides=["eval_interval_steps=1e5"]))
-    command = sweep.start_command(sweep.plan(settings)[0], settings)
+    command = sweep_plan.start_command(sweep_plan.plan(settings)[0], settings)
     assert command.count("--eval-interval-steps") == 1
     assert _flags(command)["--eval-interval-steps"] == "100000"
 
@@ -352,7 +358,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, needles):
 
 
 class FakeLaunch:
-    """Stands in for `sweep.launch`: writes what the child would, as `behaviour` says for
+    """Stands in for `sweep_execute.launch`: writes what the child would, as `behaviour` says for
     "task/seedN" or else for "task".
 
     ok: a finished run; fail: config and one record, no checkpoint, exit 1; interrupt: half the
@@ -724,8 +730,9 @@ def test_launch_pins_the_child_to_its_cores(tmp_path, monkeypatch):
              "print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])")
     lines: list[str] = []
     children = sweep_execute.Children()
-    code = sweep.launch([sys.executable, "-c", child], prefix="[x]", log_path=tmp_path / "log",
-                        echo=lines.append, cores=[core], children=children)
+    code = sweep_execute.launch([sys.executable, "-c", child], prefix="[x]",
+                                log_path=tmp_path / "log", echo=lines.append, cores=[core],
+                                children=children)
     assert code == 0 and lines == [f"[x] [{core}] 1"]
 
 
@@ -736,7 +743,7 @@ def test_launch_prefixes_echoes_and_appends_to_the_log(tmp_path):
     log = tmp_path / "run.log"
     lines: list[str] = []
     for word in ("first", "second"):
-        code = sweep.launch([sys.executable, "-c", f"print('{word}'); raise SystemExit(3)"],
+        code = sweep_execute.launch([sys.executable, "-c", f"print('{word}'); raise SystemExit(3)"],
                             prefix="[T seed 0]", log_path=log, echo=lines.append)
         assert code == 3
     assert lines == ["[T seed 0] first", "[T seed 0] second"]
@@ -770,7 +777,7 @@ def test_ctrl_c_in_the_sweep_asks_the_child_to_stop_cleanly(tmp_path):
 
     log = tmp_path / "run.log"
     with pytest.raises(KeyboardInterrupt):
-        sweep.launch([sys.executable, "-c", child], prefix="[x]", log_path=log, echo=echo)
+        sweep_execute.launch([sys.executable, "-c", child], prefix="[x]", log_path=log, echo=echo)
     assert "[x] saved a checkpoint" in seen
     assert "saved a checkpoint" in log.read_text()
     assert "exit status 130" in log.read_text()
@@ -794,7 +801,7 @@ _LONG_RUN = (
 _ONE_RUN_SWEEP = (
     "import sys\n"
     "from pathlib import Path\n"
-    "from reppo.experiments.sweep_execute import launch\n"
+    "from reppo.experiments.sweep.execute import launch\n"
     "out = Path(sys.argv[1])\n"
     "launch([sys.executable, '-c', sys.argv[2], str(out)], prefix='[x]',\n"
     "       log_path=out / 'run.log', echo=lambda line: print(line, flush=True))\n"

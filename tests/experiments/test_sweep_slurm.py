@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reppo.cli import main
-from reppo.experiments import sweep_slurm
+from reppo.experiments.sweep import slurm as sweep_slurm
 
 submitit = pytest.importorskip("submitit")
 
@@ -146,8 +146,8 @@ def test_submit_then_resubmit_skips_finished_and_resumes_interrupted_runs(tmp_pa
 
 def test_runs_whose_job_is_queued_or_running_are_left_alone(tmp_path):
     from reppo.cli import _build_parser
-    from reppo.experiments.sweep_plan import plan
-    from reppo.experiments.sweep_settings import resolve
+    from reppo.experiments.sweep.plan import plan
+    from reppo.experiments.sweep.settings import resolve
 
     args = _build_parser().parse_args(["sweep", "--suite", "cpu-smoke", "--seeds", "1",
                                        "--out", str(tmp_path / "sweep")])

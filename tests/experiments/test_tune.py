@@ -19,9 +19,9 @@ import pytest
 from reppo.cli import main
 from reppo.config import Config
 from reppo.errors import UserError
-from reppo.experiments import sweep_execute
-from reppo.experiments.tune_space import load_space
-from reppo.experiments.tune_trial import rung_steps
+from reppo.experiments.sweep import execute as sweep_execute
+from reppo.experiments.tune.space import load_space
+from reppo.experiments.tune.trial import rung_steps
 from reppo.presets import PRESETS, get_preset
 from tests.conftest import TINY
 

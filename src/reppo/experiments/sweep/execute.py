@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from reppo.experiments.sweep_outdir import now_stamp
-from reppo.experiments.sweep_plan import (
+from reppo.experiments.sweep.outdir import now_stamp
+from reppo.experiments.sweep.plan import (
     PlannedRun,
     final_eval,
     inspect,
@@ -39,7 +39,7 @@ from reppo.experiments.sweep_plan import (
     start_command,
     write_experiment,
 )
-from reppo.experiments.sweep_settings import Echo, Settings
+from reppo.experiments.sweep.settings import Echo, Settings
 
 # Exit status of a process stopped by Ctrl-C (what `reppo train` returns after checkpointing).
 INTERRUPTED = 130

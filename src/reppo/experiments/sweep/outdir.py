@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reppo.experiments.sweep_plan import _read_json
-from reppo.experiments.sweep_settings import Settings, _user_error
+from reppo.errors import UserError
+from reppo.experiments.sweep.plan import read_json
+from reppo.experiments.sweep.settings import Settings
 
 SWEEP_FILE = "sweep.json"
 
@@ -66,23 +67,23 @@ def check_out_dir(settings: Settings) -> dict[str, Any] | None:
     """The existing sweep.json of OUT (None for a new sweep); refuses conflicting settings."""
     out = settings.out
     if out.exists() and not out.is_dir():
-        raise _user_error(f"--out {out} is a file; pick a directory")
+        raise UserError(f"--out {out} is a file; pick a directory")
     path = out / SWEEP_FILE
     if not path.exists():
         if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
-            raise _user_error(
+            raise UserError(
                 f"--out {out} holds files but no {SWEEP_FILE}, so it is not a sweep; nothing "
                 "was changed; pick a new or empty directory"
             )
         return None
-    existing = _read_json(path)
+    existing = read_json(path)
     if not isinstance(existing, dict):
-        raise _user_error(f"{path} is unreadable or not a JSON object; repair it or pick "
+        raise UserError(f"{path} is unreadable or not a JSON object; repair it or pick "
                           "another --out")
     # Compare in JSON form: overrides were stored as JSON.
     diffs = _differences(json.loads(json.dumps(existing)), settings)
     if diffs:
-        raise _user_error(
+        raise UserError(
             f"{out} holds a sweep with other settings ({'; '.join(diffs)}); nothing was "
             "changed; rerun with its settings to resume it, or pick another --out"
         )
@@ -110,7 +111,7 @@ def record_invocation(settings: Settings, existing: dict[str, Any] | None) -> No
         try:
             atomic_write_json(settings.out / SWEEP_FILE, record, overwrite=False)
         except FileExistsError:
-            raise _user_error(f"{settings.out} was claimed by another sweep just now; "
+            raise UserError(f"{settings.out} was claimed by another sweep just now; "
                               "pick another --out") from None
         return
     record = dict(existing)
@@ -135,7 +136,7 @@ def sweep_lock(out: Path, lock_file: str = LOCK_FILE,
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "?"
-            raise _user_error(
+            raise UserError(
                 f"another {command} (pid {holder}) is running in {out}; wait for it to end "
                 "or stop it first"
             ) from None

@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from reppo.errors import UserError
-from reppo.experiments.sweep_outdir import now_stamp
-from reppo.experiments.sweep_plan import (
+from reppo.experiments.sweep.outdir import now_stamp
+from reppo.experiments.sweep.plan import (
     PlannedRun,
     inspect,
     move_aside,
     resume_command,
     start_command,
 )
-from reppo.experiments.sweep_settings import Echo, Settings
+from reppo.experiments.sweep.settings import Echo, Settings
 
 SLURM_DIR = "slurm"
 # submitit's cluster: "slurm", or "local" (each job a local process; the tests use it).

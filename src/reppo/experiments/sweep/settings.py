@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reppo.errors import UserError
 from reppo.experiments.suites import (
     REPPO,
     Suite,
@@ -36,12 +37,6 @@ _BASELINE_FIELDS = ("eval_interval_steps", "eval_episodes")
 
 
 Echo = Callable[[str], None]
-
-
-def _user_error(message: str) -> Exception:
-    from reppo.errors import UserError
-
-    return UserError(message)
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -116,12 +111,12 @@ def _pick(kind: str, text: str, valid: tuple[str, ...], suite: str) -> tuple[str
     """The comma-separated names of `text`, each checked against `valid`, in `valid`'s order."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise _user_error(f"--{kind}s is empty; give comma-separated names, e.g. {valid[0]}")
+        raise UserError(f"--{kind}s is empty; give comma-separated names, e.g. {valid[0]}")
     for name in names:
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _user_error(
+            raise UserError(
                 f"unknown {kind} {name!r} in --{kind}s{hint}; the {suite} suite has: "
                 f"{', '.join(valid)}"
             )
@@ -136,13 +131,13 @@ def _custom_tasks(text: str | None, suite: Suite) -> tuple[str, ...]:
     example = "my_envs:Maze" if suite.backend == "jax" else "my_envs:Maze,HalfCheetah-v5"
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     if not names:
-        raise _user_error(f"the {suite.name} suite trains the envs you name: add --tasks "
+        raise UserError(f"the {suite.name} suite trains the envs you name: add --tasks "
                           f"{example} (docs/envs.md)")
     for name in names:
         if suite.backend == "torch" and gymnasium_id(name):
             continue
         if ":" not in name:
-            raise _user_error(
+            raise UserError(
                 f"--tasks {name}: each run of a sweep is a new process, which finds your env by "
                 f"its module-qualified name 'module:{name}' (the module registers it when "
                 "imported; docs/envs.md)"
@@ -151,7 +146,7 @@ def _custom_tasks(text: str | None, suite: Suite) -> tuple[str, ...]:
         entry = lookup(name)  # imports the module; errors name the problem
         # The torch backend trains registered JAX envs too (through the DLPack bridge).
         if entry is not None and entry.backend == "torch" and suite.backend == "jax":
-            raise _user_error(f"--tasks {name} is a Gymnasium env, registered for the torch "
+            raise UserError(f"--tasks {name} is a Gymnasium env, registered for the torch "
                               "backend: use --suite custom-torch")
     return tuple(dict.fromkeys(names))
 
@@ -162,9 +157,9 @@ def first_seed_of(suite: Suite, given: int | None) -> int:
     if given is None:
         return suite.first_seed
     if given < 0:
-        raise _user_error(f"--first-seed must be >= 0, got {given}")
+        raise UserError(f"--first-seed must be >= 0, got {given}")
     if suite.is_evaluation and given < suite.first_seed:
-        raise _user_error(
+        raise UserError(
             f"--first-seed {given}: {suite.name} is an evaluation suite, whose seeds start at "
             f"{suite.first_seed} (lower seeds are the ones settings are tuned and screened on, "
             f"so results on them are not fresh); leave --first-seed out, or give "
@@ -185,24 +180,24 @@ def parse_overrides(pairs: list[str], algo: str) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not name:
-            raise _user_error(f"--set {pair!r} is not FIELD=VALUE, e.g. --set eval_episodes=32")
+            raise UserError(f"--set {pair!r} is not FIELD=VALUE, e.g. --set eval_episodes=32")
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _user_error(
+            raise UserError(
                 f"--set {name}: no such config field{hint}; `reppo train --help` lists them"
             )
         if name in _MANAGED:
-            raise _user_error(
+            raise UserError(
                 f"--set {name}: the sweep sets {name} for each run; use {_MANAGED[name]} instead"
             )
         if algo != REPPO and name not in _BASELINE_FIELDS:
-            raise _user_error(
+            raise UserError(
                 f"--set {name} applies to REPPO runs only; the baselines take "
                 f"{' and '.join(_BASELINE_FIELDS)}"
             )
         if name in overrides:
-            raise _user_error(f"--set {name} is given twice; keep one")
+            raise UserError(f"--set {name} is given twice; keep one")
         overrides[name] = coerce_field(name, value.strip())
     return overrides
 
@@ -213,16 +208,16 @@ def resolve(args: argparse.Namespace) -> Settings:
 
     suite = get_suite(args.suite)
     if args.seeds < 1:
-        raise _user_error(f"--seeds must be >= 1, got {args.seeds}")
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     first_seed = first_seed_of(suite, getattr(args, "first_seed", None))
     algo = args.algo
     if algo != REPPO and algo not in suite.baselines:
         if suite.baselines:
-            raise _user_error(
+            raise UserError(
                 f"--algo {algo} does not train the {suite.name} suite's tasks; its baselines "
                 f"are {', '.join(suite.baselines)} (or use --algo reppo)"
             )
-        raise _user_error(
+        raise UserError(
             f"--algo {algo}: the {suite.name} suite has no baselines (they train the "
             "Playground DM Control and ManiSkill3 suites, and ablation suites compare REPPO "
             "variants); use --algo reppo"
@@ -236,7 +231,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     methods = suite.methods(algo)
     if args.variants is not None:
         if algo != REPPO or not suite.variants:
-            raise _user_error(
+            raise UserError(
                 f"--variants picks among the methods of an ablation suite; {suite.name} with "
                 f"--algo {algo} has one method, so leave --variants out"
             )
@@ -247,13 +242,13 @@ def resolve(args: argparse.Namespace) -> Settings:
     if algo != REPPO:
         preset = preset or suite.baseline_preset
         if preset not in baseline_presets(algo):
-            raise _user_error(
+            raise UserError(
                 f"--preset {preset}: {algo} has the presets {', '.join(baseline_presets(algo))}"
             )
         methods = (Variant(baseline_label(algo, preset, suite.baseline_preset), preset, None),)
     elif suite.variants:
         if preset is not None:
-            raise _user_error(
+            raise UserError(
                 f"the {suite.name} suite trains each variant with its own preset "
                 f"({', '.join(m.preset for m in suite.variants)}); leave out --preset, and "
                 "pick variants with --variants"

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reppo.experiments.sweep_plan import PlannedRun
-from reppo.experiments.sweep_settings import Echo, Settings
+from reppo.experiments.sweep.plan import PlannedRun
+from reppo.experiments.sweep.settings import Echo, Settings
 
 COMPLETE, PRUNED, FAILED, INTERRUPTED = "complete", "pruned", "failed", "interrupted"
 
@@ -55,7 +55,7 @@ def latest_steps(run_dir: Path) -> int:
 
 
 def _reached(run: PlannedRun, step: int) -> bool:
-    from reppo.experiments.sweep_plan import is_finished
+    from reppo.experiments.sweep.plan import is_finished
 
     return run.run_dir.is_dir() and (is_finished(run.run_dir) or latest_steps(run.run_dir) >= step)
 
@@ -89,7 +89,7 @@ def score_at(runs: list[PlannedRun], step: int | None) -> tuple[float, dict[str,
 
 
 def _wall_time(runs: list[PlannedRun]) -> float | None:
-    from reppo.experiments.sweep_plan import final_eval
+    from reppo.experiments.sweep.plan import final_eval
 
     walls = [final_eval(run.run_dir)[2] for run in runs if run.run_dir.is_dir()]
     walls = [w for w in walls if isinstance(w, (int, float))]
@@ -108,9 +108,9 @@ def run_trial(
     """Train the trial's runs rung by rung to the budget; `report(score, step)` is called at
     each rung not yet in `reported` (scores of an earlier, interrupted attempt) and returns
     whether to prune."""
-    from reppo.experiments.sweep_execute import execute
-    from reppo.experiments.sweep_outdir import check_out_dir, record_invocation
-    from reppo.experiments.sweep_plan import plan
+    from reppo.experiments.sweep.execute import execute
+    from reppo.experiments.sweep.outdir import check_out_dir, record_invocation
+    from reppo.experiments.sweep.plan import plan
 
     settings.out.mkdir(parents=True, exist_ok=True)
     record_invocation(settings, check_out_dir(settings))
@@ -152,7 +152,7 @@ def run_trial(
 
 
 def _is_finished(run: PlannedRun) -> bool:
-    from reppo.experiments.sweep_plan import is_finished
+    from reppo.experiments.sweep.plan import is_finished
 
     return run.run_dir.is_dir() and is_finished(run.run_dir)
 

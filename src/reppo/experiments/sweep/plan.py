@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reppo.experiments.suites import REPPO, Suite, Variant, default_eval_interval
-from reppo.experiments.sweep_settings import Settings
+from reppo.experiments.sweep.settings import Settings
 
 # ---- the plan --------------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def resume_command(run: PlannedRun) -> list[str]:
 # ---- the state of a run directory ------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -1,28 +1,5 @@
-"""`reppo sweep`: train every task (x variant) of a suite x K seeds, resumably.
-
-Each run is a child process (`python -m reppo.cli train ...`, or the baseline module), so
-runs are isolated from each other: one that crashes, leaks memory or holds a GPU does not take
-the others with it. The children's output is echoed with a `[method task seed]` prefix and
-appended to a log file beside the run directory.
-
-Layout of `--out OUT`::
-
-    OUT/sweep.json                     the sweep's settings and every invocation of it
-    OUT/<method>/<task>/               REPPO (JAX): one run dir holding all K seeds
-    OUT/<method>/<task>.log            ... and its output, appended by every attempt
-    OUT/<method>/<task>/seed<i>/       REPPO (torch) and the baselines: one run dir per seed
-    OUT/<method>/<task>/seed<i>.log
-
-Every run dir also gets an `experiment.json` ({"suite", "method", "task", "algo", "variant",
-...}) that `reppo report` groups runs by. Running the same command again resumes the sweep:
-finished runs are skipped, interrupted REPPO runs continue from their latest checkpoint
-(`reppo train --resume`), and runs that cannot continue (baselines, or a REPPO run that
-stopped before its first checkpoint) are moved aside to `<dir>.partial-<time>` and started
-again. Different settings in the same OUT are refused; nothing is ever deleted.
-
-With `--launcher slurm` the same runs go to a SLURM cluster as one job array through submitit
-(`reppo.experiments.sweep_slurm`), with the same commands, logs and resumption rules.
-"""
+"""`reppo sweep`: its flags, the dry run, the table of outcomes; the sweep itself is
+`reppo.experiments.sweep`."""
 
 from __future__ import annotations
 
@@ -30,51 +7,30 @@ import argparse
 import shlex
 from pathlib import Path
 
+from reppo.commands.arguments import count_argument, jobs_argument
 from reppo.errors import UserError
 from reppo.experiments.suites import ALGOS, BASELINE_PRESETS, REPPO, SUITES
-from reppo.experiments.sweep_execute import (
+from reppo.experiments.sweep.execute import (
     INTERRUPTED,
     Outcome,
     execute,
-    launch,
     sigterm_as_interrupt,
-    usable_cores,
 )
-from reppo.experiments.sweep_outdir import (
-    LOCK_FILE,
-    SWEEP_FILE,
+from reppo.experiments.sweep.outdir import (
     check_out_dir,
     record_invocation,
     sweep_lock,
 )
-from reppo.experiments.sweep_plan import (
+from reppo.experiments.sweep.plan import (
     PlannedRun,
-    RunState,
-    final_eval,
     inspect,
-    is_finished,
-    move_aside,
     plan,
     resume_command,
     start_command,
-    write_experiment,
 )
-from reppo.experiments.sweep_settings import Echo, Settings, parse_overrides, resolve
-from reppo.experiments.sweep_slurm import SlurmOptions, require_submitit, submit
-from reppo.experiments.sweep_slurm import dry_run as slurm_dry_run
-
-# The parts live in sweep_settings (settings, shared helpers) <- sweep_plan (planned runs,
-# run-dir state) <- sweep_outdir (sweep.json, lock) <- sweep_execute (child processes); this
-# module is the command and keeps exporting their names. `_run_one` looks `launch` up in
-# sweep_execute, so that is where a test replaces it.
-__all__ = [
-    "INTERRUPTED", "LOCK_FILE", "SWEEP_FILE", "Echo", "Outcome",
-    "PlannedRun", "RunState", "Settings", "check_out_dir", "configure_parser", "dry_run",
-    "execute", "final_eval", "format_table", "inspect", "is_finished", "launch", "move_aside",
-    "parse_overrides", "plan", "record_invocation", "resolve", "resume_command", "run",
-    "start_command", "sweep_lock", "write_experiment",
-]
-
+from reppo.experiments.sweep.settings import Echo, Settings, resolve
+from reppo.experiments.sweep.slurm import SlurmOptions, require_submitit, submit
+from reppo.experiments.sweep.slurm import dry_run as slurm_dry_run
 
 # ---- the command line ------------------------------------------------------------------------
 
@@ -138,36 +94,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                        help="jobs of the array running at once (default 64)")
 
 
-def jobs_argument(text: str) -> int:
-    """--jobs: a positive count, or auto (one per usable core; 1 with an NVIDIA GPU, which the
-    runs would share)."""
-    if text == "auto":
-        if Path("/proc/driver/nvidia/gpus").is_dir() and any(
-            Path("/proc/driver/nvidia/gpus").iterdir()
-        ):
-            return 1
-        return len(usable_cores())
-    try:
-        jobs = int(text)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"expected a count >= 1 or auto, got {text!r}")
-    return jobs
-
-
-def count_argument(text: str) -> int:
-    """A positive integer, also written like 1e6, 500k or 50_000_000."""
-    from reppo.config import parse_count
-
-    try:
-        value = parse_count(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer (e.g. 500000, 500k or 5e5), got {text!r}")
-    return value
 
 
 # ---- the outcome table, the dry run and the command ------------------------------------------

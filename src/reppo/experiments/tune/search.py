@@ -1,27 +1,5 @@
-"""`reppo tune`: a hyperparameter search over a suite with Optuna, resumable.
-
-Each trial draws values of the searched config fields (`reppo.experiments.tune_space`) with
-Optuna's TPE sampler, trains the suite's tasks x K seeds with them as a small sweep
-(`reppo.experiments.tune_trial`: the same child processes, logs, resumption and `--jobs` as
-`reppo sweep`), and scores the normalized IQM over tasks and seeds; a median pruner stops a
-trial whose score at a rung of the budget falls below the median of the finished trials there.
-
-Layout of `--out OUT`::
-
-    OUT/tune.json        the search's settings (checked on every rerun) and its invocations
-    OUT/study.db         the Optuna study (SQLite): every trial's values, rung scores, state
-    OUT/base.json        the config every trial starts from (the preset, without per-task
-                         settings), as a preset file
-    OUT/trials/<NNNN>/   trial NNNN: a sweep directory (sweep.json, reppo/<task>/, logs)
-    OUT/trials.csv       one row per trial: state, score, rung scores, task scores, values
-    OUT/trials.md        the same, best first
-    OUT/best.json        the best finished trial's config, a preset file (`--preset FILE`)
-
-Running the same command again resumes the search: a trial that was interrupted continues
-from its runs' checkpoints, and new trials are drawn until `--trials` have ended (finished,
-pruned or failed); a larger `--trials` extends a search. Different settings in the same OUT are
-refused, before anything is written.
-"""
+"""A search: its settings, its directory (tune.json, the lock, base.json), the Optuna study,
+the trials it runs and the tables and best config it writes."""
 
 from __future__ import annotations
 
@@ -37,7 +15,7 @@ from typing import Any
 
 from reppo.errors import UserError
 from reppo.experiments.suites import SUITES
-from reppo.experiments.sweep_settings import Echo, Settings
+from reppo.experiments.sweep.settings import Echo, Settings
 
 TUNE_FILE, LOCK_FILE, STUDY_FILE = "tune.json", "tune.lock", "study.db"
 BASE_FILE, BEST_FILE, TRIALS_DIR = "base.json", "best.json", "trials"
@@ -50,63 +28,6 @@ _FIXED = ("suite", "tasks", "seeds", "first_seed", "steps", "preset", "base_conf
           "sampler_seed")
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from reppo.experiments.sweep import count_argument, jobs_argument
-
-    tuning = ", ".join(s.name for s in SUITES.values() if not s.is_evaluation and not s.variants)
-    parser.description = (
-        "Search config values with Optuna (TPE sampler, median pruner on the evaluation curve) "
-        "for the best normalized IQM over a suite's tasks x K seeds; resumable. Writes the "
-        "study, a table of trials and the best config as a preset file, OUT/best.json, for "
-        "`reppo train --preset OUT/best.json`. docs/experiments.md says how to read a search: "
-        "re-evaluate its winner on fresh seeds (and tasks) before trusting it."
-    )
-    parser.add_argument("--suite", required=True,
-                        help=f"the suite to tune on: {tuning} (never an evaluation suite)")
-    parser.add_argument("--space", type=Path, required=True, metavar="FILE",
-                        help="the search space: a TOML or JSON file with one table per config "
-                             "field, [field] with low, high (log, step) or choices "
-                             "(docs/experiments.md)")
-    parser.add_argument("--trials", type=int, required=True, metavar="N",
-                        help="trials to end (finished, pruned or failed), over every run of "
-                             "this command in OUT")
-    parser.add_argument("--seeds", type=int, required=True, metavar="K",
-                        help="seeds per task and trial: S..S+K-1 (S: --first-seed)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="search directory (new, empty, or a search to resume)")
-    parser.add_argument("--first-seed", type=int, default=None, metavar="S",
-                        help="the first seed (default: the suite's, 0)")
-    parser.add_argument("--steps", type=count_argument, default=None, metavar="N",
-                        help="env steps per run of a trial (default: the suite's budget)")
-    parser.add_argument("--tasks", default=None, metavar="A,B",
-                        help="only these tasks of the suite (comma-separated)")
-    parser.add_argument("--preset", default=None,
-                        help="the preset trials start from (default: the suite's): a name or "
-                             "a preset file; its per-task settings are not applied")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="a config field fixed for every trial (repeatable)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="median",
-                        help="median: stop a trial whose score at a rung is below the median "
-                             "of the finished trials' scores there (default); none: train every "
-                             "trial to the end")
-    parser.add_argument("--rungs", type=int, default=3, metavar="R",
-                        help="with a pruner: score trials after 1/R, ..., (R-1)/R of the "
-                             "budget (default 3; each rung pauses and resumes every run once)")
-    parser.add_argument("--startup-trials", type=int, default=10, metavar="N",
-                        help="trials drawn at random before TPE models the results (default 10)")
-    parser.add_argument("--prune-after", type=int, default=5, metavar="N",
-                        help="finished trials before the pruner stops any (default 5)")
-    parser.add_argument("--sampler-seed", type=int, default=0, metavar="S",
-                        help="seed of the sampler's draws (default 0)")
-    parser.add_argument("--jobs", type=jobs_argument, default=1, metavar="N|auto",
-                        help="runs of a trial at once, each on its own share of the CPU cores, "
-                             "as `reppo sweep --jobs` (default 1)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the search's settings and first trial's commands; write "
-                             "nothing")
-
-
 # ---- settings --------------------------------------------------------------------------------
 
 
@@ -114,7 +35,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 class TuneSettings:
     sweep: Settings  # the suite, tasks, seeds, budget and fixed --set values of every trial
     base_config: dict[str, Any]  # what every trial starts from (OUT/base.json)
-    space: Any  # tune_space.SearchSpace
+    space: Any  # space.SearchSpace
     trials: int
     pruner: str
     rungs: int
@@ -128,7 +49,7 @@ class TuneSettings:
 
     @property
     def rung_steps(self) -> tuple[int, ...]:
-        from reppo.experiments.tune_trial import rung_steps
+        from reppo.experiments.tune.trial import rung_steps
 
         return rung_steps(self.sweep.steps, self.rungs) if self.pruner != "none" else ()
 
@@ -165,8 +86,8 @@ class TuneSettings:
 def resolve(args: argparse.Namespace) -> TuneSettings:
     """Check every argument (and the space file against the preset) before anything is
     written."""
-    from reppo.experiments.sweep_settings import resolve as resolve_sweep
-    from reppo.experiments.tune_space import load_space
+    from reppo.experiments.sweep.settings import resolve as resolve_sweep
+    from reppo.experiments.tune.space import load_space
     from reppo.presets import get_preset
 
     suite = SUITES.get(args.suite)
@@ -297,8 +218,8 @@ def check_out_dir(settings: TuneSettings) -> dict[str, Any] | None:
     return record
 
 
-def _record_invocation(settings: TuneSettings, existing: dict[str, Any] | None) -> None:
-    from reppo.experiments.sweep_outdir import now_stamp
+def record_invocation(settings: TuneSettings, existing: dict[str, Any] | None) -> None:
+    from reppo.experiments.sweep.outdir import now_stamp
     from reppo.preset_files import write_preset_file
     from reppo.runs import atomic_write_json
 
@@ -345,14 +266,14 @@ def open_study(settings: TuneSettings) -> Any:
     return study
 
 
-def _ended(study: Any) -> list[Any]:
+def ended_trials(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                     TrialState.FAIL))
 
 
-def _from_base(settings: TuneSettings) -> Settings:
+def sweep_settings(settings: TuneSettings) -> Settings:
     """The search's sweep settings with OUT/base.json as the preset of every run."""
     from reppo.experiments.suites import REPPO, Variant
 
@@ -360,11 +281,11 @@ def _from_base(settings: TuneSettings) -> Settings:
     return dataclasses.replace(settings.sweep, preset=base, methods=(Variant(REPPO, base, None),))
 
 
-def _trial_dir(settings: TuneSettings, number: int) -> Path:
+def trial_dir(settings: TuneSettings, number: int) -> Path:
     return settings.out / TRIALS_DIR / f"{number:04d}"
 
 
-def _values_text(params: dict[str, Any]) -> str:
+def values_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
@@ -377,7 +298,7 @@ def run_one_trial(settings: TuneSettings, study: Any, trial: Any, echo: Echo) ->
     from optuna.trial import TrialState
 
     from reppo.config import ConfigError
-    from reppo.experiments.tune_trial import (
+    from reppo.experiments.tune.trial import (
         COMPLETE,
         FAILED,
         INTERRUPTED,
@@ -388,10 +309,10 @@ def run_one_trial(settings: TuneSettings, study: Any, trial: Any, echo: Echo) ->
 
     params = settings.space.suggest(trial)
     number = trial.number
-    out = _trial_dir(settings, number)
+    out = trial_dir(settings, number)
     trial.set_user_attr("dir", str(out.relative_to(settings.out)))
-    echo(f"trial {number}: {_values_text(params)}")
-    base = _from_base(settings)
+    echo(f"trial {number}: {values_text(params)}")
+    base = sweep_settings(settings)
     try:
         sweep = trial_settings(base, out, params)
     except (ConfigError, UserError) as err:
@@ -520,92 +441,16 @@ def write_outputs(settings: TuneSettings, study: Any) -> Path | None:
     return settings.out / BEST_FILE
 
 
-# ---- the command -----------------------------------------------------------------------------
+# ---- the search --------------------------------------------------------------------------------
 
 
-def _describe(settings: TuneSettings) -> list[str]:
-    s = settings.sweep
-    seeds = f"seeds {s.first_seed}-{s.first_seed + s.seeds - 1}"
-    lines = [
-        f"tune {s.suite.name}: {len(s.tasks)} task(s) [{', '.join(s.tasks)}] x {s.seeds} "
-        f"seed(s) ({seeds}), {s.steps:,} env steps per run, {settings.trials} trial(s), from "
-        f"preset {settings.preset_name}"
-        + (f" with {', '.join(f'{k}={v}' for k, v in s.overrides.items())}"
-           if s.overrides else ""),
-        "searching: " + "; ".join(settings.space.describe()),
-    ]
-    if settings.rung_steps:
-        lines.append(f"pruning: median, after {settings.prune_after} finished trials, at "
-                     + ", ".join(f"{r:,}" for r in settings.rung_steps) + " env steps")
-    else:
-        lines.append("pruning: none")
-    lines.append(f"sampler: TPE (seed {settings.sampler_seed}), "
-                 f"{settings.startup_trials} random trial(s) first; results in {settings.out}")
-    return lines
-
-
-def dry_run(settings: TuneSettings, echo: Echo) -> int:
-    from reppo.experiments.sweep_plan import plan, start_command
-
-    example = dataclasses.replace(_from_base(settings), out=_trial_dir(settings, 0))
-    echo("the runs of a trial (values of the searched fields are added to each command):")
-    for run in plan(example):
-        echo("  " + shlex.join(start_command(run, example)))
-    return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    from reppo.experiments.sweep_execute import INTERRUPTED, sigterm_as_interrupt
-    from reppo.experiments.sweep_outdir import sweep_lock
-    from reppo.experiments.tune_trial import INTERRUPTED as TRIAL_INTERRUPTED
-
-    def echo(line: str) -> None:
-        print(line, flush=True)
-
-    settings = resolve(args)
-    require_optuna()
-    existing = check_out_dir(settings)
-    for line in _describe(settings):
-        echo(line)
-    if args.dry_run:
-        return dry_run(settings, echo)
-    settings.out.mkdir(parents=True, exist_ok=True)
-    with sweep_lock(settings.out, LOCK_FILE, "reppo tune"), sigterm_as_interrupt():
-        existing = check_out_dir(settings)  # again, now that no other search can change it
-        _record_invocation(settings, existing)
-        study = open_study(settings)
-        try:
-            interrupted = _search(settings, study, echo) == TRIAL_INTERRUPTED
-        except KeyboardInterrupt:
-            interrupted = True
-        best = write_outputs(settings, study)
-    ended = len(_ended(study))
-    echo("")
-    echo(f"{ended} of {settings.trials} trials ended; table: {settings.out / TABLE_MD}")
-    if best is not None:
-        top = max(study.get_trials(deepcopy=False, states=(_complete(),)), key=lambda t: t.value)
-        echo(f"best: trial {top.number}, IQM {top.value:.3f}: {_values_text(top.params)}")
-        echo(f"its config: {best} (reppo train --preset {best}); evaluate it on fresh seeds "
-             "before trusting the score")
-    if interrupted:
-        echo("interrupted: run the same command again to resume")
-        return INTERRUPTED
-    return 0
-
-
-def _complete() -> Any:
-    from optuna.trial import TrialState
-
-    return TrialState.COMPLETE
-
-
-def _search(settings: TuneSettings, study: Any, echo: Echo) -> str | None:
+def search(settings: TuneSettings, study: Any, echo: Echo) -> str | None:
     """Continue any trial an earlier invocation left running, then draw new ones until
     `settings.trials` have ended; returns INTERRUPTED when stopped."""
     import optuna
     from optuna.trial import TrialState
 
-    from reppo.experiments.tune_trial import INTERRUPTED
+    from reppo.experiments.tune.trial import INTERRUPTED
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         echo(f"trial {frozen.number}: continuing (interrupted before)")
@@ -615,9 +460,17 @@ def _search(settings: TuneSettings, study: Any, echo: Echo) -> str | None:
         if run_one_trial(settings, study, trial, echo) == INTERRUPTED:
             return INTERRUPTED
         write_outputs(settings, study)
-    while len(_ended(study)) < settings.trials:
+    while len(ended_trials(study)) < settings.trials:
         trial = study.ask()
         if run_one_trial(settings, study, trial, echo) == INTERRUPTED:
             return INTERRUPTED
         write_outputs(settings, study)
     return None
+
+
+def best_trial(study: Any) -> Any:
+    """The finished trial with the highest score."""
+    from optuna.trial import TrialState
+
+    return max(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+               key=lambda t: t.value)
