@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "search config values on a suite with Optuna; writes the best as a preset file"),
     "report": ("reppo.analysis.report", "figures and tables from run directories"),
     "memory": ("reppo.experiments.memory", "bytes held by rollout storage vs a replay buffer"),
-    "toy": ("reppo.experiments.toy", "the six-hump camel study of MC vs pathwise gradients"),
+    "toy": ("reppo.commands.toy", "the six-hump camel study of MC vs pathwise gradients"),
 }
 # Commands whose `reppo CMD --help` shows no description line (their flags say it all); the
 # others show their one-line help there, unless their `configure_parser` sets a longer one.

@@ -1,30 +1,5 @@
-"""`reppo toy`: Monte-Carlo vs pathwise policy gradients on the six-hump camel function.
-
-The study of the paper's section 2.3 (figure 1; setup in appendix C.1). A Gaussian "policy"
-N(mean, diag(std^2)) over the plane is trained to maximize the expected return
-
-    J(mean, std) = E_{a ~ N(mean, std^2)} [g(a)],   g(a) = -f(a),
-
-where f is the six-hump camel function, a standard minimization benchmark: maximizing -f is
-minimizing f. Four gradient estimators are compared, each from the same 5 policy samples per
-iteration and the same plain gradient-ascent step size:
-
-* ``monte-carlo``: the score-function (REINFORCE) estimator of Equation 8,
-  mean_i g(a_i) * grad log pi(a_i), with no baseline as in Equation 8 (``--mc-baseline
-  running-mean`` gives the running-average control variate the paper also tried);
-* ``pathwise-true``: the pathwise (reparameterization) estimator of Equation 9 through f itself,
-  mean_i grad g(mean + std * eps_i);
-* ``pathwise-weak`` / ``pathwise-strong``: the same through a surrogate of g, a 3-layer 16-unit
-  MLP fit on 32 (weak) or 1024 (strong) points drawn uniformly over the domain.
-
-Everything about one method is a pure function of a PRNG key, scanned over iterations and
-vmapped over seeds; all four methods share the policy noise of each seed (common random
-numbers), so their differences come from the estimators and not from luck. Because f is a
-polynomial, J has a closed form (Gaussian moments), which the study reports instead of a noisy
-sample average and which the tests use to check both estimators.
-
-This module imports nothing heavy at the top, so that `reppo --help` stays fast.
-"""
+"""`reppo toy`: its flags, its output directory and the files it writes; the study itself is
+`reppo.experiments.toy`."""
 
 from __future__ import annotations
 
@@ -34,63 +9,21 @@ import math
 import sys
 from pathlib import Path
 
-from reppo.experiments.toy_outputs import (
+from reppo.experiments.toy.outputs import (
     plot_paths,
     plot_returns,
     summary_markdown,
     toy_csv,
     toy_json,
 )
-from reppo.experiments.toy_problem import (
+from reppo.experiments.toy.problem import (
     BASELINES,
-    COLORS,
-    DOMAIN_HIGH,
-    DOMAIN_LOW,
-    GLOBAL_MIN_VALUE,
-    GLOBAL_MINIMA,
-    LABELS,
-    METHODS,
-    OPTIMAL_RETURN,
-    OUTPUT_FILES,
     ToySetup,
-    camel,
-    distance_to_optimum,
-    expected_camel,
-    expected_return,
-    gaussian_log_prob,
-    pathwise_gradient,
-    sample_actions,
-    score_function_gradient,
-    true_return,
 )
-from reppo.experiments.toy_training import (
-    StudyResult,
-    estimate_gradient,
-    fit_surrogate,
-    gradient_variance,
-    initial_policy,
-    method_objective,
-    project,
+from reppo.experiments.toy.training import (
     run_study,
     summarize,
-    surrogate_value,
-    train_policy,
 )
-
-# The parts live in toy_problem (the function, the policy, the estimators) <- toy_training
-# (surrogates, gradient ascent, the study) <- toy_outputs (figures, tables); this module is the
-# command and keeps exporting their names.
-__all__ = [
-    "BASELINES", "COLORS", "DOMAIN_HIGH", "DOMAIN_LOW", "GLOBAL_MINIMA", "GLOBAL_MIN_VALUE",
-    "LABELS", "METHODS", "OPTIMAL_RETURN", "OUTPUT_FILES", "StudyResult", "ToySetup", "camel",
-    "configure_parser", "distance_to_optimum", "estimate_gradient", "expected_camel",
-    "expected_return", "fit_surrogate", "gaussian_log_prob", "gradient_variance",
-    "initial_policy", "method_objective", "pathwise_gradient", "plot_paths", "plot_returns",
-    "project", "run", "run_study", "sample_actions", "score_function_gradient", "summarize",
-    "summary_markdown", "surrogate_value", "toy_csv", "toy_json", "train_policy", "true_return",
-    "write_outputs",
-]
-
 
 # ---- the command ------------------------------------------------------------------------------
 

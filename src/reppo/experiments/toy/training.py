@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from reppo.experiments.toy_problem import (
+from reppo.experiments.toy.problem import (
     DOMAIN_HIGH,
     DOMAIN_LOW,
     METHODS,

@@ -12,7 +12,7 @@ import io
 import math
 from typing import Any
 
-from reppo.experiments.toy_problem import (
+from reppo.experiments.toy.problem import (
     COLORS,
     DOMAIN_HIGH,
     DOMAIN_LOW,
@@ -24,7 +24,7 @@ from reppo.experiments.toy_problem import (
     distance_to_optimum,
     expected_return,
 )
-from reppo.experiments.toy_training import StudyResult, initial_policy
+from reppo.experiments.toy.training import StudyResult, initial_policy
 
 # ---- figures ----------------------------------------------------------------------------------
 
