@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("reppo.commands.tune",
              "search config values on a suite with Optuna; writes the best as a preset file"),
     "report": ("reppo.analysis.report", "figures and tables from run directories"),
-    "memory": ("reppo.experiments.memory", "bytes held by rollout storage vs a replay buffer"),
+    "memory": ("reppo.commands.memory", "bytes held by rollout storage vs a replay buffer"),
     "toy": ("reppo.commands.toy", "the six-hump camel study of MC vs pathwise gradients"),
 }
 # Commands whose `reppo CMD --help` shows no description line (their flags say it all); the

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from reppo.cli import main
-from reppo.experiments import memory
+from reppo.experiments.memory.storage import replay_buffer_bytes, rollout_storage
 from tests.conftest import TINY
 
 T, N = TINY.num_steps, TINY.num_envs  # 16 x 8
@@ -27,14 +27,14 @@ TINY_SET = [
 
 def test_replay_buffer_bytes_by_hand():
     # obs + next obs + action + reward + done + truncation, float32.
-    assert memory.replay_buffer_bytes(17, 6, 10_485_760) == 10_485_760 * 4 * (17 + 17 + 6 + 3)
-    assert memory.replay_buffer_bytes(17, 6, 10_485_760) == 1_803_550_720  # CheetahRun
-    assert memory.replay_buffer_bytes(5, 1, 32_768) == 32_768 * 56 == 1_835_008
+    assert replay_buffer_bytes(17, 6, 10_485_760) == 10_485_760 * 4 * (17 + 17 + 6 + 3)
+    assert replay_buffer_bytes(17, 6, 10_485_760) == 1_803_550_720  # CheetahRun
+    assert replay_buffer_bytes(5, 1, 32_768) == 32_768 * 56 == 1_835_008
 
 
 @pytest.mark.e2e
 def test_rollout_storage_matches_the_hand_count():
-    storage = memory.rollout_storage(TINY)
+    storage = rollout_storage(TINY)
     assert (storage.obs_size, storage.action_size) == (OBS, ACT)
     by_name = {a.name: (a.shape, a.dtype, a.nbytes) for a in storage.rollout}
     per_step = {
@@ -134,7 +134,7 @@ def test_measured_peak_of_a_short_run(tmp_path, capsys):
 def test_measured_fasttd3_run_in_a_fresh_process():
     """A small FastTD3 run in its own process: its buffer's bytes, and a peak that includes
     them (the buffer is allocated before the iterations and kept)."""
-    from reppo.experiments import fasttd3_memory
+    from reppo.experiments.memory import fasttd3 as fasttd3_memory
 
     small = {"num_envs": 8, "batch_size": 64, "critic_hidden_dim": 16, "actor_hidden_dim": 8,
              "buffer_transitions": 80_000}

@@ -3,10 +3,10 @@ out (`jax.eval_shape` of `fasttd3_buffer.init_buffer` for the preset's settings)
 measured peak of a short FastTD3 run with each buffer in a fresh process (the buffer allocated,
 `learning_starts` iterations of collection and two of updates).
 
-As for REPPO's measurement (`reppo.experiments.memory`): on a GPU the device allocator's
+As for REPPO's measurement (`reppo.experiments.memory.measured`): on a GPU the device allocator's
 `peak_bytes_in_use`; on a CPU the process's RSS before the iterations (set up, buffer
 allocated, compiled), its peak during them (Linux's reset high-water mark) and over the whole
-process. `python -m reppo.experiments.fasttd3_memory --algo A --env E --preset P` is the
+process. `python -m reppo.experiments.memory.fasttd3 --algo A --env E --preset P` is the
 measuring child; it prints one line starting with `FASTTD3_MEMORY ` followed by JSON.
 """
 
@@ -60,7 +60,7 @@ def measure_in_this_process(algo: str, env: str, preset: str, total_steps: int,
 
     from reppo.envs.registry import make_env
     from reppo.experiments.fasttd3 import FastTD3, preset_hyperparameters
-    from reppo.experiments.peak_memory import measure_peak
+    from reppo.experiments.memory.peak import measure_peak
 
     start = time.perf_counter()
     hp = preset_hyperparameters(algo, preset, total_steps, overrides)
@@ -87,7 +87,7 @@ def measure_in_this_process(algo: str, env: str, preset: str, total_steps: int,
 def measure(algo: str, env: str, preset: str, total_steps: int,
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """`measure_in_this_process` in a fresh Python process, so nothing else is counted."""
-    command = [sys.executable, "-m", "reppo.experiments.fasttd3_memory", "--algo", algo,
+    command = [sys.executable, "-m", "reppo.experiments.memory.fasttd3", "--algo", algo,
                "--env", env, "--preset", preset, "--total-steps", str(total_steps),
                "--overrides", json.dumps(overrides or {})]
     proc = subprocess.run(command, capture_output=True, text=True, errors="replace",
@@ -135,7 +135,7 @@ def format_section(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reppo.experiments.fasttd3_memory")
+    parser = argparse.ArgumentParser(prog="python -m reppo.experiments.memory.fasttd3")
     parser.add_argument("--algo", required=True)
     parser.add_argument("--env", required=True)
     parser.add_argument("--preset", required=True)
