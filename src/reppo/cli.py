@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("reppo.commands.sweep", "train every task of a suite x K seeds (resumable)"),
     "tune": ("reppo.commands.tune",
              "search config values on a suite with Optuna; writes the best as a preset file"),
-    "report": ("reppo.analysis.report", "figures and tables from run directories"),
+    "report": ("reppo.commands.report", "figures and tables from run directories"),
     "memory": ("reppo.commands.memory", "bytes held by rollout storage vs a replay buffer"),
     "toy": ("reppo.commands.toy", "the six-hump camel study of MC vs pathwise gradients"),
 }

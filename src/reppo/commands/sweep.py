@@ -94,8 +94,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                        help="jobs of the array running at once (default 64)")
 
 
-
-
 # ---- the outcome table, the dry run and the command ------------------------------------------
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reppo.analysis.report_model import (
+from reppo.analysis.report.model import (
     CONFIDENCE,
     PAPER_SUITES,
     AblationBar,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reppo.analysis.report_model import CONFIDENCE, Options, Report
+from reppo.analysis.report.model import CONFIDENCE, Options, Report
 
 if TYPE_CHECKING:
     from reppo.analysis.stats import CurveEstimate

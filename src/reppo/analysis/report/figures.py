@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reppo.analysis.report_model import Options, Report, tpi_label
+from reppo.analysis.report.model import Options, Report, tpi_label
 
 # ---- writing figures ----------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reppo.analysis.report_model import CONFIDENCE, Options, Report
-from reppo.analysis.report_tables import write_text
+from reppo.analysis.report.model import CONFIDENCE, Options, Report
+from reppo.analysis.report.tables import write_text
 
 if TYPE_CHECKING:
     from reppo.analysis.stats import Estimate

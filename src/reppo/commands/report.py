@@ -1,33 +1,5 @@
-"""`reppo report`: figures and tables comparing methods across the run directories given.
-
-    reppo report runs/dmc-sweep runs/baselines --out reports/dmc --reference
-
-reads every finished run under the given directories (see `reppo.analysis.runs`), groups them by
-method and task, and writes into the (new or empty) report directory:
-
-* ``curves/<task>.png``: per task, the mean over runs with a 95% bootstrap band of every method
-  vs env steps and vs wall time; ``curves/<task>_success_at_end.png`` the same for ManiSkill3's
-  success at the episodes' last step, where the runs recorded it;
-* ``aggregates_<family>.png`` / ``aggregates.csv``: IQM, median, mean and optimality gap of the
-  final normalized scores, with 95% stratified bootstrap intervals, per method;
-* ``sample_efficiency_<family>.png`` / ``.csv``: the IQM over tasks and runs vs env steps;
-* ``reliable_performance_<family>.png`` / ``.csv``: the fraction of reliably performant runs;
-* ``ablations_<family>.png`` / ``ablations.csv``: final IQM per ablation variant and batch size,
-  only for runs whose experiment.json names a variant;
-* ``performance_profile_<family>.png`` / ``performance_profile.csv``: the fraction of runs whose
-  final normalized score exceeds tau, over a grid of tau, per method;
-* ``probability_of_improvement.csv`` (and a table in summary.md): P(X > Y) of the final scores
-  for every pair of methods of a family;
-* ``summary.md`` and ``summary.csv``: per-task final results, aggregates, the runs used and
-  skipped, the command line and the date.
-
-A family is a benchmark (DM Control or ManiSkill3); aggregates are never pooled across the two,
-as the paper reports them separately. `--stats` picks how scores are aggregated (see
-`reppo.analysis.stats`): "rliable" reproduces the rliable package's numbers and is the default
-(`auto`) for reports of the paper's suites, "weighted" weighs every task equally whatever its
-run count. docs/report.md defines every quantity. This module imports numpy and matplotlib
-only inside `run`, so `reppo --help` stays fast.
-"""
+"""`reppo report`: its flags, its output directory and what it prints; the report itself is
+`reppo.analysis.report`."""
 
 from __future__ import annotations
 
@@ -37,40 +9,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reppo.analysis.report_build import (
-    PROFILE_POINTS,
-    build_report,
-    resolve_stats,
-    unequal_run_counts,
-)
-from reppo.analysis.report_figures import write_figures
-from reppo.analysis.report_model import (
-    AUTO,
-    CONFIDENCE,
-    PAPER_SUITES,
-    AblationBar,
-    Aggregate,
-    Improvement,
-    Options,
-    Report,
-    TaskResult,
-)
-from reppo.analysis.report_summary import write_summary
-from reppo.analysis.report_tables import write_tables
+from reppo.analysis.report.build import build_report
+from reppo.analysis.report.figures import write_figures
+from reppo.analysis.report.model import AUTO, PAPER_SUITES, Options
+from reppo.analysis.report.summary import write_summary
+from reppo.analysis.report.tables import write_tables
 from reppo.errors import UserError
 
 if TYPE_CHECKING:
     from reppo.analysis.runs import Skipped
-
-# The parts live in report_model (the result types, shared constants) <- report_build
-# (computing) and report_tables, report_summary, report_figures (writing); this module is the
-# command and keeps exporting their names.
-__all__ = [
-    "AUTO", "CONFIDENCE", "MIN_REPS", "PAPER_SUITES", "PROFILE_POINTS", "AblationBar",
-    "Aggregate", "Improvement", "Options", "Report", "TaskResult", "build_report",
-    "configure_parser", "resolve_stats", "run", "unequal_run_counts", "write_figures",
-    "write_summary", "write_tables",
-]
 
 
 MIN_REPS = 100
