@@ -72,7 +72,7 @@ def _brax_ppo_policy(seed: int, out: Path) -> Callable[[np.ndarray], np.ndarray]
     import jax
     import jax.numpy as jnp
 
-    from reppo.experiments.baseline_run import train_baseline
+    from reppo.experiments.baselines.run import train_baseline
 
     result = train_baseline(
         "brax-ppo", "ReacherEasy", seed, 500_000, out, preset="cpu", eval_interval_steps=0,

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("reppo.commands.evaluate", "evaluate a saved policy with deterministic actions"),
     "export": ("reppo.commands.export", "export a saved policy to ONNX"),
     "envs": ("reppo.commands.envs", "list the available environments"),
-    "baseline": ("reppo.experiments.baselines",
+    "baseline": ("reppo.commands.baseline",
                  "train a baseline run (Brax PPO or SAC, FastTD3, ManiSkill PPO)"),
     "sweep": ("reppo.commands.sweep", "train every task of a suite x K seeds (resumable)"),
     "tune": ("reppo.commands.tune",

@@ -11,8 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reppo.cli import main
+from reppo.commands import baseline as baseline_command
 from reppo.errors import UserError
-from reppo.experiments import baselines, brax_compat
+from reppo.experiments import baselines
+from reppo.experiments.baselines import brax_compat
+from reppo.experiments.baselines.hyperparameters import (
+    BRAX,
+    preset_hyperparameters,
+    resolve_hyperparameters,
+)
+from reppo.experiments.baselines.schedule import plan_schedule
 from reppo.runs import read_metrics
 
 # Tiny networks and few envs: these runs check plumbing, not learning.
@@ -46,7 +55,7 @@ def fast_compile():
 def runs(tmp_path_factory, fast_compile):
     """One tiny run of each baseline, shared by the tests that inspect them."""
     out = {}
-    for algo in baselines.BRAX:
+    for algo in BRAX:
         lines: list[str] = []
         steps, interval = BUDGET[algo]
         result = baselines.train_baseline(
@@ -135,7 +144,7 @@ def test_capture_refuses_an_unknown_policy_factory_shape():
 def test_playground_presets_are_playgrounds_values():
     from mujoco_playground.config import dm_control_suite_params as params
 
-    ppo = baselines.preset_hyperparameters("brax-ppo", "CartpoleBalance", "playground")
+    ppo = preset_hyperparameters("brax-ppo", "CartpoleBalance", "playground")
     ref = params.brax_ppo_config("CartpoleBalance").to_dict()
     for key in ("num_envs", "batch_size", "unroll_length", "num_minibatches", "discounting",
                 "learning_rate", "entropy_cost", "reward_scaling", "num_updates_per_batch",
@@ -144,7 +153,7 @@ def test_playground_presets_are_playgrounds_values():
     assert "num_timesteps" not in ppo and "num_evals" not in ppo
     assert ppo["episode_length"] == 1000 and ppo["action_repeat"] == 1
 
-    sac = baselines.preset_hyperparameters("brax-sac", "PendulumSwingup", "playground")
+    sac = preset_hyperparameters("brax-sac", "PendulumSwingup", "playground")
     assert sac["num_envs"] == 128 and sac["grad_updates_per_step"] == 8
     assert sac["max_replay_size"] == 4_194_304 and sac["min_replay_size"] == 8192
     assert sac["network_factory"] == {"q_network_layer_norm": True}
@@ -153,16 +162,16 @@ def test_playground_presets_are_playgrounds_values():
 
 
 def test_cpu_presets_resize_parallelism_only():
-    play = baselines.preset_hyperparameters("brax-ppo", "CartpoleBalance", "playground")
-    cpu = baselines.preset_hyperparameters("brax-ppo", "CartpoleBalance", "cpu")
+    play = preset_hyperparameters("brax-ppo", "CartpoleBalance", "playground")
+    cpu = preset_hyperparameters("brax-ppo", "CartpoleBalance", "cpu")
     changed = {k for k in play if play[k] != cpu[k]}
     assert changed == {"num_envs", "batch_size", "num_minibatches"}
     # Each env still collects 16 unrolls of 30 steps per update, as in Playground's preset.
     assert cpu["batch_size"] * cpu["num_minibatches"] // cpu["num_envs"] == 16
     assert play["batch_size"] * play["num_minibatches"] // play["num_envs"] == 16
 
-    sac = baselines.resolve_hyperparameters("brax-sac", "CartpoleBalance", "cpu", 100_000)
-    play_sac = baselines.preset_hyperparameters("brax-sac", "CartpoleBalance", "playground")
+    sac = resolve_hyperparameters("brax-sac", "CartpoleBalance", "cpu", 100_000)
+    play_sac = preset_hyperparameters("brax-sac", "CartpoleBalance", "playground")
     assert sac["max_replay_size"] == 100_000  # never more than the run collects
     # Gradient updates per env step are kept: 8 per 128 env steps = 2 per 32.
     assert (sac["grad_updates_per_step"] / sac["num_envs"]
@@ -174,8 +183,8 @@ def test_paper_tuned_preset_is_the_papers_ppo():
     """The REPPO paper's PPO tuned for Playground's DM Control suite: 2048 envs x 64 steps,
     32 minibatches, 16 epochs, lr 3e-4, clip 0.2, GAE lambda 0.95, no entropy bonus, value
     clipping, advantage and observation normalization; the rest is Playground's preset."""
-    play = baselines.preset_hyperparameters("brax-ppo", "BallInCup", "playground")
-    tuned = baselines.preset_hyperparameters("brax-ppo", "BallInCup", "paper-tuned")
+    play = preset_hyperparameters("brax-ppo", "BallInCup", "playground")
+    tuned = preset_hyperparameters("brax-ppo", "BallInCup", "paper-tuned")
     assert (tuned["num_envs"], tuned["unroll_length"]) == (2048, 64)
     assert tuned["batch_size"] * tuned["unroll_length"] * tuned["num_minibatches"] == 2048 * 64
     assert (tuned["num_minibatches"], tuned["num_updates_per_batch"]) == (32, 16)
@@ -189,13 +198,13 @@ def test_paper_tuned_preset_is_the_papers_ppo():
     assert tuned["discounting"] == play["discounting"] == 0.95
     assert tuned["reward_scaling"] == play["reward_scaling"]
     # Every key is an argument of Brax's PPO train().
-    from reppo.experiments import baseline_hyperparameters
+    from reppo.experiments.baselines import hyperparameters as baseline_hyperparameters
 
     train_keys, _ = baseline_hyperparameters.allowed_keys("brax-ppo")
     assert set(tuned) - {"network_factory", "episode_length", "action_repeat"} <= train_keys
 
     # 500k steps: four updates of 131,072 steps, evaluated after each, no forced reset.
-    plan = baselines.plan_schedule("brax-ppo", tuned, 500_000, 50_000)
+    plan = plan_schedule("brax-ppo", tuned, 500_000, 50_000)
     assert (plan.env_steps_per_update, plan.num_evals, plan.planned_env_steps) == (
         131_072, 4, 524_288)
     assert plan.num_resets_per_eval == 0
@@ -229,24 +238,24 @@ def test_paper_tuned_run_trains_with_value_clipping(tmp_path, fast_compile):
 
 
 def test_schedules_by_hand():
-    cpu = baselines.preset_hyperparameters("brax-ppo", "CartpoleBalance", "cpu")
+    cpu = preset_hyperparameters("brax-ppo", "CartpoleBalance", "cpu")
     # One update = 32 * 30 * 16 = 15,360 steps; 100k steps = 7 updates; 10k interval -> 1.
-    s = baselines.plan_schedule("brax-ppo", cpu, 100_000, 10_000)
+    s = plan_schedule("brax-ppo", cpu, 100_000, 10_000)
     assert (s.env_steps_per_update, s.updates_per_eval, s.num_evals) == (15_360, 1, 7)
     assert s.planned_env_steps == 107_520 and s.num_resets_per_eval == 1
     assert s.eval_steps() == [15_360 * j for j in range(1, 8)]
     # 30k interval -> 2 updates per evaluation (a reset after each), 4 evaluations.
-    s = baselines.plan_schedule("brax-ppo", cpu, 100_000, 30_000)
+    s = plan_schedule("brax-ppo", cpu, 100_000, 30_000)
     assert (s.updates_per_eval, s.num_evals, s.planned_env_steps) == (2, 4, 122_880)
     assert s.brax_arguments() == {"num_evals": 5, "num_resets_per_eval": 2}
     # Only at the end.
-    s = baselines.plan_schedule("brax-ppo", cpu, 100_000, 0)
+    s = plan_schedule("brax-ppo", cpu, 100_000, 0)
     assert (s.num_evals, s.planned_env_steps) == (1, 107_520)
 
-    sac = baselines.resolve_hyperparameters("brax-sac", "CartpoleBalance", "cpu", 100_000)
+    sac = resolve_hyperparameters("brax-sac", "CartpoleBalance", "cpu", 100_000)
     # Prefill 8192; 91,808 steps left = 2,869 steps of 32 envs; 10k interval -> 312 per
     # evaluation -> 10 evaluations of ceil(91,808 / 320) = 287 steps.
-    s = baselines.plan_schedule("brax-sac", sac, 100_000, 10_000)
+    s = plan_schedule("brax-sac", sac, 100_000, 10_000)
     assert (s.prefill_env_steps, s.num_evals, s.updates_per_eval) == (8192, 10, 287)
     assert s.planned_env_steps == 8192 + 10 * 287 * 32 == 100_032
     assert s.eval_steps()[0] == 8192 + 287 * 32
@@ -256,7 +265,7 @@ def test_schedules_by_hand():
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("algo", baselines.BRAX)
+@pytest.mark.parametrize("algo", BRAX)
 def test_tiny_run_writes_a_valid_run_dir(runs, algo):
     result, lines = runs[algo]
     run_dir = result.run_dir
@@ -290,7 +299,7 @@ def test_tiny_run_writes_a_valid_run_dir(runs, algo):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("algo", baselines.BRAX)
+@pytest.mark.parametrize("algo", BRAX)
 def test_reported_return_is_an_independent_rollout_of_the_brax_policy(runs, algo):
     """Re-evaluate the final policy without the project's evaluator: the Brax deterministic
     policy stepping the Playground env directly from the same initial states, 1000 steps,
@@ -370,7 +379,7 @@ def test_an_existing_run_dir_is_refused_and_left_alone(tmp_path):
 
 
 def _cli(argv, capsys):
-    status = baselines.main(argv)
+    status = main(["baseline", *argv])
     return status, capsys.readouterr()
 
 
@@ -409,7 +418,7 @@ def test_cli_passes_parsed_values_to_run_baseline(tmp_path, capsys, monkeypatch)
         calls.append((algo, env, seed, steps, run_dir, kwargs))
         return {"env_steps": steps, "eval/return_mean": 1.0, "eval/return_std": 0.0}
 
-    monkeypatch.setattr(baselines, "run_baseline", fake)
+    monkeypatch.setattr(baseline_command, "run_baseline", fake)
     status, out = _cli(["--algo", "brax-sac", "--env", "PendulumSwingup", "--seed", "3",
                         "--steps", "1.5M", "--run-dir", str(tmp_path / "r"), "--preset", "cpu",
                         "--eval-interval-steps", "100_000", "--eval-episodes", "8"], capsys)

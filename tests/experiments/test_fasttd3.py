@@ -14,9 +14,9 @@ import pytest
 
 from reppo.errors import UserError
 from reppo.experiments import baselines
-from reppo.experiments import fasttd3 as F
-from reppo.experiments import fasttd3_buffer as B
-from reppo.experiments import fasttd3_math as M
+from reppo.experiments.baselines.fasttd3 import agent as F
+from reppo.experiments.baselines.fasttd3 import buffer as B
+from reppo.experiments.baselines.fasttd3 import losses as M
 from reppo.runs import read_metrics
 
 # ---- the C51 projection -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, overrides
 
 
 def test_schedule_whole_iterations_and_evaluation_points():
-    from reppo.experiments.fasttd3_run import plan_schedule
+    from reppo.experiments.baselines.fasttd3.run import plan_schedule
 
     hp = F.preset_hyperparameters("fasttd3", "cpu", 500_000)
     plan = plan_schedule(hp, 500_000, 50_000)

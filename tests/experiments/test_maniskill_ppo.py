@@ -18,8 +18,8 @@ from reppo.cli import main  # noqa: E402
 from reppo.envs.contract import EnvSpec, TorchStep  # noqa: E402
 from reppo.errors import UserError  # noqa: E402
 from reppo.experiments import baselines  # noqa: E402
-from reppo.experiments import maniskill_ppo as P  # noqa: E402
-from reppo.experiments.maniskill_ppo_run import PPOLoop, plan_schedule  # noqa: E402
+from reppo.experiments.baselines.maniskill_ppo import agent as P  # noqa: E402
+from reppo.experiments.baselines.maniskill_ppo.run import PPOLoop, plan_schedule  # noqa: E402
 from reppo.runs import read_metrics  # noqa: E402
 
 # ---- the settings ------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ def test_each_baseline_trains_its_own_tasks_and_presets(tmp_path, algo, env, pre
 
 
 def test_default_presets():
-    from reppo.experiments.baseline_hyperparameters import default_preset
+    from reppo.experiments.baselines.hyperparameters import default_preset
 
     assert default_preset("maniskill-ppo") == "maniskill"
     assert default_preset("brax-ppo") == default_preset("fasttd3") == "playground"
@@ -220,7 +220,7 @@ def test_sweep_runs_maniskill_ppo_on_the_maniskill_suite(tmp_path, capsys):
                  "--tasks", "PullCube-v1", "--out", str(tmp_path / "s"), "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0, out
-    line = next(x for x in out.splitlines() if "reppo.experiments.baselines" in x)
+    line = next(x for x in out.splitlines() if "reppo.cli baseline" in x)
     assert "--algo maniskill-ppo --env PullCube-v1 --seed 0 --steps 50000000" in line
     assert "--preset maniskill" in line
     assert not (tmp_path / "s").exists()

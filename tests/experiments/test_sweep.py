@@ -252,7 +252,7 @@ def test_plan_of_each_suite(tmp_path):
     runs = sweep_plan.plan(ppo)
     assert len(runs) == 6 and runs[5].run_dir == tmp_path / "brax-ppo" / "ReacherEasy" / "seed1"
     command = sweep_plan.start_command(runs[5], ppo)
-    assert command[:3] == [sys.executable, "-m", "reppo.experiments.baselines"]
+    assert command[:4] == [sys.executable, "-m", "reppo.cli", "baseline"]
     assert _flags(command) == {
         "--algo": "brax-ppo", "--env": "ReacherEasy", "--seed": "1", "--steps": "1000",
         "--run-dir": str(runs[5].run_dir), "--preset": "cpu", "--eval-episodes": "4",
@@ -262,16 +262,17 @@ def test_plan_of_each_suite(tmp_path):
 def test_baseline_commands_fit_the_baseline_module(tmp_path):
     import argparse
 
-    from reppo.experiments import baselines
+    from reppo.commands import baseline as baseline_command
+    from reppo.experiments.baselines import hyperparameters
 
-    assert suites.BASELINE_ALGOS == baselines.BASELINES
-    assert suites.BASELINE_PRESETS == baselines.PRESETS
+    assert suites.BASELINE_ALGOS == hyperparameters.BASELINES
+    assert suites.BASELINE_PRESETS == hyperparameters.PRESETS
     settings = sweep_settings.resolve(_args(tmp_path, "dmc23", algo="brax-sac", steps=5000,
                                    overrides=["eval_interval_steps=1000", "eval_episodes=2"]))
     command = sweep_plan.start_command(sweep_plan.plan(settings)[3], settings)
     parser = argparse.ArgumentParser()
-    baselines.configure_parser(parser)
-    args = parser.parse_args(command[3:])
+    baseline_command.configure_parser(parser)
+    args = parser.parse_args(command[4:])
     assert (args.algo, args.env, args.seed, args.steps, args.preset) == (
         "brax-sac", "AcrobotSwingupSparse", "1", "5000", "playground")
     assert (args.eval_interval_steps, args.eval_episodes) == ("1000", "2")

@@ -175,7 +175,7 @@ def format_report(rep: dict[str, Any]) -> str:
 
 def _fasttd3(config: Any, preset: str, measure_runs: bool) -> list[dict[str, Any]]:
     """Each FastTD3 buffer on the task: its arrays and, if asked, a measured run with it."""
-    from reppo.experiments.baseline_hyperparameters import FASTTD3
+    from reppo.experiments.baselines.hyperparameters import FASTTD3
 
     if preset == "none":
         return []

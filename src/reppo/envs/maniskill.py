@@ -132,7 +132,7 @@ def _check_assets(name: str) -> None:
         )
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     import torch
 
     if str(device) == "auto":
@@ -210,7 +210,7 @@ def maniskill_spec(name: str, episode_length: int | None = None) -> EnvSpec:
         from sapien import physx
 
         # Once the GPU simulator is on in this process, build on it (as make_maniskill_env does).
-        device = _resolve_device("cuda" if physx.is_gpu_enabled() else "cpu")
+        device = resolve_device("cuda" if physx.is_gpu_enabled() else "cpu")
         raw = make_raw_env(name, 1, device)
         try:
             _spec_of(name, raw)
@@ -243,7 +243,7 @@ class ManiSkillVecEnv:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.num_envs = num_envs
         self.evaluation = bool(evaluation)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self._gpu = self.device.type == "cuda"
         self.inner_envs: list[Any] = []
         try:

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from reppo.experiments.baseline_hyperparameters import (
+from reppo.experiments.baselines.hyperparameters import (
     ALGO_PRESETS,
     BASELINES,
     DMC_BASELINES,

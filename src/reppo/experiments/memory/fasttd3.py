@@ -1,5 +1,5 @@
 """FastTD3's memory, for `reppo memory`: the bytes of its replay buffer as the real code lays it
-out (`jax.eval_shape` of `fasttd3_buffer.init_buffer` for the preset's settings), and the
+out (`jax.eval_shape` of `baselines.fasttd3.buffer.init_buffer` for the preset's settings), and the
 measured peak of a short FastTD3 run with each buffer in a fresh process (the buffer allocated,
 `learning_starts` iterations of collection and two of updates).
 
@@ -31,8 +31,8 @@ def buffer_arrays(algo: str, env: str, preset: str, total_steps: int,
     import numpy as np
 
     from reppo.envs.registry import env_spec
-    from reppo.experiments import fasttd3_buffer as B
-    from reppo.experiments.fasttd3 import preset_hyperparameters
+    from reppo.experiments.baselines.fasttd3 import buffer as B
+    from reppo.experiments.baselines.fasttd3.agent import preset_hyperparameters
 
     hp = preset_hyperparameters(algo, preset, total_steps, overrides)
     spec = env_spec(env, impl="jax")
@@ -59,14 +59,14 @@ def measure_in_this_process(algo: str, env: str, preset: str, total_steps: int,
     import numpy as np
 
     from reppo.envs.registry import make_env
-    from reppo.experiments.fasttd3 import FastTD3, preset_hyperparameters
+    from reppo.experiments.baselines.fasttd3.agent import FastTD3, preset_hyperparameters
     from reppo.experiments.memory.peak import measure_peak
 
     start = time.perf_counter()
     hp = preset_hyperparameters(algo, preset, total_steps, overrides)
     agent = FastTD3(hp, make_env(env, hp.num_envs, impl="jax"))
     state = jax.jit(agent.init)(jax.random.PRNGKey(0))
-    # Donated as in training (`fasttd3_run`), so the buffer is not held twice.
+    # Donated as in training (`baselines.fasttd3.run`), so the buffer is not held twice.
     run = jax.jit(agent.run, donate_argnums=0).lower(state, np.int32(1)).compile()
     jax.block_until_ready(state)
     iterations = hp.learning_starts + UPDATE_ITERATIONS

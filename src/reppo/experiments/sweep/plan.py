@@ -97,7 +97,7 @@ def start_command(run: PlannedRun, settings: Settings) -> list[str]:
     """The child command that starts `run` from scratch."""
     if run.algo != REPPO:
         command = [
-            sys.executable, "-m", "reppo.experiments.baselines", "--algo", run.algo,
+            sys.executable, "-m", "reppo.cli", "baseline", "--algo", run.algo,
             "--env", run.task, "--seed", str(run.seeds[0]), "--steps", str(settings.steps),
             "--run-dir", str(run.run_dir), "--preset", run.method.preset,
         ]

@@ -16,15 +16,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reppo.experiments.baseline_evaluation import (
+from reppo.experiments.baselines.evaluation import (
     BaselineResult,
     ProtocolEvaluator,
     Recorder,
     baseline_versions,
     refuse_existing,
 )
-from reppo.experiments.fasttd3 import Hyperparameters, preset_hyperparameters
-from reppo.experiments.iteration_schedule import IterationSchedule, plan_iterations
+from reppo.experiments.baselines.fasttd3.agent import Hyperparameters, preset_hyperparameters
+from reppo.experiments.baselines.iterations import IterationSchedule, plan_iterations
 
 
 def plan_schedule(
@@ -59,7 +59,7 @@ def train_fasttd3(
     impl: str,
 ) -> BaselineResult:
     """Train FastTD3 (`algo`: fasttd3 or fasttd3-small) on `env`; the caller
-    (`baseline_run.train_baseline`) has checked the algo, preset, env, seed and counts."""
+    (`baselines.run.train_baseline`) has checked the algo, preset, env, seed and counts."""
     run_dir = Path(run_dir)
     refuse_existing(run_dir)
     hp = resolve(algo, env, preset, total_steps, hyperparameters)
@@ -76,7 +76,7 @@ def train_fasttd3(
     import numpy as np
 
     from reppo.envs.registry import make_env
-    from reppo.experiments.fasttd3 import FastTD3, reset_period_metrics
+    from reppo.experiments.baselines.fasttd3.agent import FastTD3, reset_period_metrics
     from reppo.runs import MetricsLogger, create_run_dir, plot_learning_curve, read_metrics
 
     agent = FastTD3(hp, make_env(env, hp.num_envs, impl=impl))

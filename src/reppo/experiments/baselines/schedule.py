@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reppo.errors import UserError
-from reppo.experiments.baseline_hyperparameters import check_int
+from reppo.experiments.baselines.hyperparameters import check_int
 
 # Brax trains in whole evaluation periods; a plan longer than this times the budget is refused.
 MAX_OVERSHOOT = 1.25

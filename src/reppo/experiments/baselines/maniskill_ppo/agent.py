@@ -3,7 +3,7 @@
 ManiSkill publishes a PPO baseline for its state-observation tasks (its `examples/baselines/ppo`
 script, CleanRL-style). `rsl-rl-lib` is the maintained PPO package robotics users run; this
 module sets its `PPO` (with its `MLPModel` actor and critic and `RolloutStorage`) to ManiSkill's
-published settings, and `maniskill_ppo_run` drives it on `reppo.envs.maniskill` envs in this
+published settings, and `run` drives it on `reppo.envs.maniskill` envs in this
 project's run directories. What differs from ManiSkill's script, and why, is in
 docs/baselines.md:
 

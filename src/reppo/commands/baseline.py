@@ -1,71 +1,22 @@
-"""The baselines (Brax PPO, Brax SAC, FastTD3, ManiSkill's PPO) that write REPPO's run-directory
-format.
-
-FastTD3 is implemented here (`reppo.experiments.fasttd3`), ManiSkill's PPO runs rsl-rl-lib's
-PPO on ManiSkill3 tasks (`reppo.experiments.maniskill_ppo`; docs/baselines.md for both); the
-rest of this docstring is about the Brax ones.
-
-The baselines are Brax's own trainers (`brax.training.agents.ppo.train`,
-`brax.training.agents.sac.train`) with MuJoCo Playground's tuned per-task hyperparameters, on
-the same Playground DM Control tasks with the same settings as REPPO runs (MJX physics, the
-task's 1000-step episodes, no action repeat). What makes them comparable with REPPO is the
-evaluation: at every evaluation point the current Brax policy is evaluated with this project's
-protocol (`reppo.envs.evaluation.evaluate`: deterministic actions, `eval_episodes` fresh
-episodes in parallel, undiscounted return of each env's first episode) on a
-`reppo.envs.registry.make_env` batch, and the result is logged exactly as REPPO logs its own.
-Brax's evaluation is not run (see `brax_compat.capture_evaluations`).
-
-Run directory (see `reppo.runs`): `config.json` with `algo`, `env`, `seed`, `num_seeds` (1),
-`total_steps`, `eval_episodes`, `eval_interval_steps`, `preset`, `hyperparameters` (the
-preset's values after overrides) and `schedule` (how the budget is cut into evaluation
-periods, including the `num_evals` and `num_resets_per_eval` actually given to Brax);
-`versions.json`; `metrics.jsonl` with one record per evaluation point (`env_steps`,
-`wall_time`, `sps`, `eval/*`, and Brax's training metrics under `brax/`). The last record has
-`env_steps >= total_steps` and `"final": true`. Brax cannot resume a run from these files: an
-interrupted run directory is incomplete for good and must be run again from scratch.
-
-Usage: `python -m reppo.experiments.baselines --algo brax-ppo --env CartpoleBalance --seed 0
---steps 100000 --run-dir runs/ppo-cartpole --preset cpu`; docs/baselines.md has the details.
-
-Nothing heavy is imported at module level (JAX, Brax and Playground load when a run starts).
-"""
+"""`reppo baseline`: train one baseline run (Brax PPO or SAC, FastTD3, ManiSkill's PPO) into a
+REPPO-format run directory; the baselines themselves are `reppo.experiments.baselines`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from reppo.errors import UserError, exit_status
-from reppo.experiments.baseline_evaluation import ProtocolEvaluator
-from reppo.experiments.baseline_hyperparameters import (
+from reppo.errors import UserError
+from reppo.experiments.baselines.hyperparameters import (
     BASELINES,
-    BRAX,
-    FASTTD3,
-    IMPL,
     PRESETS,
     check_choice,
     check_preset,
     default_preset,
-    preset_hyperparameters,
-    resolve_hyperparameters,
 )
-from reppo.experiments.baseline_run import BaselineResult, run_baseline, train_baseline
-from reppo.experiments.baseline_schedule import MAX_OVERSHOOT, Schedule, plan_schedule
+from reppo.experiments.baselines.run import run_baseline
 from reppo.experiments.suites import EVALS_PER_RUN
-
-# The parts live in baseline_hyperparameters (baselines, presets, input checks) <-
-# baseline_schedule (evaluation periods) and baseline_evaluation (the protocol, the recorder)
-# <- baseline_run (one run); this module is the command and keeps exporting their names.
-__all__ = [
-    "BASELINES", "BRAX", "DEFAULT_NUM_EVALS", "FASTTD3", "IMPL", "MAX_OVERSHOOT", "PRESETS",
-    "BaselineResult",
-    "ProtocolEvaluator", "Schedule", "configure_parser", "main", "plan_schedule",
-    "preset_hyperparameters", "resolve_hyperparameters", "run", "run_baseline",
-    "train_baseline",
-]
-
 
 # Evaluations per run when no interval is given: Playground's presets use num_evals=10.
 DEFAULT_NUM_EVALS = EVALS_PER_RUN
@@ -138,39 +89,19 @@ def run(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, flush=True)
 
-    record = run_baseline(
-        algo, args.env, seed, steps, args.run_dir, preset=preset,
-        eval_interval_steps=interval, eval_episodes=episodes, echo=echo, device=args.device,
-    )
+    try:
+        record = run_baseline(
+            algo, args.env, seed, steps, args.run_dir, preset=preset,
+            eval_interval_steps=interval, eval_episodes=episodes, echo=echo, device=args.device,
+        )
+    except KeyboardInterrupt:
+        # The command line then says "interrupted" and exits 130, which a sweep reads.
+        print(f"reppo: {args.run_dir} is incomplete and cannot be resumed (a baseline keeps no "
+              "checkpoint): run it again in a new directory", file=sys.stderr)
+        raise
     success = record.get("eval/success_once")
     success = "" if success is None else f", success rate (once) {success:.2f}"
     echo(f"final evaluation at {record['env_steps']:,} env steps: return "
          f"{record[EVAL_RETURN]:.1f} ± {record[EVAL_RETURN_STD]:.1f}{success}; run saved in "
          f"{args.run_dir}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m reppo.experiments.baselines",
-        description="Train a baseline (Brax PPO or SAC, FastTD3, ManiSkill's PPO) into a "
-                    "REPPO-format run directory.",
-    )
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"reppo: interrupted; {args.run_dir} is incomplete and cannot be resumed (Brax "
-              "keeps no checkpoint here): run it again in a new directory", file=sys.stderr)
-        return 130
-    except Exception as err:
-        status = exit_status(err)
-        if status is None:
-            raise
-        print(f"reppo: error: {err}", file=sys.stderr)
-        return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reppo.experiments.baseline_evaluation import (
+from reppo.experiments.baselines.evaluation import (
     BaselineResult,
     ProtocolEvaluator,
     Recorder,
     baseline_versions,
     refuse_existing,
 )
-from reppo.experiments.baseline_hyperparameters import (
+from reppo.experiments.baselines.hyperparameters import (
     BASELINES,
     FASTTD3,
     IMPL,
@@ -33,7 +33,7 @@ from reppo.experiments.baseline_hyperparameters import (
     default_preset,
     resolve_hyperparameters,
 )
-from reppo.experiments.baseline_schedule import (
+from reppo.experiments.baselines.schedule import (
     check_hyperparameters,
     check_overshoot,
     plan_schedule,
@@ -63,11 +63,11 @@ def train_baseline(
     `eval_interval_steps` None evaluates about `DEFAULT_NUM_EVALS` times, 0 only at the end.
     `hyperparameters` overrides entries of the preset (Brax: keys of Brax's `train`, and
     `network_factory` keys of its network factory; FastTD3: fields of
-    `reppo.experiments.fasttd3.Hyperparameters`; ManiSkill PPO: fields of
-    `reppo.experiments.maniskill_ppo.Hyperparameters`). `preset` None is the algo's default
-    (`ALGO_PRESETS`). `device` places ManiSkill PPO's simulator and networks ("auto": the GPU
-    where torch sees one); the JAX baselines run on JAX's default device. Raises `UserError`
-    for bad input before anything is written.
+    `fasttd3.agent.Hyperparameters`; ManiSkill PPO: fields of
+    `maniskill_ppo.agent.Hyperparameters`). `preset` None is the algo's default
+    (`ALGO_PRESETS`). `device` places ManiSkill PPO's simulator and networks ("auto": the
+    GPU where torch sees one); the JAX baselines run on JAX's default device. Raises
+    `UserError` for bad input before anything is written.
     """
     check_choice("baseline", algo, BASELINES)
     preset = default_preset(algo) if preset is None else preset
@@ -82,7 +82,7 @@ def train_baseline(
     run_dir = Path(run_dir)
     refuse_existing(run_dir)
     if algo == MANISKILL_PPO:
-        from reppo.experiments.maniskill_ppo_run import train_maniskill_ppo
+        from reppo.experiments.baselines.maniskill_ppo.run import train_maniskill_ppo
 
         return train_maniskill_ppo(
             env, seed, total_steps, run_dir, preset=preset,
@@ -90,7 +90,7 @@ def train_baseline(
             hyperparameters=hyperparameters, device=device,
         )
     if algo in FASTTD3:
-        from reppo.experiments.fasttd3_run import train_fasttd3
+        from reppo.experiments.baselines.fasttd3.run import train_fasttd3
 
         return train_fasttd3(
             algo, env, seed, total_steps, run_dir, preset=preset,
@@ -119,7 +119,7 @@ def train_baseline(
     start = time.perf_counter()
     from mujoco_playground import wrapper
 
-    from reppo.experiments import brax_compat
+    from reppo.experiments.baselines import brax_compat
 
     evaluator = ProtocolEvaluator(env, eval_episodes)
     environment = evaluator.env.inner  # the Playground env REPPO runs train on

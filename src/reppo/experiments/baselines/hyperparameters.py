@@ -18,10 +18,10 @@ from reppo.errors import UserError
 
 BRAX = ("brax-ppo", "brax-sac")
 # FastTD3 with its replay buffer of 10,485,760 transitions and with the constrained 32,768 of the
-# REPPO paper (`reppo.experiments.fasttd3`, in JAX like the Brax trainers).
+# REPPO paper (`reppo.experiments.baselines.fasttd3.agent`, in JAX like the Brax trainers).
 FASTTD3 = ("fasttd3", "fasttd3-small")
 # The baselines of the Playground DM Control tasks, and of ManiSkill3's: ManiSkill's own PPO,
-# run with rsl-rl-lib's PPO on the torch backend (`reppo.experiments.maniskill_ppo`).
+# run with rsl-rl-lib's PPO on the torch backend (`baselines.maniskill_ppo.agent`).
 DMC_BASELINES = (*BRAX, *FASTTD3)
 MANISKILL_PPO = "maniskill-ppo"
 MANISKILL_BASELINES = (MANISKILL_PPO,)
@@ -283,7 +283,7 @@ def _fasttd3_hyperparameters(
     upper bound (a run caps it at the transitions it collects)."""
     import dataclasses
 
-    from reppo.experiments.fasttd3 import preset_hyperparameters as fasttd3_preset
+    from reppo.experiments.baselines.fasttd3.agent import preset_hyperparameters as fasttd3_preset
 
     steps = total_steps if total_steps is not None else 10**12
     return dataclasses.asdict(fasttd3_preset(algo, preset, steps, overrides))
@@ -292,9 +292,11 @@ def _fasttd3_hyperparameters(
 def _maniskill_ppo_hyperparameters(
     preset: str, overrides: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """ManiSkill PPO's settings as a dict (`reppo.experiments.maniskill_ppo.Hyperparameters`)."""
+    """ManiSkill PPO's settings as a dict (`maniskill_ppo.agent.Hyperparameters`)."""
     import dataclasses
 
-    from reppo.experiments.maniskill_ppo import preset_hyperparameters as maniskill_preset
+    from reppo.experiments.baselines.maniskill_ppo.agent import (
+        preset_hyperparameters as maniskill_preset,
+    )
 
     return _plain(dataclasses.asdict(maniskill_preset(preset, overrides)))

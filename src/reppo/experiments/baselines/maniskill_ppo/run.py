@@ -1,4 +1,4 @@
-"""One run of ManiSkill's PPO (rsl-rl's `PPO`, `reppo.experiments.maniskill_ppo`) on a ManiSkill3
+"""One run of ManiSkill's PPO (rsl-rl's `PPO`, set up in `agent`) on a ManiSkill3
 task into a new REPPO-format run directory.
 
 The loop is rsl-rl's on-policy loop (`act`, `process_env_step`, `compute_returns`, `update`)
@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reppo.experiments.baseline_evaluation import BaselineResult, Recorder, refuse_existing
-from reppo.experiments.iteration_schedule import IterationSchedule, plan_iterations
-from reppo.experiments.maniskill_ppo import (
+from reppo.experiments.baselines.evaluation import BaselineResult, Recorder, refuse_existing
+from reppo.experiments.baselines.iterations import IterationSchedule, plan_iterations
+from reppo.experiments.baselines.maniskill_ppo.agent import (
     ALGO,
     Hyperparameters,
     bootstrapped_reward,
@@ -95,7 +95,7 @@ def train_maniskill_ppo(
     hyperparameters: Mapping[str, Any] | None,
     device: str = "auto",
 ) -> BaselineResult:
-    """Train ManiSkill's PPO on ManiSkill task `env`; the caller (`baseline_run.train_baseline`)
+    """Train ManiSkill's PPO on ManiSkill task `env`; the caller (`baselines.run.train_baseline`)
     has checked the algo, preset, env, seed and counts. `device`: "auto" (the GPU simulator
     where torch sees CUDA, else the CPU one), "cpu" or "cuda[:k]"."""
     run_dir = Path(run_dir)
@@ -106,11 +106,11 @@ def train_maniskill_ppo(
     start = time.perf_counter()
     import torch
 
-    from reppo.envs.maniskill import _resolve_device, make_maniskill_env
+    from reppo.envs.maniskill import make_maniskill_env, resolve_device
     from reppo.runs import MetricsLogger, create_run_dir, plot_learning_curve, read_metrics
     from reppo.runs.versions import collect_versions
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     config = {
         "algo": ALGO, "env": env, "seed": seed, "num_seeds": 1, "total_steps": total_steps,
         "eval_episodes": eval_episodes, "eval_interval_steps": eval_interval_steps,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reppo.errors import UserError
-from reppo.experiments.baseline_hyperparameters import IMPL
+from reppo.experiments.baselines.hyperparameters import IMPL
 from reppo.runs import MetricsLogger, format_progress
 from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.versions import collect_versions

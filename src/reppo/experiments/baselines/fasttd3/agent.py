@@ -7,8 +7,8 @@ large-batch updates from a replay buffer on the device: every iteration steps ea
 stores the transitions, and (after `learning_starts` iterations) makes `num_updates` critic
 updates on batches of `batch_size` n-step transitions, an actor update every
 `policy_frequency` critic updates and a soft target update after each. The actor is its own
-target (FastTD3 keeps no target actor). The math is in `fasttd3_math`, the buffer in
-`fasttd3_buffer`, the run (schedule, evaluation, run directory) in `fasttd3_run`.
+target (FastTD3 keeps no target actor). The math is in `losses`, the buffer in
+`buffer`, the run (schedule, evaluation, run directory) in `run`.
 
 Two algorithms differ only in the replay buffer: `fasttd3` holds 10,485,760 transitions
 (FastTD3's 1024 envs x 10,240 steps) and `fasttd3-small` 32,768 (the REPPO paper's
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import optax
 
 from reppo.errors import UserError
-from reppo.experiments import fasttd3_buffer as B
-from reppo.experiments import fasttd3_math as M
+from reppo.experiments.baselines.fasttd3 import buffer as B
+from reppo.experiments.baselines.fasttd3 import losses as M
 from reppo.jax.normalizer import RunningStats, init_stats, normalize, update_stats
 
 # Replay buffer size in transitions, summed over envs.
