@@ -77,7 +77,7 @@ def main() -> None:
         jax.config.update("jax_compilation_cache_dir", cache)
     from reppo.config import coerce_field
     from reppo.presets import default_preset_name, get_preset
-    from reppo.training import train
+    from reppo.loop.runner import train
 
     typed = {k: coerce_field(k, v) for k, v in overrides.items()}
     backend = typed.get("backend", "jax")

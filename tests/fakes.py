@@ -1,6 +1,6 @@
 """Shared fakes, so that tests of the loop and of the env plumbing need no simulator and no
 algorithm: a still env (a registered JAX env whose observation never changes: it compiles in
-moments) and a scripted trainer (a `reppo.trainer.Trainer` whose state is its iteration count
+moments) and a scripted trainer (a `reppo.loop.seam.Trainer` whose state is its iteration count
 and whose metrics and evaluations follow a script)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reppo.config import Config
-from reppo.trainer import EvalReport
+from reppo.loop.seam import EvalReport
 from reppo.user_envs import register_env, unregister_env
 
 STILL_ENV = "StillForTests"
@@ -147,9 +147,9 @@ class ScriptedTrainer:
 
 
 def scripted_backend(monkeypatch: Any, **script: Any) -> list[ScriptedTrainer]:
-    """Make every trainer the loop builds (`reppo.training.make_trainer`, as `reppo.train` and
+    """Make every trainer the loop builds (`reppo.loop.runner.make_trainer`, as `reppo.train` and
     `reppo train` do) a `ScriptedTrainer(config, **script)`; returns the list of those built."""
-    from reppo import training
+    from reppo.loop import runner as training
 
     built: list[ScriptedTrainer] = []
 

@@ -3,8 +3,8 @@ tests/fakes.py, so that the runs cost their compilation and little else)."""
 
 import pytest
 
+from reppo.loop.runner import train
 from reppo.runs import read_metrics
-from reppo.training import train
 from tests.fakes import still_env
 
 

@@ -1,4 +1,4 @@
-"""The loop's checkpoints (reppo.checkpointing): one metadata record for both backends, and the
+"""The loop's checkpoints (reppo.loop.checkpointing): one metadata record for both backends, and the
 same refusals on restore, whatever the backend's state looks like."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reppo.checkpointing import checkpoint_metadata, restore_state, save_state
+from reppo.loop.checkpointing import checkpoint_metadata, restore_state, save_state
+from reppo.loop.seam import StateMismatchError
 from reppo.runs import CheckpointError, latest_checkpoint, load_checkpoint
-from reppo.trainer import StateMismatchError
 from tests.conftest import TINY
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import jax
 import pytest
 
-from reppo import training
 from reppo.cli import main
 from reppo.envs import list_envs
+from reppo.loop import runner as training
 from reppo.runs import (
     checkpoint_path,
     latest_checkpoint,
@@ -422,7 +422,7 @@ def test_resume_accepts_unchanged_frozen_flags(run_copy, capsys):
 
 @pytest.mark.e2e
 def test_eval_replays_the_runs_own_final_evaluation(trained, capsys):
-    # One evaluation seed (reppo.trainer.eval_seed) serves training and `reppo eval`: with the
+    # One evaluation seed (reppo.loop.seam.eval_seed) serves training and `reppo eval`: with the
     # run's episode count, the final checkpoint's episodes are those of the run's last record.
     run = trained[0]
     final = [r for r in read_metrics(run) if "eval/return_mean" in r][-1]
@@ -440,7 +440,7 @@ def test_eval_replays_the_runs_own_final_evaluation(trained, capsys):
 
 
 def test_eval_seed_is_one_stable_function_of_seed_and_env_steps():
-    from reppo.trainer import eval_seed
+    from reppo.loop.seam import eval_seed
 
     seeds = {eval_seed(s, t) for s in range(4) for t in (0, 8192, 16384, 507904)}
     assert len(seeds) == 16 and all(0 <= x < 2**31 for x in seeds)
@@ -516,7 +516,7 @@ def test_eval_video_of_an_env_it_cannot_render_is_refused_before_evaluating(
     tmp_path, capsys, monkeypatch
 ):
     from reppo.jax import policy
-    from reppo.training import train
+    from reppo.loop.runner import train
     from tests.fakes import ScriptedTrainer, still_env
 
     def no_evaluation(*args, **kwargs):

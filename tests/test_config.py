@@ -105,7 +105,7 @@ def test_per_task_settings_apply_to_their_task_only():
 
 def test_cli_applies_per_task_settings_unless_a_flag_overrides_them(monkeypatch, tmp_path,
                                                                      capsys):
-    import reppo.training as training
+    import reppo.loop.runner as training
     from reppo import cli
 
     seen = []

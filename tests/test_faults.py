@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reppo import training
 from reppo.jax.train import JaxTrainer
+from reppo.loop import runner as training
+from reppo.loop.runner import NonFiniteError, chunk_length, train
 from reppo.runs import (
     MetricsError,
     RunDirError,
@@ -31,7 +32,6 @@ from reppo.runs import (
 )
 from reppo.runs.checkpoint import best_checkpoint, best_record, checkpoint_step
 from reppo.runs.progress import format_progress
-from reppo.training import NonFiniteError, chunk_length, train
 from tests.fakes import ScriptedTrainer, scripted_backend, still_env
 
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
+from reppo.loop.runner import train
 from reppo.presets import get_preset
-from reppo.training import train
 
 # The ManiSkill3 learning test's budget and threshold (measured: docs/experiments.md).
 PUSH_CUBE_STEPS = 51_200

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from reppo.loop.runner import NonFiniteError, make_trainer, train
 from reppo.runs import latest_checkpoint, list_checkpoints, load_checkpoint, read_metrics
-from reppo.training import NonFiniteError, make_trainer, train
 
 pytestmark = pytest.mark.e2e
 

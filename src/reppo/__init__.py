@@ -38,7 +38,7 @@ _LAZY = {
     "Config": "reppo.config",
     "ConfigError": "reppo.config",
     "Policy": "reppo.policy",
-    "StopTraining": "reppo.callbacks",
+    "StopTraining": "reppo.loop.callbacks",
     "TrainResult": "reppo.api",
     "load_policy": "reppo.api",
     "preset": "reppo.api",
@@ -49,8 +49,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from reppo.api import TrainResult, load_policy, preset, train
-    from reppo.callbacks import StopTraining
     from reppo.config import Config, ConfigError
+    from reppo.loop.callbacks import StopTraining
     from reppo.policy import Policy
     from reppo.user_envs import register_env, unregister_env
 

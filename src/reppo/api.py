@@ -1,7 +1,7 @@
 """reppo as a library: `preset`, `train`, `load_policy` (docs/api.md).
 
 The same runs as the `reppo` command line, driven from Python: `train` is the CLI's training
-loop (`reppo.training.train`) with callbacks on every metrics record and an in-memory mode
+loop (`reppo.loop.runner.train`) with callbacks on every metrics record and an in-memory mode
 that leaves no files behind, and every run it returns carries its trained `Policy`.
 
 Nothing here imports JAX or torch at import time; they are imported when a run starts or a
@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reppo.callbacks import Callback, StopTraining
 from reppo.config import Config, ConfigError
+from reppo.loop.callbacks import Callback, StopTraining
+from reppo.loop.seam import TrainResult as _LoopResult
 from reppo.policy import Policy, check_backend
-from reppo.trainer import TrainResult as _LoopResult
 
 __all__ = ["StopTraining", "TrainResult", "load_policy", "preset", "run_training", "train"]
 
 
 @dataclass
 class TrainResult(_LoopResult):
-    """What `reppo.train` returns: the loop's result (`reppo.trainer.TrainResult`) and the
+    """What `reppo.train` returns: the loop's result (`reppo.loop.seam.TrainResult`) and the
     trained policy.
 
     - `eval_return_mean` (property), `eval_returns` (num_seeds, episodes): the last
@@ -71,9 +71,9 @@ def preset(
 def _join_jax_processes(backend: str) -> None:
     """A multi-process JAX run's processes meet before anything asks JAX for its devices
     (choosing the preset does); nothing happens unless the environment describes such a run
-    (`reppo.multihost.join_processes`)."""
+    (`reppo.jax.multihost.join_processes`)."""
     if backend != "torch":
-        from reppo.multihost import join_processes
+        from reppo.jax.multihost import join_processes
 
         join_processes()
 
@@ -138,7 +138,7 @@ def run_training(
 ) -> _LoopResult:
     """The training run behind both `reppo.train` and `reppo train`: checks `config` (and, with
     `resume`, that it changes only what a resumed run may) and runs the loop
-    (`reppo.training.train`) in `run_dir`, which checks the run directory and then calls back
+    (`reppo.loop.runner.train`) in `run_dir`, which checks the run directory and then calls back
     here to check the env, prepare the backend and the compilation cache and print the run's
     header line through `echo` (`shown_as` names `run_dir` in it). Ctrl-C and SIGTERM stop the
     run from the start of this call. Returns the loop's result, without a policy."""
@@ -161,7 +161,7 @@ def _run_training(
     shown_as: str | None,
     stop: Any,
 ) -> _LoopResult:
-    from reppo import training
+    from reppo.loop import runner as training
 
     if resume:
         config = _resume_config(config, Path(run_dir))
@@ -172,7 +172,7 @@ def _run_training(
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     # First: a multi-process JAX run's processes must meet before JAX starts its backends,
     # which checking the env does.
-    from reppo.processes import launched_processes
+    from reppo.loop.processes import launched_processes
 
     if launched_processes(config).index > 0:
         echo = _quiet  # process 0 of a several-process launch reports the run

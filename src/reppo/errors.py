@@ -30,7 +30,7 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("reppo.analysis.stats", "UnequalRunCounts"),
 )
 # Errors of a run that went wrong through no fault of the input (exit status 1).
-RUN_ERRORS: tuple[tuple[str, str], ...] = (("reppo.trainer", "NonFiniteError"),)
+RUN_ERRORS: tuple[tuple[str, str], ...] = (("reppo.loop.seam", "NonFiniteError"),)
 
 
 def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:

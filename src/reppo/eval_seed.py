@@ -1,5 +1,5 @@
 """Which episodes an evaluation runs: one function for every evaluator (the backends name it
-through their seam, `reppo.trainer`). Framework-free, so that every layer may use it."""
+through their seam, `reppo.loop.seam`). Framework-free, so that every layer may use it."""
 
 from __future__ import annotations
 

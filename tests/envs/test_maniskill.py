@@ -326,8 +326,8 @@ def test_missing_vulkan_driver_is_explained() -> None:
 def test_a_few_training_iterations_through_the_trainer(tmp_path):
     """PushCube-v1 on the CPU simulator: the torch trainer runs, logs success, checkpoints,
     resumes (restarting the episodes in progress) and evaluates with success metrics."""
+    from reppo.loop.runner import train
     from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics
-    from reppo.training import train
     from tests.conftest import TINY
 
     config = TINY.replace(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from reppo.config import ConfigError
-from reppo.multihost import join_processes
+from reppo.jax.multihost import join_processes
 from reppo.runs.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import TINY, tiny_flags
 

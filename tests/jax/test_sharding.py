@@ -60,7 +60,7 @@ TWO_DEVICES = textwrap.dedent("""
     from reppo.compile_cache import enable_compilation_cache
     from reppo.config import Config
     from reppo.jax.train import JaxTrainer
-    from reppo.training import train
+    from reppo.loop.runner import train
 
     # The run below compiles the programs of the comparison again: the cache serves them.
     enable_compilation_cache()

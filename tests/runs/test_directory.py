@@ -69,7 +69,7 @@ def test_the_resume_rule_keeps_config_json_describing_the_run(tmp_path):
 
 
 def test_the_loop_applies_the_resume_rule_for_python_callers(tmp_path):
-    from reppo import training
+    from reppo.loop import runner as training
 
     run = _run(tmp_path)
     with pytest.raises(ConfigError, match="cannot change seed"):

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
+from reppo.loop.runner import train
 from reppo.runs import RunDirError, read_metrics
 from reppo.runs.lock import LOCK_FILE, RunLock
-from reppo.training import train
 from tests.fakes import ScriptedTrainer
 
 

@@ -80,7 +80,7 @@ def test_the_config_must_split_over_the_processes(tmp_path):
 
 
 def test_the_jax_backend_refuses_a_torchrun_launch(monkeypatch):
-    from reppo.processes import launched_processes
+    from reppo.loop.processes import launched_processes
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="JAX_COORDINATOR_ADDRESS"):
@@ -406,8 +406,8 @@ def test_a_two_process_run_resumes(two_process_run, tmp_path):
 def _worker(out: Path, cli_args: list[str]) -> None:
     """One torchrun process: `reppo train` (args with "{rank}" replaced by its rank) with its
     output in out/rank{r}.out/.err, then its trainer's parameters in out/rank{r}.npz."""
-    from reppo import training
     from reppo.cli import main
+    from reppo.loop import runner as training
     from reppo.torch.networks import to_flat
 
     rank = int(os.environ["RANK"])

@@ -15,11 +15,11 @@ from reppo import pytrees  # noqa: E402
 from reppo.envs import make_env  # noqa: E402
 from reppo.jax import losses as JL  # noqa: E402
 from reppo.jax.agent import Agent  # noqa: E402
+from reppo.loop.runner import NonFiniteError, train  # noqa: E402
 from reppo.runs import latest_checkpoint, load_checkpoint, read_metrics  # noqa: E402
 from reppo.torch import losses as TL  # noqa: E402
 from reppo.torch.agent import TorchAgent, UpdatePlan  # noqa: E402
 from reppo.torch.networks import load_flat, to_flat  # noqa: E402
-from reppo.training import NonFiniteError, train  # noqa: E402
 
 
 def _jax_plan(config, key, action_size):

@@ -127,7 +127,7 @@ def _new_config(
 
 def _is_leader(config: Config) -> bool:
     """False in the processes of a several-process launch other than process 0."""
-    from reppo.processes import launched_processes
+    from reppo.loop.processes import launched_processes
 
     return launched_processes(config).index == 0
 
@@ -152,7 +152,7 @@ def _train(args: argparse.Namespace, stop: Any) -> int | tuple[Config, Path, Any
     # A multi-process JAX run's processes meet before the preset is chosen, which asks JAX
     # whether it has a GPU (a plain start: nothing happens).
     if args.backend != "torch":
-        from reppo.multihost import join_processes
+        from reppo.jax.multihost import join_processes
 
         join_processes()
     overrides = _overrides(args)

@@ -9,9 +9,9 @@ collective is written by hand, and the arithmetic is the one-device arithmetic u
 of floating-point sums, which is why checkpoints do not depend on the device count.
 
 Several processes (one per host, or per GPU) form one run when the environment describes
-them (`reppo.multihost`): the mesh then holds every process's devices, each process steps the
+them (`reppo.jax.multihost`): the mesh then holds every process's devices, each process steps the
 envs on its own devices, and the compiler's collectives cross hosts. Every process runs the
-same loop; only process 0 writes the run directory (`reppo.training`).
+same loop; only process 0 writes the run directory (`reppo.loop.runner`).
 
 Why not `shard_map` over the envs: each device would then shuffle and split its own
 transitions, which is another algorithm than the one-device run (minibatches drawn per device,

@@ -12,7 +12,7 @@ them and the compiler partitions the same program; states are gathered to host a
 checkpoints and placed back on the devices when loaded, so checkpoints do not depend on the
 device count.
 
-`reppo.training.train` drives it (logging, evaluation, checkpoints, faults).
+`reppo.loop.runner.train` drives it (logging, evaluation, checkpoints, faults).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from reppo.envs import make_env
 from reppo.envs.autoreset import SEED_AXIS
 from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax.agent import Agent, TrainState
+from reppo.jax.multihost import join_processes
 from reppo.jax.sharding import DataParallel, resolve_num_devices
-from reppo.multihost import join_processes
-from reppo.trainer import EvalReport, StateMismatchError
+from reppo.loop.seam import EvalReport, StateMismatchError
 
 __all__ = ["JaxTrainer"]
 
@@ -64,7 +64,7 @@ def over_seeds(fn: Callable, num_seeds: int, batching: str) -> Callable:
 
 
 class JaxTrainer:
-    """Builds the env, agent and jitted functions for one config (`reppo.training.Trainer`)."""
+    """Builds the env, agent and jitted functions for one config (`reppo.loop.runner.Trainer`)."""
 
     def __init__(self, config: Config):
         self.config = config

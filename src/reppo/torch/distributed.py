@@ -6,7 +6,7 @@ tell each one its place. Every rank steps `num_envs / world_size` envs of its ow
 `rank_seed`), splits its batch into the run's `num_minibatches`, and before every optimizer
 step averages the gradients over the ranks, so all ranks hold the same parameters, optimizer
 moments, temperatures and observation statistics throughout. Rank 0 alone writes the run
-directory (`reppo.training` follows `process_index`/`process_count`).
+directory (`reppo.loop.runner` follows `process_index`/`process_count`).
 
 The collectives, per iteration: three gradient all-reduces per minibatch step (critic, actor,
 temperatures; one flattened buffer each), one all-gather of the rollout's observation moments,
@@ -30,8 +30,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from reppo.config import Config, ConfigError
+from reppo.loop.seam import SingleProcess
 from reppo.torch import normalizer as N
-from reppo.trainer import SingleProcess
 
 __all__ = [
     "Launch",
@@ -209,7 +209,7 @@ class TorchProcesses:
         self.local_index = launch.local_rank
         self.device = device
 
-    # ---- the loop's interface (reppo.trainer.SingleProcess is the one-process version) -------
+    # ---- the loop's interface (reppo.loop.seam.SingleProcess is the one-process version) -------
     def share(self, value: Any) -> Any:
         """Rank 0's `value` on every rank (the others pass anything, typically None)."""
         box = [value if self.index == 0 else None]

@@ -22,6 +22,7 @@ from reppo.envs.torch_registry import (
     resolve_device,
     torch_env_spec,
 )
+from reppo.loop.seam import eval_seed
 from reppo.runs import (
     CheckpointError,
     evaluation_report,
@@ -33,7 +34,6 @@ from reppo.torch import distributions as D
 from reppo.torch import normalizer as N
 from reppo.torch.networks import Actor as ActorNet
 from reppo.torch.networks import FlatMismatchError, load_flat
-from reppo.trainer import eval_seed
 
 
 class DeterministicPolicy(nn.Module):

@@ -1,6 +1,6 @@
 """The torch backend's trainer: iterations as an eager (optionally compiled) loop.
 
-`reppo.training.train` drives it exactly like the JAX trainer, so run directories, metrics,
+`reppo.loop.runner.train` drives it exactly like the JAX trainer, so run directories, metrics,
 checkpoints, resuming and progress lines are the same. One seed per process (`num_seeds` 1).
 
 Several processes can train one run (`torchrun --nproc-per-node N -m reppo.cli train
@@ -41,12 +41,12 @@ from reppo.envs.torch_registry import (
     make_torch_env,
     resolve_device,
 )
+from reppo.loop.seam import EvalReport, StateMismatchError, eval_seed
 from reppo.runs import CheckpointError
 from reppo.torch import distributed
 from reppo.torch import normalizer as N
 from reppo.torch.agent import TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
-from reppo.trainer import EvalReport, StateMismatchError, eval_seed
 
 __all__ = ["TorchTrainer"]
 
@@ -149,7 +149,7 @@ def _checkpoint_ranks(arrays: dict[str, np.ndarray]) -> int:
 
 
 class TorchTrainer:
-    """Builds the envs and the agent for one config (`reppo.training.Trainer`)."""
+    """Builds the envs and the agent for one config (`reppo.loop.runner.Trainer`)."""
 
     def __init__(self, config: Config) -> None:
         if config.num_seeds != 1:
@@ -161,7 +161,7 @@ class TorchTrainer:
         self.process_count = self.processes.count
         parallel = self.process_count > 1
         self.device = self.processes.device if parallel else resolve_device(config.device)
-        # What the loop prints before training (`reppo.trainer.Trainer.setup_lines`).
+        # What the loop prints before training (`reppo.loop.seam.Trainer.setup_lines`).
         self.setup_lines = [f"torch on {self.device}, {threads}"]
         # Each rank's own share of the run: its envs, and the batch they collect (the same
         # number of iterations, so the learning-rate schedule is the run's).

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 from reppo.errors import UserError
 from reppo.experiments.baselines.hyperparameters import IMPL
+from reppo.loop.seam import EvalReport
 from reppo.runs import MetricsLogger, format_progress
 from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.versions import collect_versions
-from reppo.trainer import EvalReport
 
 # ---- evaluation ------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from reppo.experiments.baselines.maniskill_ppo.agent import (
     observations,
     preset_hyperparameters,
 )
-from reppo.trainer import EvalReport
+from reppo.loop.seam import EvalReport
 
 
 def plan_schedule(

@@ -64,7 +64,7 @@ def join_processes(environ: dict[str, str] | None = None) -> bool:
 
 
 class JaxProcesses:
-    """The processes of a multi-process JAX run, for the training loop (`reppo.training`):
+    """The processes of a multi-process JAX run, for the training loop (`reppo.loop.runner`):
     where this one stands, and the few Python values they exchange outside the jitted
     program (the leader's checks and checkpoint reading, stop requests). Values travel
     pickled through JAX's own collectives; they come from another process of the same run."""

@@ -2,9 +2,9 @@
 what it reports (`EvalReport`), what a run returns (`TrainResult`), and the error that stops a
 run whose numbers are no longer finite.
 
-`reppo.training` (the loop) and the backends (`reppo.jax.train`, `reppo.torch.train`) both
+`reppo.loop.runner` (the loop) and the backends (`reppo.jax.train`, `reppo.torch.train`) both
 import this module and not each other, except that the loop builds a backend's trainer by
-name (`reppo.training.make_trainer`).
+name (`reppo.loop.runner.make_trainer`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Trainer(Protocol):
 
     def evaluate(self, state: Any) -> EvalReport: ...
 
-    # Checkpoints: the loop writes and reads them (reppo.training) and builds their metadata; a
+    # Checkpoints: the loop writes and reads them (reppo.loop.runner) and builds their metadata; a
     # backend only turns its state into named arrays and back.
     backend: str  # "jax" or "torch": recorded in each checkpoint; resuming needs the same one
 

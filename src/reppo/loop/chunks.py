@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from reppo.config import Config
+from reppo.loop.seam import NonFiniteError
 from reppo.runs.checkpoint import best_record
-from reppo.trainer import NonFiniteError
 
 __all__ = [
     "DIVERGENCE_LIMITS", "check_finite", "chunk_length", "crossed", "divergence_warning",

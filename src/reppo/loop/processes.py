@@ -1,8 +1,8 @@
 """Which processes train one run, and how the training loop's leader (process 0) shares its
 decisions with the followers.
 
-A plain start is one process (`reppo.trainer.SingleProcess`); a torchrun launch of the torch
-backend (`reppo.torch.distributed`) or a multi-process JAX run (`reppo.multihost`) gives an
+A plain start is one process (`reppo.loop.seam.SingleProcess`); a torchrun launch of the torch
+backend (`reppo.torch.distributed`) or a multi-process JAX run (`reppo.jax.multihost`) gives an
 object with the same interface: `index`, `count`, `share`, `any_of`, `gather_to_leader`.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reppo.config import Config, ConfigError
-from reppo.trainer import SingleProcess
+from reppo.loop.seam import SingleProcess
 
 __all__ = ["LeaderStopped", "from_leader", "launched_processes", "on_leader"]
 
@@ -22,7 +22,7 @@ def launched_processes(config: Config) -> Any:
     """Where this process stands among the processes that train one run (`index` of `count`,
     with `share` and `any_of` collectives): `SingleProcess()` for a plain start. A torchrun
     launch of the torch backend starts its process group here (`reppo.torch.distributed`), a
-    multi-process JAX run joins JAX's distributed runtime (`reppo.multihost`); a
+    multi-process JAX run joins JAX's distributed runtime (`reppo.jax.multihost`); a
     ConfigError names what is wrong with a launch before anything is written."""
     if config.backend == "torch":
         from reppo.torch.distributed import processes_from_env
@@ -35,7 +35,7 @@ def launched_processes(config: Config) -> Any:
             "--backend torch; a JAX run spans processes through JAX_COORDINATOR_ADDRESS, "
             "JAX_NUM_PROCESSES and JAX_PROCESS_ID or a SLURM job step (docs/backends.md)"
         )
-    from reppo.multihost import JaxProcesses, join_processes
+    from reppo.jax.multihost import JaxProcesses, join_processes
 
     if join_processes():
         return JaxProcesses()

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from reppo.callbacks import Callback, StopTraining
-from reppo.checkpointing import checkpoint_write_error, load_arrays, read_state, save_state
-from reppo.chunks import (
+from reppo.config import Config
+from reppo.loop.callbacks import Callback, StopTraining
+from reppo.loop.checkpointing import checkpoint_write_error, load_arrays, read_state, save_state
+from reppo.loop.chunks import (
     check_finite,
     chunk_length,
     crossed,
@@ -37,8 +38,8 @@ from reppo.chunks import (
     remaining_evals,
     summarize,
 )
-from reppo.config import Config
-from reppo.processes import from_leader, launched_processes, on_leader
+from reppo.loop.processes import from_leader, launched_processes, on_leader
+from reppo.loop.seam import EvalReport, NonFiniteError, SingleProcess, Trainer, TrainResult
 from reppo.runs import (
     MetricsLogger,
     RunDir,
@@ -60,7 +61,6 @@ from reppo.runs.outputs import WRITE_ERRNOS
 from reppo.runs.rundir import CONFIG_FILE, check_run_dir_free
 from reppo.runs.signals import StopSignals
 from reppo.runs.versions import collect_versions
-from reppo.trainer import EvalReport, NonFiniteError, SingleProcess, Trainer, TrainResult
 
 __all__ = [
     "Callback", "EvalReport", "NonFiniteError", "StopTraining", "TrainResult", "Trainer",

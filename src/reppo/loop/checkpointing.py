@@ -1,4 +1,4 @@
-"""The training loop's checkpoints: what `reppo.training` writes and reads through a backend.
+"""The training loop's checkpoints: what `reppo.loop.runner` writes and reads through a backend.
 
 A backend only turns its state into named arrays and back (`Trainer.state_arrays`,
 `Trainer.load_state`); the metadata beside the arrays (backend, env steps, iteration, wall time,
@@ -12,8 +12,8 @@ import errno
 from pathlib import Path
 from typing import Any
 
+from reppo.loop.seam import StateMismatchError, Trainer
 from reppo.runs import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from reppo.trainer import StateMismatchError, Trainer
 
 
 def checkpoint_metadata(trainer: Trainer, iteration: int, wall_time: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Training callbacks: what `reppo.train` (and `reppo.training.train`) call with each metrics
+"""Training callbacks: what `reppo.train` (and `reppo.loop.runner.train`) call with each metrics
 record, and how one asks the run to stop. Imports nothing heavy (`import reppo` stays light)."""
 
 from __future__ import annotations
