@@ -20,7 +20,7 @@ from typing import Any
 
 from reppo.callbacks import Callback, StopTraining
 from reppo.config import Config, ConfigError
-from reppo.policy import Policy, check_backend
+from reppo.policy import ArgumentError, Policy, check_backend
 from reppo.trainer import TrainResult as _LoopResult
 
 __all__ = ["StopTraining", "TrainResult", "load_policy", "preset", "run_training", "train"]
@@ -198,10 +198,41 @@ def _run_training(
                           callbacks=tuple(callbacks), setup=setup)
 
 
+def _env_name(env: Any) -> str:
+    """The task `train(env=...)` names: a name, or the registration `reppo.register_env`
+    returned (what a 'module:Name' resolves to)."""
+    from reppo.user_envs import RegisteredEnv, lookup
+
+    if isinstance(env, str) and env:
+        return env
+    if isinstance(env, RegisteredEnv):
+        if lookup(env.name) is not env:
+            raise ConfigError(
+                f"env: {env.name!r} is no longer registered as the entry given (it was "
+                "replaced or unregistered); register it again, or pass the name itself"
+            )
+        return env.name
+    # An env object cannot make a run: the run builds its env from a factory several times
+    # (the training batch, the evaluation batch) and records the env's name so that it can be
+    # rebuilt later, in this process or another (load_policy, eval, resume, report).
+    kind = f"the class {env.__name__}" if isinstance(env, type) else (
+        f"a {type(env).__name__} object"
+    )
+    raise ArgumentError(
+        f"train(env=...) takes an env's name, not {kind}: a run builds its env from a name "
+        "(several batches of it) and records that name, so that load_policy, `reppo eval` and "
+        "resuming can rebuild it; register yours and pass its name: reppo.register_env("
+        "'MyEnv', make_env, episode_length=T, reward_range=(low, high)), make_env() returning "
+        "one new env (backend='torch' for a gymnasium.Env), then train(config, env='MyEnv') "
+        "(docs/envs.md)"
+    )
+
+
 def train(
     config: Config | None,
     run_dir: str | os.PathLike[str] | None = None,
     *,
+    env: str | Any | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] | Callback = (),
     echo: Callable[[str], None] | None = None,
@@ -214,6 +245,11 @@ def train(
     resumed). A `run_dir` is a run directory exactly as `reppo train --run-dir` writes it.
     With `resume=True`, `config` None continues with the run's own config; a config may
     change only what `reppo train --resume` may (the budget, logging, cadences).
+
+    `env` None trains on `config.env`; a task name, or the registration that
+    `reppo.register_env` returned, trains on that env instead (`config.replace(env=...)`, so
+    without a preset's per-task settings: `reppo.preset(env=...)` has those). An env object is
+    refused: register it and pass its name.
 
     Each callback is called with every metrics record (the dict logged to metrics.jsonl: see
     docs/algorithm.md). Returning True or raising `reppo.StopTraining` stops the run at that
@@ -232,6 +268,8 @@ def train(
         raise TypeError(
             f"config must be a reppo.Config (reppo.preset(...)), got {type(config).__name__}"
         )
+    if env is not None:
+        config = config.replace(env=_env_name(env))
     say = echo if echo is not None else (lambda line: None)
 
     def run(path: Path, keep: bool) -> TrainResult:

@@ -42,7 +42,6 @@ from reppo.processes import from_leader, launched_processes, on_leader
 from reppo.runs import (
     MetricsLogger,
     RunDir,
-    RunDirError,
     atomic_write_json,
     create_run_dir,
     format_duration,
@@ -128,11 +127,7 @@ def train(
             # A clear error for a directory that is not a run, and the resume rule: a resumed
             # run changes only what RESUMABLE_FIELDS allows, so that config.json describes it.
             RunDir(run_dir).resumed_config(config)
-            if latest_checkpoint(run_dir) is None:
-                raise RunDirError(
-                    f"{run_dir}: no checkpoint to resume from (the run stopped before its "
-                    "first one); start it again with `reppo train --run-dir NEW_DIR`"
-                )
+            RunDir(run_dir).check_resume(config)
             locks.append(RunLock.acquire(run_dir))
         else:
             check_run_dir_free(run_dir, config.to_dict())

@@ -45,6 +45,10 @@ _KEY_CHECKSUM = "reppo.checksum"
 # A real header is a few kB per thousand arrays; a huge length means the file is not ours.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DELETE_HINT = "delete it to resume from the previous checkpoint"
+# True in the metadata of a checkpoint written by `reppo.Policy.save`: it holds a policy (the
+# actor and the observation statistics) and none of the training state (critic, optimizers,
+# PRNG keys) that resuming needs, so it is evaluated, exported and loaded, never resumed.
+POLICY_ONLY = "policy_only"
 
 
 class CheckpointError(RuntimeError):
@@ -247,6 +251,29 @@ def _read_header(path: Path, data: bytes, fix: str = _DELETE_HINT) -> dict[str, 
             f"{fix}"
         )
     return header
+
+
+def read_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata `save_checkpoint` stored in the checkpoint at `path`, read from its header
+    alone: quick even for a large checkpoint, for checks made before a run's slow setup. The
+    arrays are neither read nor verified (`load_checkpoint` does that); a header that cannot be
+    read is a CheckpointError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            start = file.read(8)
+            (header_len,) = struct.unpack("<Q", start) if len(start) == 8 else (0,)
+            if not 0 < header_len <= _MAX_HEADER_BYTES:
+                raise CheckpointError(f"checkpoint {path} has no valid header")
+            header = json.loads(file.read(header_len))
+        metadata = json.loads(header["__metadata__"][_KEY_METADATA])
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {path} has no readable reppo metadata") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"checkpoint {path} has no readable reppo metadata")
+    return metadata
 
 
 def load_checkpoint(

@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from reppo.config import RESUMABLE_FIELDS, Config, ConfigError, frozen_changes
-from reppo.runs.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from reppo.runs.checkpoint import (
+    CHECKPOINT_DIR,
+    POLICY_ONLY,
+    CheckpointError,
+    latest_checkpoint,
+    read_checkpoint_metadata,
+)
 from reppo.runs.metrics import EVAL_RETURN, METRICS_FILE, read_metrics
 from reppo.runs.rundir import (
     CONFIG_FILE,
     VERSIONS_FILE,
+    RunDirError,
     atomic_write_json,
     check_run_dir_free,
     open_run_dir,
@@ -142,3 +149,28 @@ class RunDir:
                 f"{', '.join(sorted(RESUMABLE_FIELDS))}"
             )
         return config
+
+    def check_resume(self, config: Config) -> Path:
+        """The checkpoint a resume with `config` (already past `resumed_config`) continues
+        from, after the checks that need only its header, made before the run's slow setup:
+        a RunDirError for a directory with no checkpoint or holding a saved policy, which has
+        no training state. A header that cannot be read is left to the full load, which names
+        the damage and the fix."""
+        path = latest_checkpoint(self.path)
+        if path is None:
+            raise RunDirError(
+                f"{self.path}: no checkpoint to resume from (the run stopped before its "
+                "first one); start it again with `reppo train --run-dir NEW_DIR`"
+            )
+        try:
+            metadata = read_checkpoint_metadata(path)
+        except CheckpointError:
+            return path
+        if metadata.get(POLICY_ONLY):
+            raise RunDirError(
+                f"{self.path} holds a policy saved with Policy.save, without the training state "
+                "(critic, optimizers) a run continues from, so it cannot be resumed; resume the "
+                "run it came from, or train a new run with its config: `reppo train --preset "
+                f"{self.config_file} --run-dir NEW_DIR`"
+            )
+        return path
