@@ -212,6 +212,54 @@ def test_train_refuses_bad_arguments(tmp_path):
         reppo.train(TINY, resume=True)
 
 
+@pytest.mark.parametrize(
+    ("call", "needles"),
+    [
+        (lambda: reppo.train(TINY, total_steps=1000),
+         ["train() has no argument 'total_steps'", "a config field", "config.replace("]),
+        (lambda: reppo.train(TINY, callback=print),
+         ["'callback'", "did you mean 'callbacks'", "run_dir, env, resume, callbacks, echo"]),
+        (lambda: reppo.train(TINY, callbacks=[print, 3]), ["callbacks", "callable", "3"]),
+        (lambda: reppo.train(TINY, echo="yes"), ["echo", "callable", "None"]),
+        (lambda: reppo.train(TINY, resume="yes"), ["resume", "True or False"]),
+        (lambda: reppo.train(TINY, run_dir=3), ["run_dir", "path", "None"]),
+        (lambda: reppo.train(TINY, env=3), ["env", "name"]),
+        (lambda: reppo.preset(3), ["name", "preset name", "3"]),
+        (lambda: reppo.preset("cpu", env=["CartpoleBalance"]), ["env", "task name"]),
+        (lambda: reppo.load_policy(3), ["run_dir", "path"]),
+        (lambda: reppo.load_policy("runs/x", checkpoint=5), ["checkpoint", "path"]),
+        (lambda: reppo.load_policy("runs/x", seed_index="0"), ["seed_index", "int"]),
+        (lambda: reppo.load_policy("runs/x", deterministic=True),
+         ["load_policy() has no argument 'deterministic'", "run_dir, backend, checkpoint"]),
+    ],
+)
+def test_api_arguments_of_the_wrong_kind_are_named(tmp_path, call, needles):
+    with pytest.raises(reppo.ConfigError) as err:
+        call()
+    message = str(err.value)
+    assert isinstance(err.value, TypeError) and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+
+
+def test_policy_arguments_of_the_wrong_kind_are_named():
+    policy = _random_policy()
+    obs = np.zeros(policy.obs_size, np.float32)
+    for call, needles in [
+        (lambda: policy(obs, deterministic="no"), ["deterministic", "True or False"]),
+        (lambda: policy(obs, False, seed="1"), ["seed", "int", "None"]),
+        (lambda: policy(obs, determinstic=False), ["'determinstic'", "did you mean"]),
+        (lambda: policy.save(None), ["path", "None"]),
+        (lambda: policy.export_onnx(7), ["path", "7"]),
+    ]:
+        with pytest.raises(reppo.ConfigError) as err:
+            call()
+        assert isinstance(err.value, TypeError)
+        for needle in needles:
+            assert needle in str(err.value), str(err.value)
+    assert policy(obs, deterministic=np.bool_(True), seed=np.int64(1)).shape == (1,)
+
+
 @pytest.mark.e2e
 def test_resume_refuses_changes_a_resumed_run_cannot_take(saved_run):
     run_dir = saved_run.run_dir

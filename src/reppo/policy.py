@@ -41,6 +41,39 @@ def as_path(value: Any, what: str) -> Path:
     raise ArgumentError(f"{what} must be a path (a non-empty str or pathlib.Path), got {value!r}")
 
 
+def check_bool(value: Any, what: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ArgumentError(f"{what} must be True or False, got {value!r}")
+
+
+def check_int(value: Any, what: str, accepted: str = "an int") -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise ArgumentError(f"{what} must be {accepted}, got {value!r}")
+
+
+def unknown_arguments(
+    function: str, unknown: dict[str, Any], accepted: tuple[str, ...], config_fields: bool = False
+) -> ArgumentError:
+    """The error for keywords `function` does not take: the first of them, the closest
+    argument it does take, and all of them; with `config_fields`, a config field given to it
+    is pointed to the config."""
+    import dataclasses
+    import difflib
+
+    name = next(iter(unknown))
+    head = f"{function}() has no argument {name!r}"
+    if config_fields and name in {f.name for f in dataclasses.fields(Config)}:
+        return ArgumentError(
+            f"{head}: it is a config field, set in the config: reppo.preset(..., {name}=...) "
+            f"or config.replace({name}=...)"
+        )
+    close = difflib.get_close_matches(name, accepted, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return ArgumentError(f"{head}{guess}; its arguments: {', '.join(accepted)}")
+
+
 def check_torch_installed() -> None:
     try:
         import torch  # noqa: F401
@@ -122,8 +155,13 @@ class Policy:
 
     # ---- NumPy in, NumPy out -------------------------------------------------------------------
     def __call__(
-        self, obs: Any, deterministic: bool = True, *, seed: int | None = None
+        self, obs: Any, deterministic: bool = True, *, seed: int | None = None, **unknown: Any
     ) -> np.ndarray:
+        if unknown:
+            raise unknown_arguments("Policy.__call__", unknown, ("obs", "deterministic", "seed"))
+        deterministic = check_bool(deterministic, "policy(obs, deterministic=...)")
+        if seed is not None:
+            seed = check_int(seed, "policy(obs, seed=...)", "an int or None")
         batch, single = self._as_batch(obs)
         if self.backend == "jax":
             actions = self._call_jax(batch, deterministic, seed)
