@@ -183,7 +183,11 @@ def _train_locked(
         arrays, metadata = on_leader(processes, lambda: read_state(trainer, path))
         state = load_arrays(trainer, path, arrays, metadata)
         saved = open_run_dir(run_dir)
-        if saved != config.to_dict():
+        # A finished run whose budget is already trained has nothing to do: its config.json
+        # stays as it is (a budget that merely rounds to the steps it holds changes nothing).
+        done = trainer.iteration_of(state) >= config.num_iterations and RunDir(
+            run_dir).is_finished()
+        if saved != config.to_dict() and not done:
             # The run is extended or logged differently from now on: config.json says so, so
             # a later plain `--resume` (e.g. after Ctrl-C) continues the extended run.
             changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +416,35 @@ def check_config_matches(
         )
 
 
+def no_checkpoint_message(run_dir: Path, purpose: str) -> str:
+    """Why the run in `run_dir` has no checkpoint to `purpose` ("load", "resume from") and what
+    to do. Never `--resume`: resuming needs a checkpoint as much as loading does."""
+    from reppo.runs.lock import live_writer
+    from reppo.runs.metrics import read_metrics
+
+    head = f"{run_dir}: no checkpoint to {purpose}"
+    writer = live_writer(run_dir)
+    if writer is not None:
+        return (f"{head} yet: {writer} is training it and has not written its first one; try "
+                "again once it has (every checkpoint_interval_steps env steps)")
+    folder = run_dir / CHECKPOINT_DIR
+    state = "is empty" if folder.is_dir() else "is missing"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged metrics line says nothing here
+            logged = max((r.get("env_steps", 0) for r in read_metrics(run_dir)), default=0)
+    except Exception:  # an unreadable metrics file: the run's progress is unknown
+        logged = 0
+    new_run = (f"train it again from its config: `reppo train --preset {run_dir / 'config.json'}"
+               " --run-dir NEW_DIR`")
+    if isinstance(logged, int) and logged > 0:
+        return (f"{head}: {folder} {state}, though the run logged {logged:,} env steps, so its "
+                f"checkpoint files were deleted or moved; put them back in {folder}, or "
+                f"{new_run}")
+    return (f"{head}: {folder} {state} and the run logged no progress (it stopped before its "
+            f"first checkpoint); {new_run}")
+
+
 def load_run_checkpoint(
     run_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None
 ) -> tuple[dict[str, Any], Path, dict[str, np.ndarray], dict[str, Any]]:
@@ -430,10 +460,7 @@ def load_run_checkpoint(
     config = open_run_dir(run_dir)
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if path is None:
-        raise CheckpointError(
-            f"{run_dir}: no checkpoint yet; train longer or resume with "
-            f"`reppo train --resume {run_dir}`"
-        )
+        raise CheckpointError(no_checkpoint_message(run_dir, "load"))
     fix = _evaluation_fix(run_dir, path, given=checkpoint is not None)
     arrays, metadata = load_checkpoint(path, fix=fix)
     check_config_matches(config, metadata, run_dir=run_dir, path=path)

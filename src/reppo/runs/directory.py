@@ -20,7 +20,9 @@ from reppo.runs.checkpoint import (
     CHECKPOINT_DIR,
     POLICY_ONLY,
     CheckpointError,
+    _comparable,
     latest_checkpoint,
+    no_checkpoint_message,
     read_checkpoint_metadata,
 )
 from reppo.runs.metrics import EVAL_RETURN, METRICS_FILE, read_metrics
@@ -158,10 +160,7 @@ class RunDir:
         the damage and the fix."""
         path = latest_checkpoint(self.path)
         if path is None:
-            raise RunDirError(
-                f"{self.path}: no checkpoint to resume from (the run stopped before its "
-                "first one); start it again with `reppo train --run-dir NEW_DIR`"
-            )
+            raise RunDirError(no_checkpoint_message(self.path, "resume from"))
         try:
             metadata = read_checkpoint_metadata(path)
         except CheckpointError:
@@ -173,4 +172,40 @@ class RunDir:
                 "run it came from, or train a new run with its config: `reppo train --preset "
                 f"{self.config_file} --run-dir NEW_DIR`"
             )
+        stored = metadata.get("config")
+        if isinstance(stored, dict):
+            self._check_config_is_the_checkpoints(stored, path)
+        held = metadata.get("env_steps")
+        budget = config.num_iterations * config.steps_per_iteration
+        if isinstance(held, int) and budget < held:
+            # Training on would do nothing, and rewriting config.json with the smaller budget
+            # would make it disagree with the checkpoints and metrics the run holds.
+            raise ConfigError(
+                f"{self.path} already holds {held:,} env steps ({path.name}), more than "
+                f"total_steps {config.total_steps:,}: a run is not shortened, and nothing was "
+                f"changed; resume with --total-steps of at least {held:,} to extend it, or "
+                f"evaluate it as it is (`reppo eval {self.path}`)"
+            )
         return path
+
+    def _check_config_is_the_checkpoints(self, stored: dict[str, Any], path: Path) -> None:
+        """Refuse a config.json edited away from the config its latest checkpoint was trained
+        with (stored in the checkpoint) outside the fields a resumed run may change: resuming
+        would go on with settings the run was not trained with, and config.json would no
+        longer describe the run. Fields the checkpoint does not store are not compared."""
+        current = Config.from_dict(self.config()).to_dict()
+        edited = [
+            f"{name} (config.json: {json.dumps(current[name])}, checkpoint: "
+            f"{json.dumps(stored[name])})"
+            for name in current
+            if name in stored and name not in RESUMABLE_FIELDS
+            and _comparable(name, current[name]) != _comparable(name, stored[name])
+        ]
+        if edited:
+            raise CheckpointError(
+                f"{self.config_file} differs from the config checkpoint {path} was trained with "
+                f"in {', '.join(edited)}; nothing was changed: restore these values to resume "
+                "(a resumed run may change only "
+                f"{', '.join(sorted(RESUMABLE_FIELDS))}), or train a new run with the edited "
+                f"config: `reppo train --preset {self.config_file} --run-dir NEW_DIR`"
+            )
