@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -332,6 +333,64 @@ def test_a_run_without_checkpoints_says_what_is_missing_and_never_advises_resume
         reppo.load_policy(run)
     assert "--resume" not in str(loading.value)
     assert _snapshot(run) == before and not (tmp_path / "policy.onnx").exists()
+
+
+_ENV_MODULE = "still_env_module_for_resume"
+
+
+@pytest.fixture
+def module_env(tmp_path):
+    """A module in its own directory that registers the still env as 'Still' when imported;
+    forgotten (registration and import) after the test."""
+    from reppo.user_envs import unregister_env
+
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / f"{_ENV_MODULE}.py").write_text(
+        "from reppo.user_envs import register_env\n"
+        "from tests.fakes import StillEnv\n"
+        "register_env('Still', StillEnv, episode_length=1000, reward_range=(0.0, 1.0))\n"
+    )
+
+    def forget():
+        unregister_env("Still")
+        sys.modules.pop(_ENV_MODULE, None)
+
+    yield envs
+    forget()
+
+
+def test_resuming_a_module_env_run_needs_only_its_module_importable(
+    tmp_path, capsys, monkeypatch, module_env
+):
+    from reppo.user_envs import unregister_env
+
+    scripted_backend(monkeypatch)
+    monkeypatch.chdir(module_env)  # trained where the module is
+    run = tmp_path / "run"
+    flags = tiny_flags(TINY.replace(env=f"{_ENV_MODULE}:Still", total_steps=CHUNK))
+    code, _, err = _cli(capsys, "train", "--preset", "cpu", *flags, "--run-dir", run)
+    assert code == 0, err
+    # A new process: nothing registered or imported, started elsewhere.
+    unregister_env("Still")
+    sys.modules.pop(_ENV_MODULE, None)
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(run)
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", STEPS)
+    _assert_user_error(code, err, f"no module named '{_ENV_MODULE}'", "PYTHONPATH")
+    assert _snapshot(run) == before
+    monkeypatch.syspath_prepend(str(module_env))  # as PYTHONPATH=envs does
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", STEPS)
+    assert code == 0, err
+    assert _latest_steps(run) == STEPS
+
+
+def test_the_envs_doc_says_what_resuming_a_module_env_needs():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "envs.md").read_text()
+    section = text.split("#### Resuming a run of your env")[1].split("\n## ")[0]
+    for needle in ("--resume", "import `module`", "PYTHONPATH", "episode_length",
+                   "reward_range", "before anything is trained or written"):
+        assert needle in section, needle
 
 
 # ---- Ctrl-C -----------------------------------------------------------------------------------
