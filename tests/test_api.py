@@ -398,6 +398,9 @@ def test_saving_a_policy_never_overwrites_anything(tmp_path):
         with pytest.raises(reppo.ConfigError, match=f"{path} already exists.*nothing was"):
             policy.save(path)
     assert _files(tmp_path) == before
+    with pytest.raises(reppo.ConfigError, match=r"cannot write .*file/policy.*nothing was"):
+        policy.save(tmp_path / "file" / "policy")  # its directory would be a file
+    assert _files(tmp_path) == before
     policy.save(tmp_path / "saved")
     saved = _files(tmp_path / "saved")
     with pytest.raises(reppo.ConfigError, match="already exists"):

@@ -243,12 +243,12 @@ class Policy:
             "config": config.to_dict(),
             POLICY_ONLY: True,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
         # A name no one else uses, made with os.mkdir so that the directory gets the mode the
         # umask gives (tempfile.mkdtemp's would be 0700 once renamed into place).
         partial = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial"
-        partial.mkdir()
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.mkdir()
             atomic_write_json(partial / CONFIG_FILE, config.to_dict())
             atomic_write_json(partial / VERSIONS_FILE, collect_versions())
             save_checkpoint(partial, self.env_steps, arrays, metadata, keep=1)
