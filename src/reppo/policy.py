@@ -103,7 +103,8 @@ class Policy:
     same seed gives the same actions) or else from the policy's own random stream.
 
     Built by `reppo.load_policy` and `reppo.train` (`result.policy`); not meant to be
-    constructed directly.
+    constructed directly. `save(path)` keeps it for `reppo.load_policy`, `export_onnx(path)`
+    writes it as `reppo export` does.
     """
 
     def __init__(
