@@ -204,8 +204,8 @@ class RunDir:
         if edited:
             raise CheckpointError(
                 f"{self.config_file} differs from the config checkpoint {path} was trained with "
-                f"in {', '.join(edited)}; nothing was changed: restore these values to resume "
-                "(a resumed run may change only "
+                f"in {', '.join(edited)}; nothing was changed: restore the checkpoint's values "
+                "to resume (a resumed run may change only "
                 f"{', '.join(sorted(RESUMABLE_FIELDS))}), or train a new run with the edited "
                 f"config: `reppo train --preset {self.config_file} --run-dir NEW_DIR`"
             )
