@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 import reppo
-from reppo.runs import RunDirError, latest_checkpoint, list_checkpoints, read_metrics
+from reppo.runs import (
+    CheckpointError,
+    RunDirError,
+    latest_checkpoint,
+    list_checkpoints,
+    read_metrics,
+)
 from tests.conftest import TINY
 from tests.fakes import scripted_backend, still_env
 
@@ -206,6 +212,54 @@ def test_train_refuses_bad_arguments(tmp_path):
         reppo.train(TINY, resume=True)
 
 
+@pytest.mark.parametrize(
+    ("call", "needles"),
+    [
+        (lambda: reppo.train(TINY, total_steps=1000),
+         ["train() has no argument 'total_steps'", "a config field", "config.replace("]),
+        (lambda: reppo.train(TINY, callback=print),
+         ["'callback'", "did you mean 'callbacks'", "run_dir, env, resume, callbacks, echo"]),
+        (lambda: reppo.train(TINY, callbacks=[print, 3]), ["callbacks", "callable", "3"]),
+        (lambda: reppo.train(TINY, echo="yes"), ["echo", "callable", "None"]),
+        (lambda: reppo.train(TINY, resume="yes"), ["resume", "True or False"]),
+        (lambda: reppo.train(TINY, run_dir=3), ["run_dir", "path", "None"]),
+        (lambda: reppo.train(TINY, env=3), ["env", "name"]),
+        (lambda: reppo.preset(3), ["name", "preset name", "3"]),
+        (lambda: reppo.preset("cpu", env=["CartpoleBalance"]), ["env", "task name"]),
+        (lambda: reppo.load_policy(3), ["run_dir", "path"]),
+        (lambda: reppo.load_policy("runs/x", checkpoint=5), ["checkpoint", "path"]),
+        (lambda: reppo.load_policy("runs/x", seed_index="0"), ["seed_index", "int"]),
+        (lambda: reppo.load_policy("runs/x", deterministic=True),
+         ["load_policy() has no argument 'deterministic'", "run_dir, backend, checkpoint"]),
+    ],
+)
+def test_api_arguments_of_the_wrong_kind_are_named(tmp_path, call, needles):
+    with pytest.raises(reppo.ConfigError) as err:
+        call()
+    message = str(err.value)
+    assert isinstance(err.value, TypeError) and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+
+
+def test_policy_arguments_of_the_wrong_kind_are_named():
+    policy = _random_policy()
+    obs = np.zeros(policy.obs_size, np.float32)
+    for call, needles in [
+        (lambda: policy(obs, deterministic="no"), ["deterministic", "True or False"]),
+        (lambda: policy(obs, False, seed="1"), ["seed", "int", "None"]),
+        (lambda: policy(obs, determinstic=False), ["'determinstic'", "did you mean"]),
+        (lambda: policy.save(None), ["path", "None"]),
+        (lambda: policy.export_onnx(7), ["path", "7"]),
+    ]:
+        with pytest.raises(reppo.ConfigError) as err:
+            call()
+        assert isinstance(err.value, TypeError)
+        for needle in needles:
+            assert needle in str(err.value), str(err.value)
+    assert policy(obs, deterministic=np.bool_(True), seed=np.int64(1)).shape == (1,)
+
+
 @pytest.mark.e2e
 def test_resume_refuses_changes_a_resumed_run_cannot_take(saved_run):
     run_dir = saved_run.run_dir
@@ -291,6 +345,127 @@ def test_load_policy_errors(saved_run, tmp_path):
         reppo.load_policy(run_dir, seed_index=1)
     with pytest.raises(RunDirError):
         reppo.load_policy(tmp_path / "no-run")
+
+
+# ---- saving and exporting a policy ----------------------------------------------------------
+def _random_policy(config=TINY, seed_index=0, backend="jax"):
+    """A Policy of random weights and observation statistics (no training): its actions tell
+    policies apart, where the scripted trainer's zero weights act the same everywhere."""
+    from tests.fakes import ScriptedTrainer
+
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for name, value in ScriptedTrainer(config).state_arrays(0).items():
+        if name.startswith("actor/") or name == "obs_stats/mean":
+            value = rng.normal(0.0, 1.0, value.shape).astype(value.dtype)
+        elif name == "obs_stats/var":
+            value = rng.uniform(0.5, 4.0, value.shape).astype(value.dtype)
+        arrays[name] = value
+    return reppo.Policy(config, arrays, backend=backend, seed_index=seed_index, env_steps=256,
+                        sizes=(5, 1))
+
+
+def _files(directory):
+    return {p.relative_to(directory).as_posix(): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_saved_policy_loads_back_with_the_same_actions(tmp_path):
+    two_seeds = TINY.replace(num_seeds=2)
+    policy = _random_policy(two_seeds, seed_index=1)
+    batch = _obs(policy)
+    assert not np.array_equal(policy(batch), _random_policy(two_seeds, seed_index=0)(batch))
+    policy.save(tmp_path / "policy")
+    loaded = reppo.load_policy(tmp_path / "policy")
+    np.testing.assert_array_equal(loaded(batch), policy(batch))
+    assert loaded.env_steps == 256 and loaded.backend == "jax"
+    # The seed saved is a one-seed policy: the seed it was trained with.
+    assert loaded.config == two_seeds.replace(num_seeds=1, seed=two_seeds.seed + 1)
+    assert loaded.checkpoint == latest_checkpoint(tmp_path / "policy")
+    np.testing.assert_allclose(
+        reppo.load_policy(tmp_path / "policy", backend="torch")(batch), policy(batch), atol=1e-5
+    )
+
+
+def test_saving_a_policy_never_overwrites_anything(tmp_path):
+    policy = _random_policy()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine too")
+    before = _files(tmp_path)
+    for path in (taken, tmp_path / "file"):
+        with pytest.raises(reppo.ConfigError, match=f"{path} already exists.*nothing was"):
+            policy.save(path)
+    assert _files(tmp_path) == before
+    with pytest.raises(reppo.ConfigError, match=r"cannot write .*file/policy.*nothing was"):
+        policy.save(tmp_path / "file" / "policy")  # its directory would be a file
+    assert _files(tmp_path) == before
+    policy.save(tmp_path / "saved")
+    saved = _files(tmp_path / "saved")
+    with pytest.raises(reppo.ConfigError, match="already exists"):
+        policy.save(tmp_path / "saved")
+    assert _files(tmp_path / "saved") == saved
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    policy.save(empty)  # an empty directory holds nothing to lose
+    assert reppo.load_policy(empty).env_steps == 256
+
+
+def test_a_saved_policy_cannot_be_resumed(tmp_path, scripted):
+    policy = _random_policy(scripted)
+    policy.save(tmp_path / "policy")
+    before = _files(tmp_path)
+    with pytest.raises(RunDirError, match=r"Policy.save.*cannot be resumed.*--preset"):
+        reppo.train(None, tmp_path / "policy", resume=True)
+    assert _files(tmp_path) == before
+
+
+def test_export_onnx_checks_its_path_before_any_work(tmp_path):
+    policy = _random_policy()
+    (tmp_path / "taken.onnx").write_text("mine")
+    with pytest.raises(reppo.ConfigError, match="taken.onnx already exists"):
+        policy.export_onnx(tmp_path / "taken.onnx")
+    assert (tmp_path / "taken.onnx").read_text() == "mine"
+    with pytest.raises(CheckpointError, match="missing.*does not exist"):
+        policy.export_onnx(tmp_path / "missing" / "policy.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
+
+
+@pytest.mark.e2e
+def test_export_onnx_writes_what_reppo_export_writes(saved_run, tmp_path, capsys):
+    import onnx
+    import onnxruntime
+
+    from reppo.cli import main
+
+    assert main(["export", str(saved_run.run_dir), "--onnx", str(tmp_path / "cli.onnx")]) == 0
+    report = saved_run.result.policy.export_onnx(tmp_path / "api.onnx")
+    assert report["path"] == str(tmp_path / "api.onnx") and report["max_abs_error"] <= 1e-4
+    models = [onnx.load(tmp_path / name) for name in ("cli.onnx", "api.onnx")]
+    props = [{p.key: p.value for p in m.metadata_props} for m in models]
+    assert props[1] == props[0]
+    batch = _obs(saved_run.result.policy)
+    outputs = [
+        onnxruntime.InferenceSession(str(tmp_path / name)).run(["action"], {"obs": batch})[0]
+        for name in ("cli.onnx", "api.onnx")
+    ]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    np.testing.assert_allclose(outputs[1], saved_run.result.policy(batch), atol=1e-5)
+
+
+def test_train_takes_an_env_name_or_registration_but_no_env_object(scripted):
+    from reppo.user_envs import lookup
+    from tests.fakes import StillEnv
+
+    name = scripted.env
+    result = reppo.train(TINY, env=name)
+    assert result.policy.config.env == name and result.env_steps == TINY.total_steps
+    assert reppo.train(TINY, env=lookup(name)).policy.config.env == name
+    for env in (StillEnv(), StillEnv):
+        with pytest.raises(reppo.ConfigError, match=r"env=.*name.*reppo.register_env") as err:
+            reppo.train(TINY, env=env)
+        assert isinstance(err.value, TypeError) and "\n" not in str(err.value)
 
 
 # ---- the torch backend ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from reppo.cli import main
 from reppo.envs import list_envs
 from reppo.loop import runner as training
 from reppo.runs import (
+    CheckpointError,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
@@ -241,6 +243,154 @@ def test_resume_extends_the_run(run_copy, capsys):
     assert steps == sorted(set(steps))  # strictly increasing, no duplicates
     # Records from before the resume are kept byte for byte.
     assert (run / "metrics.jsonl").read_text().splitlines()[:2] == old_lines
+
+
+def _scripted_run(capsys, flags, run: Path) -> Path:
+    code, _, err = _cli(capsys, "train", *flags, "--run-dir", run)
+    assert code == 0, err
+    return run
+
+
+def test_resume_refuses_a_config_json_edited_away_from_its_checkpoint(
+    tmp_path, capsys, scripted_flags
+):
+    import reppo
+
+    run = _scripted_run(capsys, scripted_flags, tmp_path / "run")
+    trained_with = json.loads((run / "config.json").read_text())
+    _edit_config(run, actor_lr=0.01, num_envs=16)
+    before = _snapshot(run)
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", 2 * STEPS)
+    _assert_user_error(
+        code, err, str(run / "config.json"), str(latest_checkpoint(run)),
+        f"actor_lr (config.json: 0.01, checkpoint: {trained_with['actor_lr']})",
+        "num_envs (config.json: 16, checkpoint: 8)", "nothing was changed", "restore",
+        f"--preset {run / 'config.json'}",
+    )
+    assert "total_steps" not in err.split("checkpoint:")[0]  # a resumable field is no edit
+    assert _snapshot(run) == before
+    with pytest.raises(CheckpointError, match="actor_lr"):
+        reppo.train(None, run, resume=True)
+    assert _snapshot(run) == before
+    # What a resumed run may change may also be edited by hand.
+    _edit_config(run, actor_lr=trained_with["actor_lr"], num_envs=8, eval_episodes=3,
+                 total_steps=2 * STEPS)
+    code, out, err = _cli(capsys, "train", "--resume", run)
+    assert code == 0, err
+    assert _latest_steps(run) == 2 * STEPS
+
+
+def test_resume_with_a_budget_below_the_runs_steps_changes_nothing(
+    tmp_path, capsys, scripted_flags
+):
+    import reppo
+    from reppo.config import Config, ConfigError
+
+    run = _scripted_run(capsys, scripted_flags, tmp_path / "run")
+    before = _snapshot(run)
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", CHUNK)
+    _assert_user_error(code, err, str(run), f"{STEPS:,} env steps", f"total_steps {CHUNK:,}",
+                       "nothing was changed", f"--total-steps of at least {STEPS:,}")
+    assert out == "" and _snapshot(run) == before
+    config = Config.from_dict(json.loads((run / "config.json").read_text()))
+    with pytest.raises(ConfigError, match="nothing was changed"):
+        reppo.train(config.replace(total_steps=CHUNK), run, resume=True)
+    assert _snapshot(run) == before
+    # Its own budget, or one that rounds up to the steps it holds, has nothing to do.
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", STEPS - 1)
+    assert code == 0, err
+    assert "already holds" in out and _snapshot(run) == before
+
+
+@pytest.mark.parametrize("lost", ["checkpoint files", "checkpoints folder", "every record"])
+def test_a_run_without_checkpoints_says_what_is_missing_and_never_advises_resume(
+    tmp_path, capsys, scripted_flags, lost
+):
+    import reppo
+
+    run = _scripted_run(capsys, scripted_flags, tmp_path / "run")
+    if lost == "checkpoints folder":
+        shutil.rmtree(run / "checkpoints")
+        state = "is missing"
+    else:
+        for path in (run / "checkpoints").iterdir():
+            path.unlink()
+        state = "is empty"
+    if lost == "every record":
+        (run / "metrics.jsonl").unlink()
+        why = "stopped before its first checkpoint"
+    else:
+        why = f"logged {STEPS:,} env steps"
+    before = _snapshot(run)
+    new_run = f"reppo train --preset {run / 'config.json'} --run-dir NEW_DIR"
+    for args in (["eval", run], ["export", run, "--onnx", tmp_path / "policy.onnx"],
+                 ["train", "--resume", run]):
+        code, out, err = _cli(capsys, *args)
+        _assert_user_error(code, err, str(run), "no checkpoint", f"{run / 'checkpoints'} {state}",
+                           why, new_run)
+        assert "--resume" not in err and out == ""
+    with pytest.raises(CheckpointError, match="no checkpoint") as loading:
+        reppo.load_policy(run)
+    assert "--resume" not in str(loading.value)
+    assert _snapshot(run) == before and not (tmp_path / "policy.onnx").exists()
+
+
+_ENV_MODULE = "still_env_module_for_resume"
+
+
+@pytest.fixture
+def module_env(tmp_path):
+    """A module in its own directory that registers the still env as 'Still' when imported;
+    forgotten (registration and import) after the test."""
+    from reppo.user_envs import unregister_env
+
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / f"{_ENV_MODULE}.py").write_text(
+        "from reppo.user_envs import register_env\n"
+        "from tests.fakes import StillEnv\n"
+        "register_env('Still', StillEnv, episode_length=1000, reward_range=(0.0, 1.0))\n"
+    )
+
+    def forget():
+        unregister_env("Still")
+        sys.modules.pop(_ENV_MODULE, None)
+
+    yield envs
+    forget()
+
+
+def test_resuming_a_module_env_run_needs_only_its_module_importable(
+    tmp_path, capsys, monkeypatch, module_env
+):
+    from reppo.user_envs import unregister_env
+
+    scripted_backend(monkeypatch)
+    monkeypatch.chdir(module_env)  # trained where the module is
+    run = tmp_path / "run"
+    flags = tiny_flags(TINY.replace(env=f"{_ENV_MODULE}:Still", total_steps=CHUNK))
+    code, _, err = _cli(capsys, "train", "--preset", "cpu", *flags, "--run-dir", run)
+    assert code == 0, err
+    # A new process: nothing registered or imported, started elsewhere.
+    unregister_env("Still")
+    sys.modules.pop(_ENV_MODULE, None)
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(run)
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", STEPS)
+    _assert_user_error(code, err, f"no module named '{_ENV_MODULE}'", "PYTHONPATH")
+    assert _snapshot(run) == before
+    monkeypatch.syspath_prepend(str(module_env))  # as PYTHONPATH=envs does
+    code, out, err = _cli(capsys, "train", "--resume", run, "--total-steps", STEPS)
+    assert code == 0, err
+    assert _latest_steps(run) == STEPS
+
+
+def test_the_envs_doc_says_what_resuming_a_module_env_needs():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "envs.md").read_text()
+    section = text.split("#### Resuming a run of your env")[1].split("\n## ")[0]
+    for needle in ("--resume", "import `module`", "PYTHONPATH", "episode_length",
+                   "reward_range", "before anything is trained or written"):
+        assert needle in section, needle
 
 
 # ---- Ctrl-C -----------------------------------------------------------------------------------

@@ -21,7 +21,15 @@ from typing import Any
 from reppo.config import Config, ConfigError
 from reppo.loop.callbacks import Callback, StopTraining
 from reppo.loop.seam import TrainResult as _LoopResult
-from reppo.policy import Policy, check_backend
+from reppo.policy import (
+    ArgumentError,
+    Policy,
+    as_path,
+    check_backend,
+    check_bool,
+    check_int,
+    unknown_arguments,
+)
 
 __all__ = ["StopTraining", "TrainResult", "load_policy", "preset", "run_training", "train"]
 
@@ -59,6 +67,15 @@ def preset(
     """
     from reppo.presets import get_preset, resolve_preset_name
 
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise ArgumentError(
+            f"preset: name must be a preset name (a str such as 'cpu', 'paper' or 'auto') or "
+            f"the path of a preset file (.json), got {name!r}"
+        )
+    if env is not None:
+        env = _env_name(env, "preset")
     check_backend(backend)
     _join_jax_processes(backend)
     resolved = resolve_preset_name(name, backend=backend, env=env)
@@ -198,13 +215,80 @@ def _run_training(
                           callbacks=tuple(callbacks), setup=setup)
 
 
+def _env_name(env: Any, function: str = "train") -> str:
+    """The task `train(env=...)` names: a name, or the registration `reppo.register_env`
+    returned (what a 'module:Name' resolves to)."""
+    from reppo.user_envs import RegisteredEnv, lookup
+
+    if isinstance(env, str) and env:
+        return env
+    if isinstance(env, RegisteredEnv):
+        if lookup(env.name) is not env:
+            raise ConfigError(
+                f"env: {env.name!r} is no longer registered as the entry given (it was "
+                "replaced or unregistered); register it again, or pass the name itself"
+            )
+        return env.name
+    looks_like_an_env = callable(env) or (hasattr(env, "reset") and hasattr(env, "step"))
+    if not looks_like_an_env:
+        raise ArgumentError(
+            f"{function}: env must be a task name (a str such as 'CartpoleBalance' or "
+            f"'my_envs:Maze'), a registration from reppo.register_env, or None; got {env!r}"
+        )
+    # An env object cannot make a run: the run builds its env from a factory several times
+    # (the training batch, the evaluation batch) and records the env's name so that it can be
+    # rebuilt later, in this process or another (load_policy, eval, resume, report).
+    kind = f"the class {env.__name__}" if isinstance(env, type) else (
+        f"a {type(env).__name__} object"
+    )
+    raise ArgumentError(
+        f"{function}(env=...) takes a task name, not {kind}: a run builds its env from a name "
+        "(several batches of it) and records that name, so that load_policy, `reppo eval` and "
+        "resuming can rebuild it; register yours and pass its name: reppo.register_env("
+        "'MyEnv', make_env, episode_length=T, reward_range=(low, high)), make_env() returning "
+        "one new env (backend='torch' for a gymnasium.Env), then train(config, env='MyEnv') "
+        "(docs/envs.md)"
+    )
+
+
+_TRAIN_ARGUMENTS = ("config", "run_dir", "env", "resume", "callbacks", "echo")
+
+
+def _check_train_arguments(
+    config: Any, run_dir: Any, resume: Any, callbacks: Any, echo: Any
+) -> tuple[Callback, ...]:
+    """`train`'s arguments checked before anything runs (a callback that is not callable
+    would otherwise fail at the first record, after the compilation); its callbacks."""
+    resume = check_bool(resume, "train: resume")
+    if not isinstance(config, Config) and not (resume and config is None):
+        allowed = "a reppo.Config (reppo.preset(...))" + (", or None" if resume else "")
+        raise ArgumentError(f"train: config must be {allowed}, got {type(config).__name__}")
+    if run_dir is not None:
+        as_path(run_dir, "train: run_dir (or None for a run kept in memory)")
+    if echo is not None and not callable(echo):
+        raise ArgumentError(
+            f"train: echo must be None (print nothing) or a callable taking each line, such as "
+            f"print; got {echo!r}"
+        )
+    if callable(callbacks):
+        return (callbacks,)
+    if not isinstance(callbacks, (list, tuple)) or not all(callable(c) for c in callbacks):
+        raise ArgumentError(
+            "train: callbacks must be a callable or a list of callables, each called with every "
+            f"metrics record; got {callbacks!r}"
+        )
+    return tuple(callbacks)
+
+
 def train(
     config: Config | None,
     run_dir: str | os.PathLike[str] | None = None,
     *,
+    env: str | Any | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] | Callback = (),
     echo: Callable[[str], None] | None = None,
+    **unknown: Any,
 ) -> TrainResult:
     """Train a run (or, with `resume=True`, continue the run in `run_dir`) and return its
     result, with the trained policy as `result.policy`.
@@ -215,23 +299,26 @@ def train(
     With `resume=True`, `config` None continues with the run's own config; a config may
     change only what `reppo train --resume` may (the budget, logging, cadences).
 
+    `env` None trains on `config.env`; a task name, or the registration that
+    `reppo.register_env` returned, trains on that env instead (`config.replace(env=...)`, so
+    without a preset's per-task settings: `reppo.preset(env=...)` has those). An env object is
+    refused: register it and pass its name.
+
     Each callback is called with every metrics record (the dict logged to metrics.jsonl: see
     docs/algorithm.md). Returning True or raising `reppo.StopTraining` stops the run at that
     record: a checkpoint is saved and `result.interrupted` is True. `echo` None prints
     nothing; a callable receives each progress line. Ctrl-C stops the run as with the CLI.
     """
-    if callable(callbacks):
-        callbacks = (callbacks,)
-    callbacks = tuple(callbacks)
+    if unknown:
+        raise unknown_arguments("train", unknown, _TRAIN_ARGUMENTS, config_fields=True)
+    callbacks = _check_train_arguments(config, run_dir, resume, callbacks, echo)
     if resume:
         if run_dir is None:
             raise ConfigError("resume=True needs the run_dir of the run to continue")
         if config is None:
             config = _resume_config(None, Path(run_dir))
-    elif not isinstance(config, Config):
-        raise TypeError(
-            f"config must be a reppo.Config (reppo.preset(...)), got {type(config).__name__}"
-        )
+    if env is not None:
+        config = config.replace(env=_env_name(env))
     say = echo if echo is not None else (lambda line: None)
 
     def run(path: Path, keep: bool) -> TrainResult:
@@ -257,6 +344,7 @@ def load_policy(
     backend: str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     seed_index: int = 0,
+    **unknown: Any,
 ) -> Policy:
     """The policy saved in a run directory: its latest checkpoint, or `checkpoint` (a file of
     the run, RUN_DIR/checkpoints/ckpt_<step>.safetensors), as `reppo eval` loads it.
@@ -269,6 +357,14 @@ def load_policy(
     """
     from reppo.runs import load_run_checkpoint, policy_sizes
 
+    if unknown:
+        raise unknown_arguments(
+            "load_policy", unknown, ("run_dir", "backend", "checkpoint", "seed_index")
+        )
+    run_dir = as_path(run_dir, "load_policy: run_dir")
+    if checkpoint is not None:
+        checkpoint = as_path(checkpoint, "load_policy: checkpoint (or None for the latest)")
+    seed_index = check_int(seed_index, "load_policy: seed_index")
     saved_config, path, arrays, metadata = load_run_checkpoint(run_dir, checkpoint)
     config = Config.from_dict(saved_config)
     backend = check_backend(backend if backend is not None else config.backend)

@@ -12,7 +12,9 @@ Nothing here imports JAX or torch until a policy is built.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,52 @@ __all__ = ["Policy"]
 
 BACKENDS = ("jax", "torch")
 _POLICY_ARRAYS = ("actor/", "obs_stats/")
+
+
+class ArgumentError(ConfigError, TypeError):
+    """A public function of the library called with an argument of the wrong kind: a
+    ConfigError (a mistake the caller fixes) that is also the TypeError Python itself would
+    raise, so that code catching either keeps working."""
+
+
+def as_path(value: Any, what: str) -> Path:
+    """`value` as a Path, or an ArgumentError naming `what` and what it accepts."""
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
+        return Path(value)
+    raise ArgumentError(f"{what} must be a path (a non-empty str or pathlib.Path), got {value!r}")
+
+
+def check_bool(value: Any, what: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ArgumentError(f"{what} must be True or False, got {value!r}")
+
+
+def check_int(value: Any, what: str, accepted: str = "an int") -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise ArgumentError(f"{what} must be {accepted}, got {value!r}")
+
+
+def unknown_arguments(
+    function: str, unknown: dict[str, Any], accepted: tuple[str, ...], config_fields: bool = False
+) -> ArgumentError:
+    """The error for keywords `function` does not take: the first of them, the closest
+    argument it does take, and all of them; with `config_fields`, a config field given to it
+    is pointed to the config."""
+    import dataclasses
+    import difflib
+
+    name = next(iter(unknown))
+    head = f"{function}() has no argument {name!r}"
+    if config_fields and name in {f.name for f in dataclasses.fields(Config)}:
+        return ArgumentError(
+            f"{head}: it is a config field, set in the config: reppo.preset(..., {name}=...) "
+            f"or config.replace({name}=...)"
+        )
+    close = difflib.get_close_matches(name, accepted, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return ArgumentError(f"{head}{guess}; its arguments: {', '.join(accepted)}")
 
 
 def check_torch_installed() -> None:
@@ -55,7 +103,8 @@ class Policy:
     same seed gives the same actions) or else from the policy's own random stream.
 
     Built by `reppo.load_policy` and `reppo.train` (`result.policy`); not meant to be
-    constructed directly.
+    constructed directly. `save(path)` keeps it for `reppo.load_policy`, `export_onnx(path)`
+    writes it as `reppo export` does.
     """
 
     def __init__(
@@ -107,8 +156,13 @@ class Policy:
 
     # ---- NumPy in, NumPy out -------------------------------------------------------------------
     def __call__(
-        self, obs: Any, deterministic: bool = True, *, seed: int | None = None
+        self, obs: Any, deterministic: bool = True, *, seed: int | None = None, **unknown: Any
     ) -> np.ndarray:
+        if unknown:
+            raise unknown_arguments("Policy.__call__", unknown, ("obs", "deterministic", "seed"))
+        deterministic = check_bool(deterministic, "policy(obs, deterministic=...)")
+        if seed is not None:
+            seed = check_int(seed, "policy(obs, seed=...)", "an int or None")
         batch, single = self._as_batch(obs)
         if self.backend == "jax":
             actions = self._call_jax(batch, deterministic, seed)
@@ -160,6 +214,93 @@ class Policy:
                     self._rng = torch.Generator().manual_seed(secrets.randbits(63))
                 generator = self._rng
             return sample_action(self._module, obs, generator).numpy()
+
+    # ---- saving ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this policy to the new directory `path` and return it: a run directory that
+        holds the policy alone (config.json and one checkpoint of the actor and the observation
+        statistics), which `reppo.load_policy(path)`, `reppo eval` and `reppo export` read like
+        any run, and which cannot be resumed (it has no training state).
+
+        The policy is saved as a one-seed policy: the seed it is (`seed_index`) of a
+        several-seed run becomes seed 0, with that seed's `config.seed`. `path` must not exist
+        or be an empty directory; anything else is refused and left as it is. The directory is
+        written beside `path` under a temporary name and renamed into place when complete."""
+        from reppo.runs import atomic_write_json, collect_versions, save_checkpoint
+        from reppo.runs.checkpoint import POLICY_ONLY
+        from reppo.runs.rundir import CONFIG_FILE, VERSIONS_FILE
+
+        path = as_path(path, "Policy.save: path")
+        self._check_new_directory(path)
+        index = self.seed_index
+        config = self.config.replace(num_seeds=1, seed=self.config.seed + index)
+        arrays = {name: value[index:index + 1] for name, value in self._arrays.items()}
+        metadata = {
+            "backend": config.backend,  # the backend that trained it, as in a run's checkpoints
+            "env_steps": self.env_steps,
+            "num_seeds": 1,
+            "obs_size": self.obs_size,
+            "action_size": self.action_size,
+            "config": config.to_dict(),
+            POLICY_ONLY: True,
+        }
+        # A name no one else uses, made with os.mkdir so that the directory gets the mode the
+        # umask gives (tempfile.mkdtemp's would be 0700 once renamed into place).
+        partial = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.mkdir()
+            atomic_write_json(partial / CONFIG_FILE, config.to_dict())
+            atomic_write_json(partial / VERSIONS_FILE, collect_versions())
+            save_checkpoint(partial, self.env_steps, arrays, metadata, keep=1)
+            # rename() replaces only a missing path or an empty directory, so a directory
+            # filled in the meantime is never replaced.
+            os.rename(partial, path)
+        except OSError as err:
+            raise ConfigError(
+                f"Policy.save: cannot write {path} ({err.strerror or err}); nothing was written "
+                "there: check that it is still new and that its directory is writable"
+            ) from None
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        return path
+
+    @staticmethod
+    def _check_new_directory(path: Path) -> None:
+        if path.is_dir() and not any(path.iterdir()):
+            return
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                f"Policy.save: {path} already exists; nothing was written (a policy is saved "
+                "into a new or empty directory): pick another path, or delete it first"
+            )
+
+    def export_onnx(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write this policy as an ONNX graph to `path`, a new file: the file `reppo export
+        --onnx` writes for the same policy (its normalization included, the same metadata),
+        checked the same way against the torch policy with onnxruntime before it is written.
+        Returns what was checked (`path`, `obs_size`, `action_size`, `max_abs_error`, the
+        file's `metadata`, ...). Needs PyTorch, onnx and onnxruntime (the torch extra)."""
+        import tempfile
+
+        path = as_path(path, "Policy.export_onnx: path")
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                f"Policy.export_onnx: {path} already exists; pick another path or delete it "
+                "first"
+            )
+        check_torch_installed()
+        from reppo.runs.outputs import check_output_path
+        from reppo.torch.export import export_onnx
+
+        # Before the slow part: a missing, read-only or full directory.
+        check_output_path(path, "Policy.export_onnx:")
+        # The exporter reads a run directory: these arrays, saved as one (the policy's own
+        # run may have moved on, or never been kept).
+        with tempfile.TemporaryDirectory(prefix="reppo-export-") as tmp:
+            report = export_onnx(self.save(Path(tmp) / "policy"), path)
+        report["checkpoint"] = None if self.checkpoint is None else str(self.checkpoint)
+        return report
 
     # ---- native forms --------------------------------------------------------------------------
     def jax_fn(self, deterministic: bool = True):

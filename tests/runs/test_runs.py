@@ -619,3 +619,19 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+def test_a_run_being_trained_without_a_checkpoint_yet_names_its_writer(tmp_path):
+    from reppo.config import Config
+    from reppo.runs import create_run_dir, load_run_checkpoint
+    from reppo.runs.lock import RunLock
+
+    run = create_run_dir(tmp_path / "run", Config().to_dict(), {})
+    with RunLock.acquire(run), pytest.raises(CheckpointError) as err:
+        load_run_checkpoint(run)
+    message = str(err.value)
+    assert f"pid {os.getpid()}" in message and "is training it" in message, message
+    assert "--resume" not in message
+    with pytest.raises(CheckpointError, match="logged no progress") as err:
+        load_run_checkpoint(run)
+    assert "--resume" not in str(err.value)

@@ -43,7 +43,6 @@ from reppo.loop.seam import EvalReport, NonFiniteError, SingleProcess, Trainer, 
 from reppo.runs import (
     MetricsLogger,
     RunDir,
-    RunDirError,
     atomic_write_json,
     create_run_dir,
     format_duration,
@@ -128,11 +127,7 @@ def train(
             # A clear error for a directory that is not a run, and the resume rule: a resumed
             # run changes only what RESUMABLE_FIELDS allows, so that config.json describes it.
             RunDir(run_dir).resumed_config(config)
-            if latest_checkpoint(run_dir) is None:
-                raise RunDirError(
-                    f"{run_dir}: no checkpoint to resume from (the run stopped before its "
-                    "first one); start it again with `reppo train --run-dir NEW_DIR`"
-                )
+            RunDir(run_dir).check_resume(config)
             locks.append(RunLock.acquire(run_dir))
         else:
             check_run_dir_free(run_dir, config.to_dict())
@@ -188,7 +183,11 @@ def _train_locked(
         arrays, metadata = on_leader(processes, lambda: read_state(trainer, path))
         state = load_arrays(trainer, path, arrays, metadata)
         saved = open_run_dir(run_dir)
-        if saved != config.to_dict():
+        # A finished run whose budget is already trained has nothing to do: its config.json
+        # stays as it is (a budget that merely rounds to the steps it holds changes nothing).
+        done = trainer.iteration_of(state) >= config.num_iterations and RunDir(
+            run_dir).is_finished()
+        if saved != config.to_dict() and not done:
             # The run is extended or logged differently from now on: config.json says so, so
             # a later plain `--resume` (e.g. after Ctrl-C) continues the extended run.
             changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ _KEY_CHECKSUM = "reppo.checksum"
 # A real header is a few kB per thousand arrays; a huge length means the file is not ours.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DELETE_HINT = "delete it to resume from the previous checkpoint"
+# True in the metadata of a checkpoint written by `reppo.Policy.save`: it holds a policy (the
+# actor and the observation statistics) and none of the training state (critic, optimizers,
+# PRNG keys) that resuming needs, so it is evaluated, exported and loaded, never resumed.
+POLICY_ONLY = "policy_only"
 
 
 class CheckpointError(RuntimeError):
@@ -249,6 +254,29 @@ def _read_header(path: Path, data: bytes, fix: str = _DELETE_HINT) -> dict[str, 
     return header
 
 
+def read_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata `save_checkpoint` stored in the checkpoint at `path`, read from its header
+    alone: quick even for a large checkpoint, for checks made before a run's slow setup. The
+    arrays are neither read nor verified (`load_checkpoint` does that); a header that cannot be
+    read is a CheckpointError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            start = file.read(8)
+            (header_len,) = struct.unpack("<Q", start) if len(start) == 8 else (0,)
+            if not 0 < header_len <= _MAX_HEADER_BYTES:
+                raise CheckpointError(f"checkpoint {path} has no valid header")
+            header = json.loads(file.read(header_len))
+        metadata = json.loads(header["__metadata__"][_KEY_METADATA])
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {path} has no readable reppo metadata") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"checkpoint {path} has no readable reppo metadata")
+    return metadata
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], *, fix: str | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -352,7 +380,7 @@ def _evaluation_fix(run_dir: Path, path: Path, given: bool) -> str:
     )
 
 
-def _comparable(name: str, value: Any) -> Any:
+def comparable_value(name: str, value: Any) -> Any:
     """A config value as its field's type, so that e.g. 16 and 16.0 in JSON compare equal."""
     try:
         return coerce_field(name, value)
@@ -375,7 +403,8 @@ def check_config_matches(
     for name in POLICY_FIELDS:
         if name not in stored:
             continue
-        if name in config and _comparable(name, config[name]) == _comparable(name, stored[name]):
+        if name in config and (comparable_value(name, config[name])
+                               == comparable_value(name, stored[name])):
             continue
         shown = json.dumps(config[name]) if name in config else "missing"
         differ.append(f"{name} (config.json: {shown}, checkpoint: {json.dumps(stored[name])})")
@@ -386,6 +415,35 @@ def check_config_matches(
             "(the checkpoint's are the ones it was trained with); if the checkpoint is from "
             "another run, evaluate it with that run's directory"
         )
+
+
+def no_checkpoint_message(run_dir: Path, purpose: str) -> str:
+    """Why the run in `run_dir` has no checkpoint to `purpose` ("load", "resume from") and what
+    to do. Never `--resume`: resuming needs a checkpoint as much as loading does."""
+    from reppo.runs.lock import live_writer
+    from reppo.runs.metrics import read_metrics
+
+    head = f"{run_dir}: no checkpoint to {purpose}"
+    writer = live_writer(run_dir)
+    if writer is not None:
+        return (f"{head} yet: {writer} is training it and has not written its first one; try "
+                "again once it has (every checkpoint_interval_steps env steps)")
+    folder = run_dir / CHECKPOINT_DIR
+    state = "is empty" if folder.is_dir() else "is missing"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged metrics line says nothing here
+            logged = max((r.get("env_steps", 0) for r in read_metrics(run_dir)), default=0)
+    except Exception:  # an unreadable metrics file: the run's progress is unknown
+        logged = 0
+    new_run = (f"train it again from its config: `reppo train --preset {run_dir / 'config.json'}"
+               " --run-dir NEW_DIR`")
+    if isinstance(logged, int) and logged > 0:
+        return (f"{head}: {folder} {state}, though the run logged {logged:,} env steps, so its "
+                f"checkpoint files were deleted or moved; put them back in {folder}, or "
+                f"{new_run}")
+    return (f"{head}: {folder} {state} and the run logged no progress (it stopped before its "
+            f"first checkpoint); {new_run}")
 
 
 def load_run_checkpoint(
@@ -403,10 +461,7 @@ def load_run_checkpoint(
     config = open_run_dir(run_dir)
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if path is None:
-        raise CheckpointError(
-            f"{run_dir}: no checkpoint yet; train longer or resume with "
-            f"`reppo train --resume {run_dir}`"
-        )
+        raise CheckpointError(no_checkpoint_message(run_dir, "load"))
     fix = _evaluation_fix(run_dir, path, given=checkpoint is not None)
     arrays, metadata = load_checkpoint(path, fix=fix)
     check_config_matches(config, metadata, run_dir=run_dir, path=path)

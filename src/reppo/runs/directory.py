@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from reppo.config import RESUMABLE_FIELDS, Config, ConfigError, frozen_changes
-from reppo.runs.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from reppo.runs.checkpoint import (
+    CHECKPOINT_DIR,
+    POLICY_ONLY,
+    CheckpointError,
+    comparable_value,
+    latest_checkpoint,
+    no_checkpoint_message,
+    read_checkpoint_metadata,
+)
 from reppo.runs.metrics import EVAL_RETURN, METRICS_FILE, read_metrics
 from reppo.runs.rundir import (
     CONFIG_FILE,
     VERSIONS_FILE,
+    RunDirError,
     atomic_write_json,
     check_run_dir_free,
     open_run_dir,
@@ -142,3 +151,61 @@ class RunDir:
                 f"{', '.join(sorted(RESUMABLE_FIELDS))}"
             )
         return config
+
+    def check_resume(self, config: Config) -> Path:
+        """The checkpoint a resume with `config` (already past `resumed_config`) continues
+        from, after the checks that need only its header, made before the run's slow setup:
+        a RunDirError for a directory with no checkpoint or holding a saved policy, which has
+        no training state. A header that cannot be read is left to the full load, which names
+        the damage and the fix."""
+        path = latest_checkpoint(self.path)
+        if path is None:
+            raise RunDirError(no_checkpoint_message(self.path, "resume from"))
+        try:
+            metadata = read_checkpoint_metadata(path)
+        except CheckpointError:
+            return path
+        if metadata.get(POLICY_ONLY):
+            raise RunDirError(
+                f"{self.path} holds a policy saved with Policy.save, without the training state "
+                "(critic, optimizers) a run continues from, so it cannot be resumed; resume the "
+                "run it came from, or train a new run with its config: `reppo train --preset "
+                f"{self.config_file} --run-dir NEW_DIR`"
+            )
+        stored = metadata.get("config")
+        if isinstance(stored, dict):
+            self._check_config_is_the_checkpoints(stored, path)
+        held = metadata.get("env_steps")
+        budget = config.num_iterations * config.steps_per_iteration
+        if isinstance(held, int) and budget < held:
+            # Training on would do nothing, and rewriting config.json with the smaller budget
+            # would make it disagree with the checkpoints and metrics the run holds.
+            raise ConfigError(
+                f"{self.path} already holds {held:,} env steps ({path.name}), more than "
+                f"total_steps {config.total_steps:,}: a run is not shortened, and nothing was "
+                f"changed; resume with --total-steps of at least {held:,} to extend it, or "
+                f"evaluate it as it is (`reppo eval {self.path}`)"
+            )
+        return path
+
+    def _check_config_is_the_checkpoints(self, stored: dict[str, Any], path: Path) -> None:
+        """Refuse a config.json edited away from the config its latest checkpoint was trained
+        with (stored in the checkpoint) outside the fields a resumed run may change: resuming
+        would go on with settings the run was not trained with, and config.json would no
+        longer describe the run. Fields the checkpoint does not store are not compared."""
+        current = Config.from_dict(self.config()).to_dict()
+        edited = [
+            f"{name} (config.json: {json.dumps(current[name])}, checkpoint: "
+            f"{json.dumps(stored[name])})"
+            for name in current
+            if name in stored and name not in RESUMABLE_FIELDS
+            and comparable_value(name, current[name]) != comparable_value(name, stored[name])
+        ]
+        if edited:
+            raise CheckpointError(
+                f"{self.config_file} differs from the config checkpoint {path} was trained with "
+                f"in {', '.join(edited)}; nothing was changed: restore the checkpoint's values "
+                "to resume (a resumed run may change only "
+                f"{', '.join(sorted(RESUMABLE_FIELDS))}), or train a new run with the edited "
+                f"config: `reppo train --preset {self.config_file} --run-dir NEW_DIR`"
+            )
