@@ -22,6 +22,7 @@ import pytest
 
 from reppo.cli import main
 from reppo.envs import list_envs
+from reppo.loop import run_loop
 from reppo.loop import runner as training
 from reppo.runs import (
     CheckpointError,
@@ -399,7 +400,7 @@ def test_the_envs_doc_says_what_resuming_a_module_env_needs():
 def _interrupt_after_first_chunk(monkeypatch) -> list[str]:
     """Raise KeyboardInterrupt where the training loop reports its first chunk."""
     calls: list[str] = []
-    original = training.format_progress
+    original = run_loop.format_progress
 
     def format_progress(*args, **kwargs):
         calls.append(original(*args, **kwargs))
@@ -407,7 +408,7 @@ def _interrupt_after_first_chunk(monkeypatch) -> list[str]:
             raise KeyboardInterrupt
         return calls[-1]
 
-    monkeypatch.setattr(training, "format_progress", format_progress)
+    monkeypatch.setattr(run_loop, "format_progress", format_progress)
     return calls
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from reppo.jax.train import JaxTrainer
+from reppo.loop import run_loop
 from reppo.loop import runner as training
 from reppo.loop.runner import NonFiniteError, chunk_length, train
 from reppo.runs import (
@@ -413,7 +414,7 @@ def test_a_full_disk_during_a_checkpoint_is_a_one_line_error(tmp_path, monkeypat
     from tests.conftest import TINY, tiny_flags
 
     scripted_backend(monkeypatch)
-    monkeypatch.setattr(training, "save_state", _full_disk_after(1, training.save_state))
+    monkeypatch.setattr(run_loop, "save_state", _full_disk_after(1, run_loop.save_state))
     run = tmp_path / "run"
     with still_env() as name:
         code = cli.main(["train", "--preset", "cpu", *tiny_flags(TINY.replace(env=name)),
@@ -431,7 +432,7 @@ def test_a_full_disk_during_a_checkpoint_is_a_one_line_error(tmp_path, monkeypat
 def test_a_full_disk_at_the_first_checkpoint_leaves_no_run(tmp_path, tiny_config, monkeypatch):
     from reppo.runs import CheckpointError
 
-    monkeypatch.setattr(training, "save_state", _full_disk_after(0, training.save_state))
+    monkeypatch.setattr(run_loop, "save_state", _full_disk_after(0, run_loop.save_state))
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=f"no checkpoint had been written, so {run} is "
                                               "removed"):
