@@ -127,28 +127,30 @@ def plan(dry: bool, seconds: dict[str, float] | None = None) -> list[Part]:
     task_env = (lambda task: "CartpoleBalance") if dry else (lambda task: task)
     eval_episodes = 2 if dry else 128
     eval_every = 2 if dry else 8  # 8 iterations: 1,048,576 env steps at the paper preset
-    parts: list[Part] = [Part("precompile", "precompile", {}, 30 if dry else 80)]
+    # A dry run's boxes only bound a broken part: its workers stop after `max_chunks` chunks.
+    limit = {"max_chunks": 2} if dry else {}
+    parts: list[Part] = [Part("precompile", "precompile", {}, 120 if dry else 80)]
     for task in TASKS:
         parts.append(Part(f"jax-{task}", "train", {
             "task": task, "env": task_env(task), "num_seeds": 3, "fields": {
                 **base, "eval_episodes": eval_episodes}, "chunk": eval_every,
-            "evaluate": True, "old_evaluation": task == "CheetahRun",
-        }, 20 if dry else 55))
+            "evaluate": True, "old_evaluation": task == "CheetahRun", **limit,
+        }, 120 if dry else 55))
     for seeds in (1, 2) if dry else (1, 4, 8):
         parts.append(Part(f"seeds-{seeds}", "train", {
             "task": "CheetahRun", "env": task_env("CheetahRun"), "num_seeds": seeds,
             "fields": {**base, "eval_episodes": eval_episodes}, "chunk": 1 if dry else 2,
-            "evaluate": False,
-        }, 10 if dry else 17))
+            "evaluate": False, **limit,
+        }, 120 if dry else 17))
     for mode, fields in TORCH_MODES.items():
         skip = None
         if dry and mode != "eager":
             skip = ("dry run: torch.compile takes minutes on a CPU and CUDA graphs need a GPU; "
                     "the same worker as eager with two config fields changed")
         parts.append(Part(f"torch-{mode}", "torch", {
-            "env": task_env("CheetahRun"), "fields": {**base, **fields,
-                                                      "eval_episodes": eval_episodes},
-        }, 10 if dry else (25 if mode == "eager" else 45), skip))
+            "env": task_env("CheetahRun"), **limit, "fields": {
+                **base, **fields, "eval_episodes": eval_episodes},
+        }, 120 if dry else (25 if mode == "eager" else 45), skip))
     parts.append(Part("maniskill", "maniskill", {
         "env": "PushCube-v1", "preset": "maniskill-cpu" if dry else "maniskill",
         "train_seconds": 8 if dry else 80,
@@ -157,7 +159,7 @@ def plan(dry: bool, seconds: dict[str, float] | None = None) -> list[Part]:
                     "log_interval_steps": 64, "eval_interval_steps": 64}
                    if dry else {"log_interval_steps": 131_072,
                                 "eval_interval_steps": 262_144}),
-    }, 40 if dry else 100))
+    }, 90 if dry else 100))
     for part in parts:
         if seconds and part.name in seconds:
             part.seconds = seconds[part.name]
@@ -544,13 +546,35 @@ def closure(reqs: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def prepare(dest: Path) -> int:
+def read_have(path: Path | None) -> set[str]:
+    """The distributions a `name==version` list (OUT/installed.txt of a campaign, or `pip
+    list --format=freeze` on the GPU machine) names."""
+    return set() if path is None else read_have_text(path.read_text())
+
+
+def read_have_text(text: str) -> set[str]:
+    return {_name(line) for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")}
+
+
+def installed_list() -> str:
+    """Every installed distribution as `name==version`, one a line (OUT/installed.txt)."""
+    from importlib import metadata
+
+    pins = {_dist_key(d.metadata["Name"]): d.version for d in metadata.distributions()
+            if d.metadata["Name"]}
+    return "".join(f"{n}=={v}\n" for n, v in sorted(pins.items()))
+
+
+def prepare(dest: Path, have: Path | None = None) -> int:
     """Download the wheels that `--wheels` installs (the versions installed here, for CPython
-    3.11 on x86-64 Linux), without the large builds, and report their size."""
+    3.11 on x86-64 Linux), without the large builds and without what `have` lists as
+    installed on the GPU machine, and report their size."""
     dest.mkdir(parents=True, exist_ok=True)
     pins = closure(requirements())
+    there = read_have(have)
     wanted = sorted(f"{name}=={version}" for name, version in pins.items()
-                    if not is_large(name) and name != "reppo")
+                    if not is_large(name) and name != "reppo" and name not in there)
     command = [sys.executable, "-m", "pip", "download", "--dest", str(dest), "--no-deps",
                "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
                "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
@@ -561,12 +585,15 @@ def prepare(dest: Path) -> int:
     total = sum(s for s, _ in sizes)
     left_out = sorted(n for n in pins if is_large(n))
     print(f"left out (the GPU machine's own builds): {', '.join(left_out) or 'none'}")
+    if there:
+        print(f"left out as installed there ({have}): "
+              f"{len([n for n in pins if n in there])} distributions")
     print(f"{len(sizes)} files, {total / 2**20:.1f} MiB in {dest}; the largest:")
     for size, name in sizes[:8]:
         print(f"  {size / 2**20:7.1f} MiB  {name}")
     if total > 64 * 2**20:
-        print("more than the 64 MiB a carried tree may hold: carry only what the GPU machine "
-              "lacks (a campaign with --wheels installs what is missing and says what)")
+        print("more than the 64 MiB a carried tree may hold: prepare against what the GPU "
+              "machine has (--have OUT/installed.txt of a campaign there, or its pip freeze)")
     return rc
 
 
@@ -636,7 +663,8 @@ def worker_train(spec: dict[str, Any], rec: Recorder, seconds: float, compile_on
     while True:
         elapsed = time.perf_counter() - start
         expected = (chunk_s[-1] if chunk_s else 0.0) + (eval_s[-1] if eval_s else 0.0)
-        if points and elapsed + expected > seconds:
+        if points and (elapsed + expected > seconds
+                       or len(points) >= spec.get("max_chunks", len(points) + 1)):
             break
         t0 = time.perf_counter()
         state, _ = trainer.run_chunk(state, chunk)
@@ -697,7 +725,8 @@ def worker_torch(spec: dict[str, Any], rec: Recorder, seconds: float, compile_on
     state = trainer.init_state()
     rec.update(setup_s=time.perf_counter() - start)
     sps, took = [], []
-    while not took or time.perf_counter() - start + took[-1] <= seconds:
+    most = spec.get("max_chunks", float("inf"))
+    while not took or (time.perf_counter() - start + took[-1] <= seconds and len(took) < most):
         t0 = time.perf_counter()
         state, _ = trainer.run_chunk(state, 1)
         if on_gpu:
@@ -729,7 +758,7 @@ def worker_maniskill(spec: dict[str, Any], rec: Recorder, seconds: float,
     run_dir = rec.path.with_name(f"{rec.path.stem}-run")
     command = [sys.executable, "-m", "reppo.cli", "train", "--env", spec["env"],
                "--preset", spec["preset"], "--run-dir", str(run_dir),
-               "--checkpoint-interval-steps", "0"]
+               "--checkpoint-interval-steps", str(10**12)]  # one, at the stop
     for name, value in spec.get("fields", {}).items():
         command += ["--" + name.replace("_", "-"), str(value)]
     rec.update(command=" ".join(command))
@@ -829,6 +858,8 @@ def campaign(out: Path, *, dry: bool, budget: float, wheels: Path | None,
     (out / "parts").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     result: dict[str, Any] = {"meta": {}, "state": "running", "parts": {}}
+    # What this machine has, for a `--prepare DIR --have OUT/installed.txt` of the next one.
+    write_atomic(out / "installed.txt", installed_list())
     if wheels is not None:
         result["install"] = install_offline(wheels)
     result["meta"] = _meta(dry)
@@ -877,11 +908,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="tiny sizes, a few seconds per part, on whatever device is here")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole campaign (default 515: with a last "
-                        "part's grace, within 9 minutes; dry run 240)")
+                        "part's grace, within 9 minutes; dry run 900)")
     parser.add_argument("--wheels", type=Path, default=None,
                         help="install what is missing from this --prepare directory, offline")
     parser.add_argument("--prepare", type=Path, default=None, metavar="DIR",
                         help="download the wheels for --wheels into DIR and exit")
+    parser.add_argument("--have", type=Path, default=None, metavar="FILE",
+                        help="with --prepare: leave out the distributions FILE lists as "
+                        "installed on the GPU machine (name==version lines)")
     parser.add_argument("--only", default=None, help="comma-separated part names")
     parser.add_argument("--seconds", action="append", default=[], metavar="PART=S",
                         help="a part's time box (repeatable)")
@@ -893,7 +927,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.prepare is not None:
-        return prepare(args.prepare)
+        return prepare(args.prepare, args.have)
     if args.worker is not None:
         if args.dry_run:
             os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -906,7 +940,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.seconds:
         name, _, value = item.partition("=")
         boxes[name] = float(value)
-    budget = args.budget if args.budget is not None else (240.0 if args.dry_run else 515.0)
+    budget = args.budget if args.budget is not None else (900.0 if args.dry_run else 515.0)
     only = set(args.only.split(",")) if args.only else None
     result = campaign(args.out, dry=args.dry_run, budget=budget, wheels=args.wheels,
                       only=only, seconds=boxes)

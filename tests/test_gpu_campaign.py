@@ -53,11 +53,12 @@ def test_the_full_plan_has_every_part_and_fits_nine_minutes():
 
 def test_the_dry_plan_is_tiny_and_says_why_it_skips():
     parts = gc.plan(dry=True)
-    assert sum(p.seconds for p in parts) < 240
     for part in parts:
         if part.worker == "train":
             assert part.spec["env"] == "CartpoleBalance"
             assert part.spec["fields"]["num_envs"] <= 8
+        if part.worker in ("train", "torch"):
+            assert part.spec["max_chunks"] == 2  # its box only bounds a broken part
     skipped = {p.name: p.skip for p in parts if p.skip}
     assert set(skipped) == {"torch-compile", "torch-cuda-graphs"}
     assert all("dry run" in why for why in skipped.values())
@@ -195,6 +196,15 @@ def test_only_distributions_not_installed_are_installed():
              "mani_skill-3.0.1-py3-none-any.whl", "sapien-3.0.3-cp311-cp311-linux.whl"]
     installed = {"numpy"}
     assert gc.missing_files(files, lambda d: d in installed) == files[1:]
+
+
+def test_what_the_gpu_machine_has_is_read_from_its_list(tmp_path):
+    have = tmp_path / "installed.txt"
+    have.write_text("# pip freeze\nNumPy==2.4.6\nmujoco_mjx==3.3.0\n\nsapien @ file:///x\n")
+    assert gc.read_have(have) == {"numpy", "mujoco-mjx", "sapien"}
+    assert gc.read_have(None) == set()
+    listed = gc.read_have_text(gc.installed_list())
+    assert "pytest" in listed and "reppo" in listed
 
 
 def test_the_requirements_come_from_pyproject():
