@@ -61,7 +61,7 @@ def measure(config, iterations: int, old: bool) -> dict:
     trainer.chunk_fn(state, iterations)
     chunk_compile = time.perf_counter() - start
     _, eval_compile = _timed(trainer.eval_fn, state)
-    state, train_s = _timed(trainer.run_chunk, state, iterations)
+    (state, _), train_s = _timed(trainer.run_chunk, state, iterations)
     jax.block_until_ready(state)
     report, eval_s = _timed(trainer.evaluate, state)
     figures = {

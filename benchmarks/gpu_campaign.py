@@ -421,7 +421,7 @@ def run_precompile(parts: list[Part], out: Path, seconds: float, dry: bool,
     with contextlib.ExitStack() as files:
         for part in parts:
             # Parts with the same spec run the same programs: compile them once.
-            key = json.dumps({k: v for k, v in part.spec.items() if k != "task"},
+            key = json.dumps([part.spec[k] for k in ("env", "num_seeds", "fields", "chunk")],
                              sort_keys=True)
             if not part.precompiled or part.skip is not None or key in seen:
                 continue
