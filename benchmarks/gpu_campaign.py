@@ -129,17 +129,23 @@ def plan(dry: bool, seconds: dict[str, float] | None = None) -> list[Part]:
     eval_every = 2 if dry else 8  # 8 iterations: 1,048,576 env steps at the paper preset
     # A dry run's boxes only bound a broken part: its workers stop after `max_chunks` chunks.
     limit = {"max_chunks": 2} if dry else {}
-    parts: list[Part] = [Part("precompile", "precompile", {}, 120 if dry else 80)]
+    # A CPU has few cores to compile side by side on: a dry run precompiles the tasks' one
+    # program (the three tasks are the same env there) and the seeds parts compile their own.
+    parts: list[Part] = [Part("precompile", "precompile", {"programs": 1 if dry else None},
+                              300 if dry else 80)]
     for task in TASKS:
         parts.append(Part(f"jax-{task}", "train", {
             "task": task, "env": task_env(task), "num_seeds": 3, "fields": {
                 **base, "eval_episodes": eval_episodes}, "chunk": eval_every,
-            "evaluate": True, "old_evaluation": task == "CheetahRun", **limit,
+            # The separate evaluations compile two programs more: on a GPU only.
+            "evaluate": True, "old_evaluation": task == "CheetahRun" and not dry, **limit,
         }, 120 if dry else 55))
-    for seeds in (1, 2) if dry else (1, 4, 8):
+    # A dry run's 3 seeds are the tasks' program (the same env, fields and chunk): one
+    # compile fewer.
+    for seeds in (1, 3) if dry else (1, 4, 8):
         parts.append(Part(f"seeds-{seeds}", "train", {
             "task": "CheetahRun", "env": task_env("CheetahRun"), "num_seeds": seeds,
-            "fields": {**base, "eval_episodes": eval_episodes}, "chunk": 1 if dry else 2,
+            "fields": {**base, "eval_episodes": eval_episodes}, "chunk": 2,
             "evaluate": False, **limit,
         }, 120 if dry else 17))
     for mode, fields in TORCH_MODES.items():
@@ -363,11 +369,14 @@ def run_part(command: Sequence[str], result_path: Path, seconds: float, *,
     with contextlib.ExitStack() as files:
         out = files.enter_context(open(log, "w")) if log is not None else subprocess.DEVNULL
         proc = subprocess.Popen(list(command), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         status = "ok"
         try:
             rc = proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
+        except BaseException as err:
+            if not isinstance(err, subprocess.TimeoutExpired):
+                _signal_group(proc, signal.SIGKILL)  # the campaign stops: so does its part
+                raise
             status = "timeout"
             _signal_group(proc, signal.SIGINT)
             try:
@@ -385,6 +394,15 @@ def run_part(command: Sequence[str], result_path: Path, seconds: float, *,
         tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         part["log_tail"] = tail[-15:]
     return part
+
+
+def _die_with_parent() -> None:
+    """In a child before it runs: the kernel kills it when the process that started it dies
+    (Linux), so that no worker outlives a campaign killed outright."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -413,8 +431,9 @@ def worker_env(cache: Path, *, share_gpu: bool = False) -> dict[str, str]:
 
 
 def run_precompile(parts: list[Part], out: Path, seconds: float, dry: bool,
-                   cache: Path) -> dict[str, Any]:
-    """Compile the training parts' programs into the persistent cache, all at once."""
+                   cache: Path, most: int | None = None) -> dict[str, Any]:
+    """Compile the training parts' programs (the first `most` distinct ones; None: all) into
+    the persistent cache, all at once."""
     start = time.perf_counter()
     procs, seen = {}, set()
     programs: dict[str, Any] = {}
@@ -425,23 +444,32 @@ def run_precompile(parts: list[Part], out: Path, seconds: float, dry: bool,
                              sort_keys=True)
             if not part.precompiled or part.skip is not None or key in seen:
                 continue
+            if most is not None and len(seen) >= most:
+                break
             seen.add(key)
             result = out / "parts" / f"precompile-{part.name}.json"
             log = files.enter_context(open(out / "logs" / f"precompile-{part.name}.log", "w"))
             command = worker_command(part, result, seconds, dry, compile_only=True)
             procs[part.name] = (subprocess.Popen(
                 command, env=worker_env(cache, share_gpu=True), stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True), result)
-        for name, (proc, result) in procs.items():
-            left = seconds - (time.perf_counter() - start)
-            try:
-                rc = proc.wait(timeout=max(left, 0.1))
-                status = "ok" if rc == 0 else f"failed (exit status {rc})"
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-                status = "timeout (the part compiles what is missing itself)"
-            programs[name] = {"status": status, **(read_json(result) or {})}
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent), result)
+        try:
+            for name, (proc, result) in procs.items():
+                left = seconds - (time.perf_counter() - start)
+                try:
+                    rc = proc.wait(timeout=max(left, 0.1))
+                    status = "ok" if rc == 0 else f"failed (exit status {rc})"
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
+                    status = "timeout (the part compiles what is missing itself)"
+                programs[name] = {"status": status, **(read_json(result) or {})}
+        finally:
+            for proc, _ in procs.values():
+                if proc.poll() is None:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
     failed = [n for n, p in programs.items() if p["status"] != "ok"]
     return {"status": "ok" if not failed else f"incomplete: {', '.join(failed)}",
             "ran_s": round(time.perf_counter() - start, 1),
@@ -762,7 +790,7 @@ def worker_maniskill(spec: dict[str, Any], rec: Recorder, seconds: float,
     for name, value in spec.get("fields", {}).items():
         command += ["--" + name.replace("_", "-"), str(value)]
     rec.update(command=" ".join(command))
-    proc = subprocess.Popen(command)
+    proc = subprocess.Popen(command, preexec_fn=_die_with_parent)
     stop_at = time.perf_counter() + float(spec["train_seconds"])
     try:
         while proc.poll() is None and time.perf_counter() < stop_at:
@@ -883,12 +911,13 @@ def campaign(out: Path, *, dry: bool, budget: float, wheels: Path | None,
         write_results(out, result)
         if part.worker == "precompile":
             entry.update(run_precompile([p for p in parts if p.precompiled], out, box, dry,
-                                        cache))
+                                        cache, part.spec.get("programs")))
         else:
             path = out / "parts" / f"{part.name}.json"
             # The worker stops itself within its box; the grace covers its last step.
-            entry.update(run_part(worker_command(part, path, box, dry), path, box + GRACE,
-                                  env=worker_env(cache), log=out / "logs" / f"{part.name}.log"))
+            entry.update(run_part(worker_command(part, path, box, dry), path, box + GRACE / 2,
+                                  grace=GRACE / 2, env=worker_env(cache),
+                                  log=out / "logs" / f"{part.name}.log"))
             skipped = (entry.get("result") or {}).get("skipped")
             if skipped:
                 entry.update(status="skipped", note=skipped)
