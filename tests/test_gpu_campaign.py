@@ -59,6 +59,10 @@ def test_the_dry_plan_is_tiny_and_says_why_it_skips():
             assert part.spec["fields"]["num_envs"] <= 8
         if part.worker in ("train", "torch"):
             assert part.spec["max_chunks"] == 2  # its box only bounds a broken part
+    # One JAX program for every JAX part: compiling is most of a dry run's time.
+    programs = {json.dumps([p.spec[k] for k in ("env", "num_seeds", "fields", "chunk")])
+                for p in parts if p.worker == "train"}
+    assert len(programs) == 1
     skipped = {p.name: p.skip for p in parts if p.skip}
     assert set(skipped) == {"torch-compile", "torch-cuda-graphs"}
     assert all("dry run" in why for why in skipped.values())
@@ -218,12 +222,12 @@ def test_the_requirements_come_from_pyproject():
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_the_dry_run_runs_every_part_and_writes_the_figures(tmp_path):
     out = tmp_path / "campaign"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=540)
+                          env=env, capture_output=True, text=True, timeout=1100)
     assert proc.returncode == 0, proc.stderr[-2000:]
     campaign = json.loads((out / gc.JSON_NAME).read_text())
     assert campaign["state"] == "finished"
@@ -239,6 +243,6 @@ def test_the_dry_run_runs_every_part_and_writes_the_figures(tmp_path):
     task = parts["jax-CheetahRun"]["result"]
     assert task["points"] and "return_mean" in task["points"][-1]
     assert task["steady_sps"] > 0 and task["eval_s"] > 0
-    assert parts["seeds-3"]["result"]["steady_sps"] > 0
+    assert parts["seeds-1"]["result"]["steady_sps"] > 0
     assert parts["torch-eager"]["result"]["steady_sps"] > 0
     assert (out / gc.MD_NAME).read_text().startswith("# GPU campaign")
