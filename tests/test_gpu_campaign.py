@@ -110,7 +110,8 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
     assert "| jax-CheetahRun | ok | 3 | 1,048,576 | 20.0 | 12.5 | 305,000.0 |" in md
     assert "140.0 / 150.0 / 160.0" in md
     # Torch and batched seeds against one JAX seed, measured in the same campaign.
-    assert "| torch-eager | ok | 40,000.0 | 0.0 | - | 0.25 |" in md
+    assert "| torch-eager | ok | 40,000.0 | 0 | - | 0.25 |" in md
+    assert "| jax-CheetahRun | 128 | 3.3 | 0.5 | 0.13 |" in md  # small figures: 3 digits
     assert "| 4 | ok | 360,000.0 | 2.25 |" in md
     # The published figure at 1,048,576 steps is the project's own run; at 50M not reached.
     assert "| CheetahRun | 1,048,576 | 127.1 | 150.0 |" in md
