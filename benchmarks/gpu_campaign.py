@@ -156,7 +156,7 @@ def plan(dry: bool, seconds: dict[str, float] | None = None) -> list[Part]:
         }, 240 if dry else (25 if mode == "eager" else 45), skip))
     parts.append(Part("maniskill", "maniskill", {
         "env": "PushCube-v1", "preset": "maniskill-cpu" if dry else "maniskill",
-        "train_seconds": 8 if dry else 80,
+        "train_seconds": 20 if dry else 80,
         "fields": ({"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "num_epochs": 1,
                     "actor_hidden_dim": 16, "critic_hidden_dim": 16, "eval_episodes": 2,
                     "log_interval_steps": 64, "eval_interval_steps": 64}
@@ -799,10 +799,17 @@ def worker_maniskill(spec: dict[str, Any], rec: Recorder, seconds: float,
             time.sleep(1.0)
             _read_maniskill(run_dir, rec)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # stop at the next safe point, as Ctrl-C
-            try:
-                proc.wait(timeout=max(5.0, seconds - float(spec["train_seconds"]) - 5))
-            except subprocess.TimeoutExpired:
+            # Stop at the next safe point, as Ctrl-C; once more if the first came before the
+            # run listened (during its setup), then kill it.
+            left = max(10.0, seconds - float(spec["train_seconds"]) - 5)
+            for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGINT, left - 15.0)):
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout=max(wait, 1.0))
+                    break
+                except subprocess.TimeoutExpired:
+                    _read_maniskill(run_dir, rec)
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     finally:
