@@ -76,8 +76,8 @@ def main() -> None:
     if cache.lower() not in ("", "0", "off", "none"):
         jax.config.update("jax_compilation_cache_dir", cache)
     from reppo.config import coerce_field
-    from reppo.presets import default_preset_name, get_preset
     from reppo.loop.runner import train
+    from reppo.presets import default_preset_name, get_preset
 
     typed = {k: coerce_field(k, v) for k, v in overrides.items()}
     backend = typed.get("backend", "jax")

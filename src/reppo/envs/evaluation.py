@@ -88,9 +88,13 @@ def evaluate_stochastic(
     both run from the same initial states; the step keys are derived from `key` with
     `jax.random.fold_in` on a separate stream and never reach the env.
     """
-    sample_key = jax.random.fold_in(key, _ACTION_STREAM)
-    step_keys = jax.random.split(sample_key, env.spec.episode_length)
-    return _episodes(env, act, key, step_keys)
+    return _episodes(env, act, key, action_keys(key, env.spec.episode_length))
+
+
+def action_keys(key: jax.Array, num_steps: int) -> jax.Array:
+    """The action-sampling keys of `num_steps` steps of an evaluation reset with `key`: one
+    per step, from their own stream of `key`, so that they never reach the env."""
+    return jax.random.split(jax.random.fold_in(key, _ACTION_STREAM), num_steps)
 
 
 # ---- videos ------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import numpy as np
 from reppo import pytrees
 from reppo.config import Config
 from reppo.envs import env_spec, evaluate, make_env, record_video
-from reppo.envs.evaluation import eval_key
+from reppo.envs.autoreset import AutoResetVecEnv
+from reppo.envs.evaluation import EvalResult, Policy, StochasticPolicy, action_keys, eval_key
 from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
 from reppo.jax.networks import Networks, Params
@@ -67,6 +68,49 @@ def act_stochastic(
     if config.normalize_obs:
         obs = N.normalize(stats, obs)
     return D.sample(nets.policy(actor, obs), key)[0]
+
+
+def evaluate_both(
+    env: AutoResetVecEnv, act: Policy, act_stochastic: StochasticPolicy, key: jax.Array
+) -> tuple[EvalResult, EvalResult]:
+    """`evaluate(env, act, key)` and `evaluate_stochastic(env, act_stochastic, key)` as one
+    rollout of twice `env.num_envs` envs: the first half acts deterministically, the second
+    samples, and both halves start from the states `env.reset(key)` draws.
+
+    The same episodes, the same action-sampling keys and the same arithmetic per env as the
+    two separate evaluations, so the same returns; but one scan of `episode_length` steps
+    instead of two after each other. Where a step's cost hardly grows with the batch (a GPU
+    stepping a few hundred envs) that halves the evaluation's time, and one program compiles
+    once instead of two. Pure and jittable, like `evaluate`.
+    """
+    n = env.num_envs
+    step_keys = action_keys(key, env.spec.episode_length)
+    start = env.reset(key)
+    # Both halves from the same initial states; the reset key stream (`key`, used only by
+    # auto-resets, which evaluation never takes) stays one key.
+    twice = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x]), start._replace(key=None))
+    state = twice._replace(key=start.key)
+
+    def body(carry: tuple, step_key: jax.Array) -> tuple[tuple, None]:
+        state, returns, lengths, running = carry
+        # Each half's actions from its own rows only: a row's action never depends on the
+        # batch it is computed in, as in the separate evaluations.
+        action = jnp.concatenate(
+            [act(state.obs[:n]), act_stochastic(state.obs[n:], step_key)]
+        )
+        # Only each env's first episode counts: ended envs need no new one.
+        state, out = env.step(state, action, autoreset=False)
+        returns = returns + running * out.reward
+        lengths = lengths + running.astype(jnp.int32)
+        ended = jnp.maximum(out.terminated, out.truncated)
+        return (state, returns, lengths, running * (1.0 - ended)), None
+
+    init = (state, jnp.zeros(2 * n, jnp.float32), jnp.zeros(2 * n, jnp.int32), jnp.ones(2 * n))
+    (_, returns, lengths, _), _ = jax.lax.scan(body, init, step_keys)
+    return (
+        EvalResult(returns=returns[:n], lengths=lengths[:n]),
+        EvalResult(returns=returns[n:], lengths=lengths[n:]),
+    )
 
 
 def load_policy(run_dir: Path, checkpoint: Path | None = None) -> SavedPolicy:

@@ -32,6 +32,7 @@ from reppo.envs.autoreset import SEED_AXIS
 from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax.agent import Agent, TrainState
 from reppo.jax.multihost import join_processes
+from reppo.jax.policy import evaluate_both
 from reppo.jax.sharding import DataParallel, resolve_num_devices
 from reppo.loop.seam import EvalReport, StateMismatchError
 
@@ -98,9 +99,23 @@ class JaxTrainer:
                 self.eval_env, lambda obs, k: agent.act_stochastic(actor, stats, obs, k), key
             )
 
+        def eval_both(actor, stats, key):
+            self.eval_traces += 1  # runs only while tracing: how often the program is built
+            return evaluate_both(
+                self.eval_env,
+                lambda obs: agent.act_deterministic(actor, stats, obs),
+                lambda obs, k: agent.act_stochastic(actor, stats, obs, k),
+                key,
+            )
+
         seeds, batching = config.num_seeds, config.seed_batching
         # Evaluation envs are not split: with several devices the returns come back whole.
         replicated = {"out_shardings": self.parallel.replicated} if self.parallel else {}
+        self._evaluate_both = jax.jit(over_seeds(eval_both, seeds, batching), **replicated)
+        self._eval_program: Callable | None = None  # `_evaluate_both` compiled (`eval_fn`)
+        self.eval_traces = 0
+        # The two evaluations as separate programs, one after the other: what `evaluate` ran
+        # before it batched them (`evaluate_separately`, kept to check and time against).
         self._evaluate = jax.jit(over_seeds(eval_one, seeds, batching), **replicated)
         self._evaluate_stochastic = jax.jit(
             over_seeds(eval_one_stochastic, seeds, batching), **replicated
@@ -150,6 +165,9 @@ class JaxTrainer:
         """Compile the chunk program for chunks of up to `capacity` iterations now."""
         self._capacity = max(capacity, self._capacity)
         self.chunk_fn(state, self._capacity)
+        # Every run ends with an evaluation: its program compiles with the training's, so
+        # evaluations cost their rollouts only.
+        self.eval_fn(state)
 
     def run_chunk(self, state: TrainState, num_iterations: int):
         capacity = max(num_iterations, self._capacity)
@@ -165,12 +183,40 @@ class JaxTrainer:
     def device_description(self) -> dict[str, Any]:
         return {**device_description(), "num_devices_used": self.num_devices}
 
+    def _eval_keys(self, state: TrainState) -> np.ndarray:
+        env_steps = self.iteration_of(state) * self.config.steps_per_iteration
+        return np.stack([np.asarray(eval_key(self.config.seed + i, env_steps))
+                         for i in range(self.config.num_seeds)])
+
+    def eval_fn(self, state: TrainState) -> Callable:
+        """The compiled evaluation `(actor, obs_stats, keys) -> (deterministic, sampled)`,
+        built once (its compile time counts in `compile_seconds`) and run at every
+        evaluation: the state's arrays keep their shapes, so no evaluation builds another."""
+        if self._eval_program is None:
+            start = time.perf_counter()
+            self._eval_program = self._evaluate_both.lower(
+                state.actor, state.obs_stats, self._eval_keys(state)
+            ).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return self._eval_program
+
     def evaluate(self, state: TrainState) -> EvalReport:
         """Returns of the deterministic and of the sampling policy, each of shape
-        (num_seeds, eval_episodes), on the same episodes (the same env reset keys)."""
-        env_steps = self.iteration_of(state) * self.config.steps_per_iteration
-        keys = np.stack([np.asarray(eval_key(self.config.seed + i, env_steps))
-                         for i in range(self.config.num_seeds)])
+        (num_seeds, eval_episodes), on the same episodes (the same env reset keys).
+
+        Both policies run in one rollout of 2 x eval_episodes envs (`evaluate_both`): one
+        program, compiled once, with no return to the host until the episodes are over."""
+        program = self.eval_fn(state)
+        result, stochastic = program(state.actor, state.obs_stats, self._eval_keys(state))
+        return EvalReport(
+            returns=np.asarray(result.returns),
+            stochastic_returns=np.asarray(stochastic.returns),
+        )
+
+    def evaluate_separately(self, state: TrainState) -> EvalReport:
+        """`evaluate` as two rollouts, the deterministic one then the sampling one, each its
+        own program: the same returns, at up to twice the rollout time on a GPU."""
+        keys = self._eval_keys(state)
         result = self._evaluate(state.actor, state.obs_stats, keys)
         stochastic = self._evaluate_stochastic(state.actor, state.obs_stats, keys)
         return EvalReport(
