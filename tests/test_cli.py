@@ -459,7 +459,8 @@ def test_interrupted_extension_is_finished_by_a_plain_resume(
 
 
 def test_unknown_env_suggests_the_closest_and_lists_all(tmp_path, capsys):
-    # A new run's directory is checked before the env (tests/test_faults.py), so this one is free.
+    # A new run's directory is checked before the env (tests/loop/test_faults.py): this one is
+    # free.
     run = tmp_path / "run"
     code, out, err = _cli(capsys, "train", *TINY_FLAGS, "--env", "CartpoleBalanc",
                           "--run-dir", run)

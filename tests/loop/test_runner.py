@@ -1,6 +1,6 @@
 """The JAX backend under the loop, end to end on the tiny config: checkpoints, exact resume,
 determinism, seeds, non-finite training, the stochastic evaluation. (The loop's own
-bookkeeping is tested with the scripted trainer in tests/test_faults.py.)"""
+bookkeeping is tested with the scripted trainer in tests/loop/test_faults.py.)"""
 
 import math
 
