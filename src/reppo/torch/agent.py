@@ -251,7 +251,7 @@ class TorchAgent:
         self._temp_objective = _Objective(
             lambda m, entropy, kl: (L.temperature_loss(
                 m.temps.log_alpha, m.temps.log_beta, entropy, kl, target_entropy, c.kl_target
-            ), None),
+            ), {}),
             temps=self.temps,
         )
         self._names = {
