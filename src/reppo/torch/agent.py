@@ -73,7 +73,6 @@ class Adam:
 
     def __init__(self, params: list[Tensor], lr: float) -> None:
         self.params = list(params)
-        self.base_lr = lr
         device = self.params[0].device
         self.lr = torch.tensor(lr, dtype=torch.float32, device=device)
         self.step = torch.zeros((), dtype=torch.float32, device=device)
@@ -83,7 +82,7 @@ class Adam:
                            for p in self.params]
 
     def state_tensors(self) -> list[Tensor]:
-        """What a step writes besides the parameters."""
+        """The state a step reads and writes besides the parameters."""
         return [self.lr, self.step, *self.exp_avg, *self.exp_avg_sq]
 
     def set_lr(self, lr: float) -> None:
@@ -230,6 +229,8 @@ class TorchAgent:
         self.data_parallel: Any = None
         self._objectives()
         self._compiled_step: Any = None
+        if c.torch_compile:
+            require_compile_toolchain(device)
 
     def _objectives(self) -> None:
         """The three losses of a minibatch step as modules of the parameters they train."""
