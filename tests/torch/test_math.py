@@ -361,3 +361,119 @@ def test_running_stats_match_numpy():
     np.testing.assert_allclose(np.mean(z, 0), 0.0, atol=1e-4)
     far = TN.normalize(stats, torch.full((1, 4), 1e6))
     torch.testing.assert_close(far, torch.full((1, 4), TN.CLIP))
+
+
+# ---- the update's optimizer, clipping and compiled step ------------------------------------------
+def _tensors(seed: int, shapes=((4, 3), (3,), ())) -> list:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen) for shape in shapes]
+
+
+def test_adam_steps_like_torch_optim_adam():
+    from reppo.torch.agent import Adam
+
+    ours = [p.clone() for p in _tensors(0)]
+    theirs = [torch.nn.Parameter(p.clone()) for p in _tensors(0)]
+    adam = Adam(ours, lr=1e-2)
+    reference = torch.optim.Adam(theirs, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    for step in range(6):
+        if step == 3:  # a new learning rate (the linear schedule) takes effect at once
+            adam.set_lr(3e-3)
+            reference.param_groups[0]["lr"] = 3e-3
+        grads = _tensors(10 + step)
+        adam.apply_(grads)
+        for p, g in zip(theirs, grads, strict=True):
+            p.grad = g.clone()
+        reference.step()
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-7)
+    assert float(adam.step) == 6.0
+
+
+def test_adam_state_goes_through_checkpoint_arrays_in_place():
+    from reppo.torch.agent import Adam
+
+    names = ["a", "b", "c"]
+    first = Adam([p.clone() for p in _tensors(0)], lr=1e-2)
+    for step in range(3):
+        first.apply_(_tensors(10 + step))
+    arrays = {k: v.numpy().copy() for k, v in first.state_arrays(names).items()}
+    assert sorted(arrays) == sorted(f"{n}/{k}" for n in names
+                                    for k in ("step", "exp_avg", "exp_avg_sq"))
+    second = Adam([p.clone() for p in first.params], lr=1e-2)
+    storage = [t.data_ptr() for t in second.state_tensors()]
+    second.load_arrays(names, arrays)
+    assert [t.data_ptr() for t in second.state_tensors()] == storage  # copied, not replaced
+    grads = _tensors(20)
+    first.apply_(grads)
+    second.apply_(grads)
+    for p, q in zip(first.params, second.params, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # A checkpoint written before the first step has no moments: they stay at zero.
+    fresh = Adam(_tensors(0), lr=1e-2)
+    fresh.load_arrays(names, {})
+    assert float(fresh.step) == 0 and all(float(m.abs().sum()) == 0 for m in fresh.exp_avg)
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_clip_grads_scales_by_the_global_norm_only_above_the_limit(scale):
+    from reppo.torch.agent import clip_grads_
+
+    grads = [scale * g for g in _tensors(3)]
+    before = [g.clone() for g in grads]
+    norm = float(torch.sqrt(sum((g**2).sum() for g in before)))
+    returned = clip_grads_(grads, max_norm=0.5)
+    assert float(returned) == pytest.approx(norm, rel=1e-6)
+    factor = min(1.0, 0.5 / norm)
+    assert (factor < 1.0) == (scale == 10.0)
+    for g, b in zip(grads, before, strict=True):
+        torch.testing.assert_close(g, b * factor)
+
+
+def _agent_and_data(seed: int = 0, **overrides):
+    from reppo.envs.contract import EnvSpec
+    from reppo.torch.agent import TorchAgent
+
+    spec = EnvSpec("fake", 5, 2, 100, (0.0, 1.0), "dm_control")
+    config = _config(num_envs=4, num_steps=8, num_minibatches=2, num_epochs=1, **overrides)
+    agent = TorchAgent(config, spec, torch.device("cpu"), seed=seed)
+    gen = torch.Generator().manual_seed(1)
+    n = 16
+    batch = TL.CriticBatch(
+        torch.randn(n, 5, generator=gen), torch.tanh(torch.randn(n, 2, generator=gen)),
+        torch.rand(n, generator=gen), 5 * torch.rand(n, generator=gen),
+        torch.randn(n, 16, generator=gen), (torch.rand(n, generator=gen) < 0.2).float(),
+    )
+    noise = torch.randn(n, 2, generator=gen)
+    kl_noise = torch.randn(config.kl_num_samples, n, 2, generator=gen)
+    return agent, batch, noise, kl_noise
+
+
+def _agent_state(agent) -> dict:
+    return {**to_flat(agent.actor, "actor/"), **to_flat(agent.critic, "critic/"),
+            "log_alpha": agent.log_alpha.detach().numpy().copy(),
+            "log_beta": agent.log_beta.detach().numpy().copy()}
+
+
+@pytest.mark.parametrize("kl_estimator", ["sample", "analytic"])
+def test_the_minibatch_step_compiles_as_one_graph_and_matches_eager(kl_estimator):
+    # fullgraph=True fails on any graph break; under compilation the step takes its gradients
+    # with torch.func instead of autograd, so this checks that path against the eager one.
+    # aot_eager traces forward, backward and optimizer without generating C++ (cheap).
+    torch._dynamo.reset()
+    eager, batch, noise, kl_noise = _agent_and_data(kl_estimator=kl_estimator)
+    compiled, *_ = _agent_and_data(kl_estimator=kl_estimator)
+    if kl_estimator == "analytic":
+        kl_noise = None
+    step = torch.compile(compiled.minibatch_step, fullgraph=True, backend="aot_eager")
+    initial = _agent_state(eager)
+    for _ in range(2):  # the second step starts from Adam moments and moved weights
+        eager_metrics = eager.minibatch_step(batch, noise, kl_noise)
+        compiled_metrics = step(batch, noise, kl_noise)
+        torch.testing.assert_close(compiled_metrics, eager_metrics, rtol=1e-5, atol=1e-6)
+    ours, theirs = _agent_state(compiled), _agent_state(eager)
+    for name, value in theirs.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert not np.array_equal(value, initial[name]), name  # every parameter trained
+    assert all(p.grad is None for p in (*eager.actor.parameters(), *eager.critic.parameters()))
+    torch._dynamo.reset()

@@ -55,11 +55,19 @@ def _jax_plan(config, key, action_size):
     ],
     ids=["default", "full-analytic-layer", "mse-nonorm", "linear-lr"],
 )
+@pytest.mark.parametrize("torch_mode", ["eager", "compile"])
 @pytest.mark.e2e
-def test_one_update_matches_jax(tiny_config, changes):
+def test_one_update_matches_jax(tiny_config, changes, torch_mode):
     """Same initial weights and the same rollout data: both backends' parameters agree after
     a whole update (TD(lambda) targets, 2 epochs x 2 minibatches of critic, actor and
-    temperature steps with Adam and gradient clipping)."""
+    temperature steps with Adam and gradient clipping), in every mode of the torch backend
+    (eager, and the minibatch step compiled as one program)."""
+    if torch_mode == "compile":
+        import shutil
+
+        if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+            pytest.skip("torch.compile on CPU needs a C++ compiler")
+        torch._dynamo.reset()  # a fresh compile for this config, within the recompile limit
     config = tiny_config.replace(**changes)
     env = make_env(config.env, config.num_envs)
     agent = Agent.create(config, env)
@@ -78,7 +86,10 @@ def test_one_update_matches_jax(tiny_config, changes):
     update_key = jax.random.PRNGKey(5)
     (actor, critic, temps, *_), jax_metrics = jax.jit(agent.update)(state, flat, update_key)
 
-    t_agent = TorchAgent(config, env.spec, torch.device("cpu"), seed=0)
+    t_agent = TorchAgent(
+        config.replace(torch_compile=torch_mode == "compile"), env.spec, torch.device("cpu"),
+        seed=0,
+    )
     for module, params in ((t_agent.actor, state.actor), (t_agent.behaviour, state.behaviour),
                            (t_agent.critic, state.critic)):
         load_flat(module, pytrees.flatten(params))
@@ -94,6 +105,7 @@ def test_one_update_matches_jax(tiny_config, changes):
     t_flat = {n: x.reshape(-1, *x.shape[2:]) for n, x in {**t_data, "target": t_targets}.items()}
     t_agent.set_lr_scale(iteration)
     t_metrics = t_agent.update(t_flat, _jax_plan(config, update_key, env.spec.action_size))
+    assert (t_agent._compiled_step is not None) == (torch_mode == "compile")
 
     # float32 sums in different orders drift by ~1e-6 per step; 4 Adam steps stay well inside.
     for name, value in pytrees.flatten(actor).items():

@@ -15,7 +15,8 @@ import shutil
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value
 
 from reppo.config import Config, ConfigError
 from reppo.envs.contract import EnvSpec
@@ -47,22 +48,128 @@ class UpdatePlan(NamedTuple):
     kl_noise: Tensor | None  # (E, M, K, B, A); None: analytic KL
 
 
-def clip_global_norm_(params: list[Tensor], max_norm: float) -> Tensor:
-    """Scale gradients by min(1, max_norm / global norm), as optax.clip_by_global_norm."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+# optax.adam's defaults; the update m_hat / (sqrt(v_hat) + eps) is the same in both backends.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def clip_grads_(grads: list[Tensor], max_norm: float) -> Tensor:
+    """Scale gradients in place by min(1, max_norm / global norm), as optax.clip_by_global_norm;
+    returns the global norm."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
     torch._foreach_mul_(grads, scale)
     return norm
 
 
-def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
-    # optax.adam's defaults; the update m_hat / (sqrt(v_hat) + eps) is the same in both.
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+class Adam:
+    """Adam (torch.optim.Adam's and optax.adam's update) over a fixed list of tensors.
+
+    The moments, the step count and the learning rate are tensors updated in place, so one
+    compiled update (and a CUDA graph replaying it) reads and writes the same storage every
+    time, and a new learning rate is a new value in the same tensor, not a recompile. Every
+    parameter shares the step count: they are always stepped together.
+    """
+
+    def __init__(self, params: list[Tensor], lr: float) -> None:
+        self.params = list(params)
+        device = self.params[0].device
+        self.lr = torch.tensor(lr, dtype=torch.float32, device=device)
+        self.step = torch.zeros((), dtype=torch.float32, device=device)
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                        for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                           for p in self.params]
+
+    def state_tensors(self) -> list[Tensor]:
+        """The state a step reads and writes besides the parameters."""
+        return [self.lr, self.step, *self.exp_avg, *self.exp_avg_sq]
+
+    def set_lr(self, lr: float) -> None:
+        self.lr.fill_(lr)
+
+    @torch.no_grad()
+    def apply_(self, grads: list[Tensor]) -> None:
+        """One step with `grads` (one per parameter), in place, without leaving the device."""
+        b1, b2 = ADAM_BETAS
+        self.step.add_(1.0)
+        torch._foreach_lerp_(self.exp_avg, grads, 1.0 - b1)
+        torch._foreach_mul_(self.exp_avg_sq, b2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1.0 - b2)
+        bias1 = 1.0 - torch.pow(b1, self.step)
+        bias2_sqrt = torch.sqrt(1.0 - torch.pow(b2, self.step))
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, bias2_sqrt)
+        torch._foreach_add_(denom, ADAM_EPS)
+        updates = torch._foreach_div(self.exp_avg, denom)
+        torch._foreach_mul_(updates, -self.lr / bias1)
+        torch._foreach_add_(self.params, updates)
+
+    # ---- checkpoints: torch.optim.Adam's state names (step, exp_avg, exp_avg_sq) ----------------
+    def state_arrays(self, names: list[str]) -> dict[str, Tensor]:
+        out = {}
+        for name, m, v in zip(names, self.exp_avg, self.exp_avg_sq, strict=True):
+            out.update({f"{name}/step": self.step, f"{name}/exp_avg": m, f"{name}/exp_avg_sq": v})
+        return out
+
+    @torch.no_grad()
+    def load_arrays(self, names: list[str], arrays: dict[str, Any]) -> None:
+        """Copy saved moments and step count in place; a parameter with none saved (a
+        checkpoint written before its first step) keeps zeros."""
+        for name, m, v in zip(names, self.exp_avg, self.exp_avg_sq, strict=True):
+            if f"{name}/exp_avg" in arrays:
+                m.copy_(torch.as_tensor(arrays[f"{name}/exp_avg"]).reshape(m.shape))
+                v.copy_(torch.as_tensor(arrays[f"{name}/exp_avg_sq"]).reshape(v.shape))
+                self.step.copy_(torch.as_tensor(arrays[f"{name}/step"]).reshape(()))
 
 
-def _all_finite(tensors: list[Tensor]) -> bool:
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+class _Objective(nn.Module):
+    """A loss as a module over the networks it differentiates, so that torch.func can take its
+    gradient with respect to their parameters (`functional_call` swaps them in)."""
+
+    def __init__(self, loss: Any, **modules: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+        for name, module in modules.items():
+            self.add_module(name, module)
+
+    def forward(self, *args: Any) -> tuple[Tensor, Any]:
+        return self.loss(self, *args)
+
+
+class Temperatures(nn.Module):
+    """log alpha and log beta, the entropy and KL temperatures."""
+
+    def __init__(self, alpha: float, beta: float, device: Any = None) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha), device=device))
+        self.log_beta = nn.Parameter(torch.tensor(math.log(beta), device=device))
+
+
+def loss_grads(
+    objective: nn.Module, params: list[Tensor], names: list[str], *args: Any
+) -> tuple[list[Tensor], Any]:
+    """The gradients of `objective(*args)`'s loss with respect to `params` (named `names` in
+    it), and its second output.
+
+    Eager: reverse-mode autograd on the parameters themselves. Under torch.compile:
+    `torch.func.grad_and_value` of the objective as a function of its parameters, which the
+    compiler traces into the same program as the forward pass and the optimizer steps
+    (`torch.autograd.grad` would break the graph there).
+    """
+    if torch.compiler.is_compiling():
+        def loss_of(values: list[Tensor]) -> tuple[Tensor, Any]:
+            return functional_call(objective, dict(zip(names, values, strict=True)), args)
+
+        grads, (_, aux) = grad_and_value(loss_of, has_aux=True)([p.detach() for p in params])
+        return list(grads), aux
+    with torch.enable_grad():
+        loss, aux = objective(*args)
+    return list(torch.autograd.grad(loss, params)), aux
+
+
+def _all_finite(tensors: list[Tensor]) -> Tensor:
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
 def ends(out: Any, bootstrap_terminations: bool) -> tuple[Tensor, Tensor]:
@@ -110,23 +217,49 @@ class TorchAgent:
         self.actor = Actor(c, spec.obs_size, spec.action_size).to(device)
         self.behaviour = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = Critic(c, spec.obs_size, spec.action_size, prior).to(device)
-        self.log_alpha = torch.tensor(math.log(c.alpha_init), device=device, requires_grad=True)
-        self.log_beta = torch.tensor(math.log(c.beta_init), device=device, requires_grad=True)
-        self.actor_opt = _adam(list(self.actor.parameters()), c.actor_lr)
-        self.critic_opt = _adam(list(self.critic.parameters()), c.critic_lr)
-        self.temp_opt = _adam([self.log_alpha, self.log_beta], c.temperature_lr or c.actor_lr)
+        self.temps = Temperatures(c.alpha_init, c.beta_init, device=device)
+        self.log_alpha, self.log_beta = self.temps.log_alpha, self.temps.log_beta
+        self.actor_opt = Adam(list(self.actor.parameters()), c.actor_lr)
+        self.critic_opt = Adam(list(self.critic.parameters()), c.critic_lr)
+        self.temp_opt = Adam([self.log_alpha, self.log_beta], c.temperature_lr or c.actor_lr)
         self.obs_stats = N.init_stats(spec.obs_size, device=device)
         # Set for a run over several processes (`reppo.torch.distributed.TorchProcesses`):
         # gradients are averaged over the ranks before each optimizer step, and observation
         # statistics merged over them, so every rank takes the same steps.
         self.data_parallel: Any = None
-        self._critic_loss = L.critic_loss
-        self._actor_loss = L.actor_loss
+        self._objectives()
+        self._compiled_step: Any = None
         if c.torch_compile:
             require_compile_toolchain(device)
-            mode = "reduce-overhead" if c.cuda_graphs else None
-            self._critic_loss = torch.compile(L.critic_loss, mode=mode)
-            self._actor_loss = torch.compile(L.actor_loss, mode=mode)
+
+    def _objectives(self) -> None:
+        """The three losses of a minibatch step as modules of the parameters they train."""
+        c, support = self.config, self.support
+        self._critic_objective = _Objective(
+            lambda m, batch: L.critic_loss(
+                m.critic, batch, support, c.aux_loss_mult, c.reward_prediction
+            ),
+            critic=self.critic,
+        )
+        self._actor_objective = _Objective(
+            lambda m, old, obs, noise, kl_noise: L.actor_loss(
+                m.actor, m.critic, old, obs, m.temps.log_alpha, m.temps.log_beta, noise,
+                kl_noise, support, c.actor_objective, c.kl_target,
+            ),
+            actor=self.actor, critic=self.critic, temps=self.temps,
+        )
+        target_entropy = self.target_entropy
+        self._temp_objective = _Objective(
+            lambda m, entropy, kl: (L.temperature_loss(
+                m.temps.log_alpha, m.temps.log_beta, entropy, kl, target_entropy, c.kl_target
+            ), {}),
+            temps=self.temps,
+        )
+        self._names = {
+            "critic": [f"critic.{n}" for n, _ in self.critic.named_parameters()],
+            "actor": [f"actor.{n}" for n, _ in self.actor.named_parameters()],
+            "temps": ["temps.log_alpha", "temps.log_beta"],
+        }
 
     # ---- pieces -----------------------------------------------------------------------------
     def reset_pool_size(self, num_envs: int) -> int:
@@ -225,66 +358,85 @@ class TorchAgent:
             kl_noise = self.randn(c.num_epochs, c.num_minibatches, c.kl_num_samples, b, a)
         return UpdatePlan(perms, action_noise, kl_noise)
 
-    def minibatch_update(
-        self, batch: dict[str, Tensor], action_noise: Tensor, kl_noise: Tensor | None
+    def minibatch_step(
+        self, batch: L.CriticBatch, action_noise: Tensor, kl_noise: Tensor | None
     ) -> dict[str, Tensor]:
-        c = self.config
-        critic_batch = L.CriticBatch(
-            batch["obs"], batch["action"], batch["reward"], batch["target"],
-            batch["next_latent"], batch["terminated"],
+        """One critic, actor and temperature step on one minibatch; the metrics as tensors.
+
+        Everything stays on the device (no value is read back), so under torch.compile the
+        whole step, forward and backward passes and the three Adam steps, is one program.
+        """
+        grads, critic_metrics = loss_grads(
+            self._critic_objective, self.critic_opt.params, self._names["critic"], batch
         )
-        loss, critic_metrics = self._critic_loss(
-            self.critic, critic_batch, self.support, c.aux_loss_mult, c.reward_prediction
-        )
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self._average_gradients(list(self.critic.parameters()))
-        clip_global_norm_(list(self.critic.parameters()), c.max_grad_norm)
-        self.critic_opt.step()
+        self._apply(self.critic_opt, grads)
 
         # The actor step uses the critic just updated.
         with torch.no_grad():
-            old = self.behaviour(batch["obs"])
-        loss, actor_metrics = self._actor_loss(
-            self.actor, self.critic, old, batch["obs"], self.log_alpha, self.log_beta,
-            action_noise, kl_noise, self.support, c.actor_objective, c.kl_target,
+            old = self.behaviour(batch.obs)
+        grads, actor_metrics = loss_grads(
+            self._actor_objective, self.actor_opt.params, self._names["actor"],
+            old, batch.obs, action_noise, kl_noise,
         )
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self._average_gradients(list(self.actor.parameters()))
-        clip_global_norm_(list(self.actor.parameters()), c.max_grad_norm)
-        self.actor_opt.step()
+        self._apply(self.actor_opt, grads)
 
-        loss = L.temperature_loss(
-            self.log_alpha, self.log_beta, actor_metrics["entropy"], actor_metrics["kl"],
-            self.target_entropy, c.kl_target,
+        grads, _ = loss_grads(
+            self._temp_objective, self.temp_opt.params, self._names["temps"],
+            actor_metrics["entropy"], actor_metrics["kl"],
         )
-        self.temp_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self._average_gradients([self.log_alpha, self.log_beta])
-        clip_global_norm_([self.log_alpha, self.log_beta], c.max_grad_norm)
-        self.temp_opt.step()
+        self._apply(self.temp_opt, grads)
         return {**critic_metrics, **actor_metrics}
 
-    def _average_gradients(self, params: list[Tensor]) -> None:
-        # Before clipping: the clipped step is then the one of the whole (all ranks') minibatch.
+    def _apply(self, opt: Adam, grads: list[Tensor]) -> None:
+        # Averaged before clipping: the clipped step is then the one of the whole (all ranks')
+        # minibatch.
         if self.data_parallel is not None:
-            self.data_parallel.average_gradients(params)
+            self.data_parallel.average_tensors_(grads)
+        clip_grads_(grads, self.config.max_grad_norm)
+        opt.apply_(grads)
+
+    def _step_function(self) -> Any:
+        """The minibatch step to call: eager, or compiled once as one whole program.
+
+        A run over several processes stays eager: its gradient averaging is a collective
+        between the losses and the optimizer steps.
+        """
+        c = self.config
+        if not c.torch_compile or self.data_parallel is not None:
+            return self.minibatch_step
+        if self._compiled_step is None:
+            if c.cuda_graphs:
+                # What the step writes in place must keep its address for a CUDA graph to
+                # replay it; the batch and noise are copied in by the graph's runner.
+                for opt in (self.critic_opt, self.actor_opt, self.temp_opt):
+                    for tensor in (*opt.params, *opt.state_tensors()):
+                        torch._dynamo.mark_static_address(tensor)
+            mode = "reduce-overhead" if c.cuda_graphs else None
+            self._compiled_step = torch.compile(self.minibatch_step, fullgraph=True, mode=mode)
+        return self._compiled_step
 
     def update(self, data: dict[str, Tensor], plan: UpdatePlan) -> dict[str, Tensor]:
         """Epochs of minibatch steps over the flattened data; metrics averaged over them."""
         c = self.config
-        totals: dict[str, Tensor] = {}
+        step = self._step_function()
+        fields = ("obs", "action", "reward", "target", "next_latent", "terminated")
+        totals: list[Tensor] | None = None
+        names: list[str] = []
         for e in range(c.num_epochs):
             for m in range(c.num_minibatches):
                 idx = plan.perms[e, m]
-                batch = {name: x[idx] for name, x in data.items()}
+                batch = L.CriticBatch(*(data[name][idx] for name in fields))
                 kl_noise = plan.kl_noise[e, m] if plan.kl_noise is not None else None
-                metrics = self.minibatch_update(batch, plan.action_noise[e, m], kl_noise)
-                for name, value in metrics.items():
-                    totals[name] = totals[name] + value if name in totals else value
+                metrics = step(batch, plan.action_noise[e, m], kl_noise)
+                if totals is None:
+                    # Copies: a CUDA graph's outputs are overwritten by its next replay.
+                    names = list(metrics)
+                    totals = [v.detach().clone() for v in metrics.values()]
+                else:
+                    torch._foreach_add_(totals, list(metrics.values()))
         count = c.num_epochs * c.num_minibatches
-        return {name: value / count for name, value in totals.items()}
+        assert totals is not None
+        return {name: value / count for name, value in zip(names, totals, strict=True)}
 
     def set_lr_scale(self, iteration: int) -> None:
         """The actor's and critic's learning rates for iteration `iteration` (counted from 0):
@@ -294,8 +446,7 @@ class TorchAgent:
         if c.lr_schedule == "linear":
             scale = max(1.0 - iteration / c.num_iterations, 0.0)
         for opt, lr in ((self.actor_opt, c.actor_lr), (self.critic_opt, c.critic_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
+            opt.set_lr(lr * scale)
 
     # ---- one whole iteration -------------------------------------------------------------------
     def iteration(self, env: Any, obs: Tensor, episode_return: Tensor, iteration: int = 0):
@@ -320,26 +471,35 @@ class TorchAgent:
                     else self.data_parallel.update_stats(self.obs_stats, raw_obs)
                 )
 
-        episodes = stats["finished"]
-        out = {name: float(v) for name, v in metrics.items()}
-        out.update({
-            "train/reward_mean": float(data.reward.mean()),
-            "train/episode_return": float(stats["finished_sum"] / episodes)
-            if episodes > 0 else math.nan,
-            "train/episodes": float(episodes),
-            "train/target_mean": float(targets.mean()),
-            "temp/alpha": float(torch.exp(self.log_alpha.detach())),
-            "temp/beta": float(torch.exp(self.log_beta.detach())),
+        # Every value the loop logs, read back from the device at once.
+        values = {
+            **metrics,
+            "train/reward_mean": data.reward.mean(),
+            "train/finished_sum": stats["finished_sum"],
+            "train/episodes": stats["finished"],
+            "train/success_sum": stats["success"],
+            "train/target_mean": targets.mean(),
+            "temp/alpha": torch.exp(self.log_alpha.detach()),
+            "temp/beta": torch.exp(self.log_beta.detach()),
             "finite/actor": _all_finite(list(self.actor.parameters())),
             "finite/critic": _all_finite(list(self.critic.parameters())),
             "finite/temperatures": _all_finite([self.log_alpha, self.log_beta]),
+            "finite/observations": torch.isfinite(raw_obs).all(),
+        }
+        host = dict(zip(values, torch.stack([
+            v.detach().float().reshape(()) for v in values.values()
+        ]).tolist(), strict=True))
+        episodes = host.pop("train/episodes")
+        finished_sum, success_sum = host.pop("train/finished_sum"), host.pop("train/success_sum")
+        out = {name: v for name, v in host.items() if not name.startswith("finite/")}
+        out.update({
+            "train/episode_return": finished_sum / episodes if episodes > 0 else math.nan,
+            "train/episodes": episodes,
+            **{name: v > 0.5 for name, v in host.items() if name.startswith("finite/")},
             "finite/losses": all(
                 math.isfinite(out[k]) for k in ("loss/critic", "loss/aux", "loss/actor")
             ),
-            "finite/observations": bool(torch.isfinite(raw_obs).all()),
         })
         if env.spec.family == "maniskill":
-            out["train/success_rate"] = (
-                float(stats["success"] / episodes) if episodes > 0 else math.nan
-            )
+            out["train/success_rate"] = success_sum / episodes if episodes > 0 else math.nan
         return obs, episode_return, out

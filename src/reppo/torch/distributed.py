@@ -144,16 +144,21 @@ def average_gradients(params: Iterable[Tensor], world_size: int, group: Any = No
     """Replace every `.grad` of `params` by its mean over the ranks: one all-reduce of one
     flattened buffer. Parameters without a gradient (the same on every rank, as every rank runs
     the same program) are left without one."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    average_tensors_([p.grad for p in params if p.grad is not None], world_size, group)
+
+
+def average_tensors_(tensors: list[Tensor], world_size: int, group: Any = None) -> None:
+    """Replace every tensor of `tensors` in place by its mean over the ranks (one all-reduce of
+    one flattened buffer)."""
+    if not tensors:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     flat /= world_size
     offset = 0
-    for grad in grads:
-        size = grad.numel()
-        grad.copy_(flat[offset:offset + size].view_as(grad))
+    for tensor in tensors:
+        size = tensor.numel()
+        tensor.copy_(flat[offset:offset + size].view_as(tensor))
         offset += size
 
 
@@ -231,6 +236,9 @@ class TorchProcesses:
     # ---- the trainer's and the agent's ----------------------------------------------------
     def average_gradients(self, params: Iterable[Tensor]) -> None:
         average_gradients(params, self.count)
+
+    def average_tensors_(self, tensors: list[Tensor]) -> None:
+        average_tensors_(tensors, self.count)
 
     def broadcast_tensors(self, tensors: Iterable[Tensor]) -> None:
         """Overwrite `tensors` in place with rank 0's values (one flattened broadcast)."""

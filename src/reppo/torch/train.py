@@ -45,7 +45,7 @@ from reppo.loop.seam import EvalReport, StateMismatchError, eval_seed
 from reppo.runs import CheckpointError
 from reppo.torch import distributed
 from reppo.torch import normalizer as N
-from reppo.torch.agent import TorchAgent
+from reppo.torch.agent import Adam, TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
 
 __all__ = ["TorchTrainer"]
@@ -64,29 +64,19 @@ def _seed_axis(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: value[None] for name, value in flat.items()}
 
 
-def _optimizer_flat(opt: torch.optim.Optimizer, names: list[str], prefix: str):
-    state = opt.state_dict()["state"]
-    flat = {}
-    for index, name in enumerate(names):
-        for key, value in state.get(index, {}).items():
-            flat[f"{prefix}{name}/{key}"] = value.detach().cpu().numpy().reshape(
-                value.shape
-            ).astype(np.float32)
-    return flat
+def _optimizer_flat(opt: Adam, names: list[str], prefix: str) -> dict[str, np.ndarray]:
+    return {
+        prefix + key: value.detach().cpu().numpy().astype(np.float32)
+        for key, value in opt.state_arrays(names).items()
+    }
 
 
 def _load_optimizer(
-    opt: torch.optim.Optimizer, names: list[str], prefix: str, flat: dict[str, np.ndarray]
+    opt: Adam, names: list[str], prefix: str, flat: dict[str, np.ndarray]
 ) -> None:
-    saved = opt.state_dict()
-    state = {}
-    for index, name in enumerate(names):
-        head = f"{prefix}{name}/"
-        keys = {k.removeprefix(head) for k in flat if k.startswith(head)}
-        if not keys:
-            continue
-        state[index] = {k: torch.as_tensor(flat[head + k][0]) for k in keys}
-    opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    opt.load_arrays(
+        names, {k.removeprefix(prefix): v[0] for k, v in flat.items() if k.startswith(prefix)}
+    )
 
 
 # Environment variables torch reads its intra-op thread count from when it starts.
