@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -104,14 +103,9 @@ def _measure(
     return json.loads(lines[-1])
 
 
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
+    from reppo.runs.versions import cpu_model
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CheetahRun")
     parser.add_argument("--preset", default="cpu")
@@ -166,7 +160,7 @@ def main() -> None:
     base = rows[0][3]
     table = [
         f"\n### Scaling on {args.env}, `{args.preset}` preset ({dt.date.today().isoformat()}, "
-        f"{_cpu_name()}, {os.cpu_count()} cores, {base['device']})\n",
+        f"{cpu_model()}, {os.cpu_count()} cores, {base['device']})\n",
         f"`python benchmarks/bench_scaling.py --env {args.env} --preset {args.preset} "
         f"--seeds {args.seeds}" + (f" --envs {args.envs}" if args.envs else "")
         + (f" --devices {args.devices}" if args.devices else "")

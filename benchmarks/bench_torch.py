@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -86,15 +85,6 @@ def markdown(rows: list[Row], threads: dict[str, float]) -> str:
 def setting_name(mode: str, threads: int) -> str:
     return f"torch {mode}, {threads} thread{'s' if threads != 1 else ''}"
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _timed(trainer, state, iterations: int, steps: int):
@@ -181,7 +171,9 @@ def main() -> None:
 
     table = markdown(summarize(samples), thread_ratios(samples))
     load_after = os.getloadavg()
-    machine = f"{_cpu_name()}, {os.cpu_count()} cores"
+    from reppo.runs.versions import cpu_model
+
+    machine = f"{cpu_model()}, {os.cpu_count()} cores"
     print(table)
     if args.no_record:
         return

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -27,15 +26,6 @@ HEADER = (
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _insert_row(path: Path, line: str) -> None:
@@ -78,6 +68,7 @@ def main() -> None:
     from reppo.config import coerce_field
     from reppo.loop.runner import train
     from reppo.presets import default_preset_name, get_preset
+    from reppo.runs.versions import cpu_model
 
     typed = {k: coerce_field(k, v) for k, v in overrides.items()}
     backend = typed.get("backend", "jax")
@@ -108,7 +99,7 @@ def main() -> None:
         device_name = getattr(device, "device_kind", str(device))
     row = {
         "date": dt.date.today().isoformat(),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "device": device_name,
         "env": config.env,
         "preset": preset,

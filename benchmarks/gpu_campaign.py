@@ -42,7 +42,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -851,18 +850,11 @@ WORKERS = {"train": worker_train, "torch": worker_torch, "maniskill": worker_man
 # ---- the campaign -------------------------------------------------------------------------------
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def _meta(dry: bool) -> dict[str, Any]:
     from importlib import metadata
+
+    from reppo.runs.versions import cpu_model
 
     versions = {}
     for dist in ("jax", "jaxlib", "torch", "mujoco", "playground", "mani-skill"):
@@ -876,7 +868,7 @@ def _meta(dry: bool) -> dict[str, Any]:
                          capture_output=True, text=True) if _which("nvidia-smi") else None
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "gpu": (gpu.stdout.strip() if gpu and gpu.returncode == 0 else "none found"),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "commit": commit or "?",

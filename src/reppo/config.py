@@ -94,7 +94,8 @@ class Config:
         "auto", "Torch device: 'cuda' when available with 'auto', else 'cpu' (torch backend)."
     )
     torch_compile: bool = _f(
-        False, "torch.compile the loss and gradient computations (torch backend)."
+        False, "torch.compile each minibatch update (critic, actor and temperatures, their "
+        "gradients and Adam steps) as one program (torch backend; needs a C++ compiler on a CPU)."
     )
     cuda_graphs: bool = _f(
         False,

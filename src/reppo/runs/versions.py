@@ -48,7 +48,7 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's marketing name; platform.processor() is often empty on Linux."""
     name = platform.processor()
     if name and name != platform.machine():
@@ -75,7 +75,7 @@ def collect_versions(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": _cpu_model(),
+        "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "reppo": __version__,
         "packages": packages,
