@@ -25,6 +25,7 @@ from reppo.envs.evaluation import EvalResult, Policy, StochasticPolicy, action_k
 from reppo.jax import distributions as D
 from reppo.jax import normalizer as N
 from reppo.jax.networks import Networks, Params
+from reppo.jax.seeds import over_seeds
 from reppo.runs import CheckpointError, evaluation_report, load_run_checkpoint, policy_sizes
 from reppo.runs.outputs import (
     WRITE_ERRNOS,
@@ -170,7 +171,6 @@ def evaluate_run(
         return evaluate(env, act, key).returns
 
     keys = jnp.stack([eval_key(first + i, policy.env_steps) for i in range(policy.num_seeds)])
-    from reppo.jax.train import over_seeds
 
     run = over_seeds(one, policy.num_seeds, "map")
     returns = np.asarray(jax.jit(run)(policy.actor, policy.obs_stats, keys))

@@ -33,6 +33,7 @@ from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 from reppo.jax.agent import Agent, TrainState
 from reppo.jax.multihost import join_processes
 from reppo.jax.policy import evaluate_both
+from reppo.jax.seeds import over_seeds
 from reppo.jax.sharding import DataParallel, resolve_num_devices
 from reppo.loop.seam import EvalReport, StateMismatchError
 
@@ -49,19 +50,6 @@ def device_description() -> dict[str, Any]:
         "jax_backend": jax.default_backend(),
         "devices": [getattr(d, "device_kind", str(d)) for d in jax.devices()],
     }
-
-
-def over_seeds(fn: Callable, num_seeds: int, batching: str) -> Callable:
-    """`fn` applied to every seed of arguments with a leading seed axis (outputs stacked)."""
-    if num_seeds == 1:
-        def single(*args):
-            out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
-            return jax.tree_util.tree_map(lambda x: x[None], out)
-
-        return single
-    if batching == "vmap":
-        return jax.vmap(fn, axis_name=SEED_AXIS)
-    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
 
 class JaxTrainer:
