@@ -531,3 +531,25 @@ def test_find_run_dirs_reports_dirs_without_metrics(tmp_path):
     assert found == [tmp_path / "a"]
     assert [(s.path, s.reason) for s in skipped] == [
         (tmp_path / "b", "no metrics.jsonl (the run has not logged anything yet)")]
+
+
+def test_results_of_one_run_are_named_as_having_no_spread(report):
+    summary = (report["out"] / "summary.md").read_text()
+    note = next(line for line in summary.splitlines() if line.startswith("- One run only:"))
+    # brax-ppo has one WalkerRun run (its interval collapses to it, above); reppo has three.
+    assert "brax-ppo on WalkerRun" in note and "zero width" in note
+    assert "reppo on CheetahRun" not in note
+
+
+def test_a_family_without_known_normalization_gets_no_optimality_gap(tmp_path):
+    for seed, ret in enumerate([-150.0, -90.0]):
+        _write_run(tmp_path / "runs" / f"s{seed}", "MyOwnTask", [(100, [ret])])
+    code, _, err = _report([str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                            "--reps", REPS, "--steps-grid", GRID])
+    assert code == 0, err
+    stats = {r["statistic"] for r in _csv(tmp_path / "out" / "aggregates.csv")}
+    assert stats == {"iqm", "median", "mean"}
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "no optimality gap" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| reppo | 1 | 2 |"))
+    assert row.rstrip().endswith("| - |")

@@ -133,10 +133,11 @@ def plot_aggregates(
     """IQM, median, mean and optimality gap per method: the 95% interval as a bar, the point
     estimate as a black tick (Agarwal et al. 2021, figure 2 style)."""
     methods = list(estimates)
-    fig = _figure(3.2 * len(STATISTICS), 0.8 + 0.45 * len(methods))
-    axes = fig.subplots(1, len(STATISTICS), sharey=True)
+    stats = [s for s in STATISTICS if all(s in estimates[m] for m in methods)]
+    fig = _figure(3.2 * len(stats), 0.8 + 0.45 * len(methods))
+    axes = fig.subplots(1, len(stats), sharey=True, squeeze=False)[0]
     fig.suptitle(title)
-    for ax, stat in zip(axes, STATISTICS, strict=True):
+    for ax, stat in zip(axes, stats, strict=True):
         lows = [estimates[m][stat].low for m in methods]
         highs = [estimates[m][stat].high for m in methods]
         pad = max(0.05 * (max(highs) - min(lows)), 0.02)

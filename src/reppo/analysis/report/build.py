@@ -74,6 +74,7 @@ def _final_scores(group: Sequence[Run]) -> list[list[float]]:
 
 
 def _aggregates(runs: Sequence[Run], opts: Options, mode: str) -> list[Aggregate]:
+    from reppo.analysis.runs import is_raw
     from reppo.analysis.stats import bootstrap_statistics
 
     out = []
@@ -81,6 +82,9 @@ def _aggregates(runs: Sequence[Run], opts: Options, mode: str) -> list[Aggregate
         per_task = _final_scores(group)
         estimates = bootstrap_statistics(per_task, reps=opts.reps, confidence=CONFIDENCE,
                                          seed=opts.seed, mode=mode)
+        if is_raw(family):
+            # The gap to a score of 1 means nothing for returns of an unknown scale.
+            estimates.pop("optimality_gap", None)
         out.append(Aggregate(family, method, len(per_task), len(group), estimates))
     return out
 
@@ -226,6 +230,8 @@ def _ablations(runs: Sequence[Run], opts: Options, mode: str) -> list[AblationBa
 
 def _coverage_notes(runs: Sequence[Run]) -> list[str]:
     """Warnings about comparisons the numbers cannot support on their own."""
+    from reppo.analysis.runs import family_title, is_raw
+
     notes = []
     for (family,), group in _group(runs, "family").items():
         tasks_of = {m: {r.task for r in g} for (m,), g in _group(group, "method").items()}
@@ -233,6 +239,16 @@ def _coverage_notes(runs: Sequence[Run]) -> list[str]:
             sizes = ", ".join(f"{m} {len(t)}" for m, t in tasks_of.items())
             notes.append(f"Methods cover different {family} tasks ({sizes} tasks): their "
                          "aggregates are over different task sets and not directly comparable.")
+    single = [f"{method} on {task}" for (method, task), group
+              in _group(runs, "method", "task").items() if len(group) == 1]
+    if single:
+        notes.append(f"One run only: {', '.join(single)}. A bootstrap over one run has no "
+                     "spread, so the intervals of these results (and of aggregates made of "
+                     "them alone) have zero width; train more seeds before reading them.")
+    for family in sorted({r.family for r in runs}):
+        if is_raw(family):
+            notes.append(f"{family_title(family)}: no optimality gap, performance profile or "
+                         "reliable-performance curve, which need a known normalization.")
     for (method, task), group in _group(runs, "method", "task").items():
         budgets = sorted({r.total_steps for r in group})
         if len(budgets) > 1:

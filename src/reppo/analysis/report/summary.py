@@ -157,7 +157,8 @@ def write_summary(
                   "better.", ""]
         lines += _table(
             ["method", "tasks", "runs", *(STATISTIC_LABELS[s] for s in STATISTICS)],
-            [[a.method, a.n_tasks, a.n_runs, *(_fmt(a.estimates[s], 3) for s in STATISTICS)]
+            [[a.method, a.n_tasks, a.n_runs,
+              *(_fmt(a.estimates[s], 3) if s in a.estimates else "-" for s in STATISTICS)]
              for a in report.aggregates if a.family == family],
         )
         is_mani = family == MANISKILL
