@@ -16,6 +16,12 @@ if _WORKER:
         + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     ).strip()
 
+# torch.compile's inductor keeps its cache under tempfile.gettempdir(); tests that replace the
+# temp dir to check that a run leaves nothing there must not see it appear.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "reppo" / "torchinductor-tests")
+)
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
