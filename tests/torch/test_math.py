@@ -370,7 +370,7 @@ def _tensors(seed: int, shapes=((4, 3), (3,), ())) -> list:
 
 
 def test_adam_steps_like_torch_optim_adam():
-    from reppo.torch.agent import Adam
+    from reppo.torch.optim import Adam
 
     ours = [p.clone() for p in _tensors(0)]
     theirs = [torch.nn.Parameter(p.clone()) for p in _tensors(0)]
@@ -391,7 +391,7 @@ def test_adam_steps_like_torch_optim_adam():
 
 
 def test_adam_state_goes_through_checkpoint_arrays_in_place():
-    from reppo.torch.agent import Adam
+    from reppo.torch.optim import Adam
 
     names = ["a", "b", "c"]
     first = Adam([p.clone() for p in _tensors(0)], lr=1e-2)
@@ -417,7 +417,7 @@ def test_adam_state_goes_through_checkpoint_arrays_in_place():
 
 @pytest.mark.parametrize("scale", [0.1, 10.0])
 def test_clip_grads_scales_by_the_global_norm_only_above_the_limit(scale):
-    from reppo.torch.agent import clip_grads_
+    from reppo.torch.optim import clip_grads_
 
     grads = [scale * g for g in _tensors(3)]
     before = [g.clone() for g in grads]

@@ -45,8 +45,9 @@ from reppo.loop.seam import EvalReport, StateMismatchError, eval_seed
 from reppo.runs import CheckpointError
 from reppo.torch import distributed
 from reppo.torch import normalizer as N
-from reppo.torch.agent import Adam, TorchAgent
+from reppo.torch.agent import TorchAgent
 from reppo.torch.networks import FlatMismatchError, load_flat, to_flat
+from reppo.torch.optim import Adam
 
 __all__ = ["TorchTrainer"]
 
