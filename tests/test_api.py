@@ -395,7 +395,7 @@ def test_saving_a_policy_never_overwrites_anything(tmp_path):
     (tmp_path / "file").write_text("mine too")
     before = _files(tmp_path)
     for path in (taken, tmp_path / "file"):
-        with pytest.raises(reppo.ConfigError, match=f"{path} already exists.*nothing was"):
+        with pytest.raises(reppo.ConfigError, match=f"{path} is (a file|not empty); nothing was"):
             policy.save(path)
     assert _files(tmp_path) == before
     with pytest.raises(reppo.ConfigError, match=r"cannot write .*file/policy.*nothing was"):
@@ -403,7 +403,7 @@ def test_saving_a_policy_never_overwrites_anything(tmp_path):
     assert _files(tmp_path) == before
     policy.save(tmp_path / "saved")
     saved = _files(tmp_path / "saved")
-    with pytest.raises(reppo.ConfigError, match="already exists"):
+    with pytest.raises(reppo.ConfigError, match="saved is not empty"):
         policy.save(tmp_path / "saved")
     assert _files(tmp_path / "saved") == saved
     empty = tmp_path / "empty"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from reppo.config import Config, ConfigError
+from reppo.runs.rundir import check_output_directory
 
 __all__ = ["Policy"]
 
@@ -267,13 +268,11 @@ class Policy:
 
     @staticmethod
     def _check_new_directory(path: Path) -> None:
-        if path.is_dir() and not any(path.iterdir()):
-            return
-        if path.exists() or path.is_symlink():
-            raise ConfigError(
-                f"Policy.save: {path} already exists; nothing was written (a policy is saved "
-                "into a new or empty directory): pick another path, or delete it first"
-            )
+        check_output_directory(
+            path, "Policy.save:", error=ConfigError,
+            advice="a policy is saved into a new or empty directory: pick another path, or "
+            "delete it first",
+        )
 
     def export_onnx(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Write this policy as an ONNX graph to `path`, a new file: the file `reppo export

@@ -436,7 +436,7 @@ def test_existing_non_empty_out_dir_is_refused(tmp_path):
     (out / "summary.md").write_text("mine")
     code, _, stderr = _report([str(tmp_path / "runs"), "--out", str(out)])
     assert code == 2
-    assert "already exists and is not empty; choose another report directory" in stderr
+    assert "is not empty; nothing was changed; choose another report directory" in stderr
     assert (out / "summary.md").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["summary.md"]
 

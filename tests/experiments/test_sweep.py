@@ -593,7 +593,7 @@ def test_out_dirs_that_are_not_sweeps_are_refused(tmp_path, capsys, fake):
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     code, _, err = _sweep(capsys, other)
-    assert code == 2 and "holds files but no sweep.json" in err
+    assert code == 2 and "is not empty and holds no sweep.json" in err
     assert _snapshot(other) == {"notes.txt": b"mine"} and not fake.commands
 
 

@@ -323,6 +323,31 @@ def test_refuses_file(tmp_path):
     assert target.read_bytes() == b"data"
 
 
+def test_one_refusal_of_an_occupied_output_directory(tmp_path):
+    from reppo.errors import UserError
+    from reppo.runs.rundir import check_output_directory
+
+    check_output_directory(tmp_path / "new", "--out")  # missing: free
+    (tmp_path / "empty").mkdir()
+    check_output_directory(tmp_path / "empty", "--out")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / ".lock").write_text("")
+    check_output_directory(locked, "--out", ignore=(".lock",))  # only what the command made
+    with pytest.raises(UserError, match=r"^--out .*locked is not empty; nothing was changed; "
+                                        r"pick a new or empty directory$"):
+        check_output_directory(locked, "--out")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(RunDirError, match=r"^.*file is a file; nothing was changed; fix it$"):
+        check_output_directory(tmp_path / "file", "", advice="fix it", error=RunDirError)
+    (locked / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"--out .*locked is not empty and holds no sweep.json, "
+                                        r"so it is not a sweep; nothing was changed"):
+        check_output_directory(locked, "--out", record="sweep.json", kind="sweep",
+                               ignore=(".lock",))
+    assert (locked / "notes.txt").read_text() == "mine" and (tmp_path / "file").exists()
+
+
 def test_open_run_dir_errors(tmp_path):
     with pytest.raises(RunDirError, match="does not exist"):
         open_run_dir(tmp_path / "missing")

@@ -15,6 +15,7 @@ from reppo.analysis.report.model import AUTO, PAPER_SUITES, Options
 from reppo.analysis.report.summary import write_summary
 from reppo.analysis.report.tables import write_tables
 from reppo.errors import UserError
+from reppo.runs.rundir import check_output_directory
 
 if TYPE_CHECKING:
     from reppo.analysis.runs import Skipped
@@ -66,11 +67,7 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a directory that does not exist yet")
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"--out {out} already exists and is not empty; choose another report "
-                        "directory (nothing was written)")
+    check_output_directory(out, "--out", advice="choose another report directory")
 
 
 def _command_line(args: argparse.Namespace) -> str:

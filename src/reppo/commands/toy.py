@@ -24,6 +24,7 @@ from reppo.experiments.toy.training import (
     run_study,
     summarize,
 )
+from reppo.runs.rundir import check_output_directory
 
 # ---- the command ------------------------------------------------------------------------------
 
@@ -57,14 +58,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_out_dir(out: Path) -> None:
-    from reppo.errors import UserError
-
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pick a new or empty directory")
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(
-            f"--out {out} is not empty; nothing was changed; pick a new or empty directory"
-        )
+    check_output_directory(out, "--out")
 
 
 def write_outputs(out: Path, files: dict[str, bytes]) -> None:

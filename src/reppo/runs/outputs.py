@@ -1,7 +1,7 @@
 """Output files of `reppo eval --video` and `reppo export --onnx`, shared by both backends:
 the destination is checked before the slow work, and a file is written whole (temp file in the
 same directory, then linked into place, never replacing one) or not at all, with one-line
-errors that name the path and the fix."""
+errors that name the path and the fix. (Output directories: `reppo.runs.rundir`.)"""
 
 from __future__ import annotations
 

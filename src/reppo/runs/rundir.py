@@ -10,6 +10,8 @@ Layout::
 
 The rule of this module is that it never overwrites or deletes a file it did not write: a
 directory that already holds anything is refused, with a message that says how to proceed.
+`check_output_directory` is that refusal for every command that writes a directory (a run, a
+sweep, a search, a report, a toy study, a baseline run, a saved policy).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from reppo.errors import UserError
 
 CONFIG_FILE = "config.json"
 VERSIONS_FILE = "versions.json"
@@ -144,26 +148,46 @@ def _describe_existing_run(path: Path, config: dict[str, Any]) -> str:
     return f"{path} already holds a run with a different config (differs in {named})"
 
 
+def check_output_directory(
+    path: str | os.PathLike[str],
+    name: str,
+    *,
+    advice: str = "pick a new or empty directory",
+    record: str | None = None,
+    kind: str | None = None,
+    ignore: tuple[str, ...] = (),
+    error: type[Exception] = UserError,
+) -> None:
+    """The one refusal of an occupied output directory: `path` must be missing or a
+    directory that holds nothing but the names in `ignore`. `name` starts the message (a flag
+    such as "--out", or "" for a path given by position); `record`/`kind` say what a directory
+    of this command would hold ("holds no sweep.json, so it is not a sweep"), for commands
+    that continue such a directory themselves; `advice` is the fix; `error` the class raised
+    (every one of them is a user error, exit status 2)."""
+    path = Path(path)
+    where = f"{name} {path}".strip()
+    unchanged = "nothing was changed"
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise error(f"{where} is a file; {unchanged}; {advice}")
+    if path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
+        what = f" and holds no {record}, so it is not a {kind}" if record else ""
+        raise error(f"{where} is not empty{what}; {unchanged}; {advice}")
+
+
 def check_run_dir_free(path: str | os.PathLike[str], config: dict[str, Any]) -> None:
     """Refuse (RunDirError) a `path` where `create_run_dir` could not start a fresh run: a
     file, a directory that holds a run (resume it instead) or other files. Called before a
     run's slow setup as well, so that a conflict is reported in seconds, not after it."""
     path = Path(path)
-    unchanged = "nothing was changed"
-    if path.exists() and not path.is_dir():
+    if path.is_dir() and (path / CONFIG_FILE).exists():
         raise RunDirError(
-            f"{path} is a file, not a run directory; {unchanged}; pick another --run-dir"
-        )
-    if (path / CONFIG_FILE).exists():
-        raise RunDirError(
-            f"{_describe_existing_run(path, config)}; {unchanged}; to continue it use "
+            f"{_describe_existing_run(path, config)}; nothing was changed; to continue it use "
             f"`reppo train --resume {path}`, or pick another --run-dir for a new run"
         )
-    if path.is_dir() and any(path.iterdir()):
-        raise RunDirError(
-            f"{path} is not empty and is not a reppo run directory (no {CONFIG_FILE}); "
-            f"{unchanged}; pick another --run-dir (or an empty or new directory)"
-        )
+    check_output_directory(
+        path, "", record=CONFIG_FILE, kind="reppo run directory", error=RunDirError,
+        advice="pick another --run-dir (or a new or empty directory)",
+    )
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from reppo.errors import UserError
 from reppo.experiments.baselines.hyperparameters import IMPL
 from reppo.loop.seam import EvalReport
 from reppo.runs import MetricsLogger, format_progress
 from reppo.runs.metrics import EVAL_RETURN
+from reppo.runs.rundir import check_output_directory
 from reppo.runs.versions import collect_versions
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -168,9 +168,7 @@ def baseline_versions(algo: str) -> dict[str, Any]:
 
 def refuse_existing(run_dir: Path) -> None:
     """A baseline never writes into a directory that holds anything (it cannot resume)."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        what = "is a file" if not run_dir.is_dir() else "is not empty"
-        raise UserError(
-            f"{run_dir} {what}; nothing was changed. Baseline runs cannot be resumed: pick a new "
-            f"--run-dir (or move this one aside to run it again from scratch)"
-        )
+    check_output_directory(
+        run_dir, "", advice="baseline runs cannot be resumed: pick a new --run-dir (or move "
+        "this one aside to run it again from scratch)",
+    )

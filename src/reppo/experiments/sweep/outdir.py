@@ -18,6 +18,7 @@ from typing import Any
 from reppo.errors import UserError
 from reppo.experiments.sweep.plan import read_json
 from reppo.experiments.sweep.settings import Settings
+from reppo.runs.rundir import check_output_directory
 
 SWEEP_FILE = "sweep.json"
 
@@ -66,15 +67,10 @@ def _differences(existing: dict[str, Any], settings: Settings) -> list[str]:
 def check_out_dir(settings: Settings) -> dict[str, Any] | None:
     """The existing sweep.json of OUT (None for a new sweep); refuses conflicting settings."""
     out = settings.out
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pick a directory")
     path = out / SWEEP_FILE
-    if not path.exists():
-        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
-            raise UserError(
-                f"--out {out} holds files but no {SWEEP_FILE}, so it is not a sweep; nothing "
-                "was changed; pick a new or empty directory"
-            )
+    if not (out.is_dir() and path.exists()):
+        check_output_directory(out, "--out", record=SWEEP_FILE, kind="sweep",
+                               ignore=(LOCK_FILE,))
         return None
     existing = read_json(path)
     if not isinstance(existing, dict):

@@ -16,6 +16,7 @@ from typing import Any
 from reppo.errors import UserError
 from reppo.experiments.suites import SUITES
 from reppo.experiments.sweep.settings import Echo, Settings
+from reppo.runs.rundir import check_output_directory
 
 TUNE_FILE, LOCK_FILE, STUDY_FILE = "tune.json", "tune.lock", "study.db"
 BASE_FILE, BEST_FILE, TRIALS_DIR = "base.json", "best.json", "trials"
@@ -174,12 +175,9 @@ def require_optuna() -> Any:
 
 def _read_record(out: Path) -> dict[str, Any] | None:
     path = out / TUNE_FILE
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pick a directory")
-    if not path.exists():
-        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
-            raise UserError(f"--out {out} holds files but no {TUNE_FILE}, so it is not a "
-                            "search; nothing was changed; pick a new or empty directory")
+    if not (out.is_dir() and path.exists()):
+        check_output_directory(out, "--out", record=TUNE_FILE, kind="search",
+                               ignore=(LOCK_FILE,))
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
