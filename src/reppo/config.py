@@ -220,7 +220,8 @@ class Config:
 
     # ---- logging, evaluation, checkpoints --------------------------------------------------
     log_interval_steps: int = _f(
-        1_000_000, "Env steps between log lines; also the size of one jitted chunk."
+        1_000_000, "Env steps between log lines (a new value compiles nothing: the compiled "
+        "chunk of iterations ends early at each log line)."
     )
     eval_interval_steps: int = _f(5_000_000, "Env steps between evaluations (0: only at the end).")
     eval_episodes: int = _f(16, "Deterministic evaluation episodes (run in parallel).")

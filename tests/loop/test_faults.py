@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from reppo.jax.train import JaxTrainer
-from reppo.loop import run_loop
+from reppo.loop import chunks, run_loop
 from reppo.loop import runner as training
+from reppo.loop.chunks import COMPILED_CHUNK_STEPS, compiled_chunk_iterations
 from reppo.loop.runner import NonFiniteError, chunk_length, train
 from reppo.runs import (
     MetricsError,
@@ -494,15 +495,48 @@ def test_a_short_last_chunk_reuses_the_compiled_program(tmp_path, still):
     trainer = JaxTrainer(config)
     lines: list[str] = []
     train(config, tmp_path / "a", trainer=trainer, echo=lines.append)
-    assert list(trainer._chunks) == [2]
+    assert list(trainer._chunks) == [compiled_chunk_iterations(config)]
     assert sum("compiled in" in line for line in lines) == 1
+    # Another log cadence is the same compiled program, run in chunks of one iteration.
     one_by_one = config.replace(log_interval_steps=128)
-    train(one_by_one, tmp_path / "b", echo=_quiet)
+    other = JaxTrainer(one_by_one)
+    train(one_by_one, tmp_path / "b", trainer=other, echo=_quiet)
+    assert list(other._chunks) == list(trainer._chunks)
+    assert [r["env_steps"] for r in read_metrics(tmp_path / "b")] == [128, 256, 384]
     a, _ = load_checkpoint(list_checkpoints(tmp_path / "a")[-1])
     b, _ = load_checkpoint(list_checkpoints(tmp_path / "b")[-1])
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_the_compiled_chunk_depends_on_no_cadence_and_no_budget(tiny_config):
+    # Everything a resumed run may change leaves the compiled program as it was.
+    base = compiled_chunk_iterations(tiny_config)
+    for changed in (dict(log_interval_steps=128), dict(log_interval_steps=10**7),
+                    dict(eval_interval_steps=384), dict(checkpoint_interval_steps=128),
+                    dict(total_steps=10**7)):
+        assert compiled_chunk_iterations(tiny_config.replace(**changed)) == base, changed
+    assert base == COMPILED_CHUNK_STEPS // tiny_config.steps_per_iteration
+    assert compiled_chunk_iterations(tiny_config.replace(num_envs=16)) == base // 2
+
+
+def test_a_log_cadence_longer_than_the_compiled_chunk_logs_at_its_cadence(
+    tmp_path, tiny_config, monkeypatch
+):
+    # A compiled chunk of two iterations (256 env steps) and a log line every five: each
+    # record covers the five iterations since the last one, and nothing is logged between.
+    monkeypatch.setattr(chunks, "COMPILED_CHUNK_STEPS", 256)
+    config = tiny_config.replace(total_steps=128 * 10, log_interval_steps=640,
+                                 checkpoint_interval_steps=10_000)
+    trainer = ScriptedTrainer(config, metrics=lambda its: {"loss/x": its.astype(float)})
+    train(config, tmp_path / "run", echo=_quiet, trainer=trainer)
+    assert trainer.calls[0] == ("prepare", 2)
+    assert [n for call, n in trainer.calls if call == "run_chunk"] == [2, 2, 1, 2, 2, 1]
+    records = read_metrics(tmp_path / "run")
+    assert [r["env_steps"] for r in records] == [640, 1280]
+    assert [r["loss/x"] for r in records] == [3.0, 8.0]  # means of iterations 1-5 and 6-10
+    assert all(r["sps"] > 0 for r in records)
 
 
 def test_a_trainers_setup_lines_come_before_training(tmp_path, tiny_config):

@@ -15,9 +15,17 @@ from reppo.loop.seam import NonFiniteError
 from reppo.runs.checkpoint import best_record
 
 __all__ = [
-    "DIVERGENCE_LIMITS", "check_finite", "chunk_length", "crossed", "divergence_warning",
-    "divergent_metrics", "remaining_evals", "summarize",
+    "COMPILED_CHUNK_STEPS", "DIVERGENCE_LIMITS", "check_finite", "chunk_length",
+    "compiled_chunk_iterations", "crossed", "joined", "divergence_warning", "divergent_metrics",
+    "remaining_evals", "summarize",
 ]
+
+
+def joined(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The metrics of consecutive chunks as those of one: joined along the iterations axis."""
+    if len(chunks) == 1:
+        return chunks[0]
+    return {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
 
 
 def summarize(metrics: dict[str, np.ndarray]) -> dict[str, float]:
@@ -72,13 +80,27 @@ def divergent_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def chunk_length(config: Config, iteration: int, chunk_size: int) -> int:
-    """Iterations of the next chunk from `iteration`: at most `chunk_size`, ending at the
-    budget and at the first iteration where an evaluation or a checkpoint falls due, so that
-    both happen at their promised cadence rather than at the next log point."""
+# Env steps of the longest chunk the compiled training program runs per call. It depends on
+# nothing a resumed run may change (the log, evaluation and checkpoint cadences, the budget):
+# a chunk ends early at each of those boundaries instead, so a new cadence reuses the compiled
+# program (and JAX's persistent cache) rather than compiling another.
+COMPILED_CHUNK_STEPS = 1_048_576
+
+
+def compiled_chunk_iterations(config: Config) -> int:
+    """Iterations of the compiled chunk program: about `COMPILED_CHUNK_STEPS` env steps, set
+    by the batch of an iteration only (num_envs x num_steps, fixed for a run)."""
+    return max(1, COMPILED_CHUNK_STEPS // config.steps_per_iteration)
+
+
+def chunk_length(config: Config, iteration: int, capacity: int) -> int:
+    """Iterations of the next chunk from `iteration`: at most `capacity`, ending at the budget
+    and at the first iteration where a log line, an evaluation or a checkpoint falls due, so
+    that each happens at its promised cadence."""
     per_iteration = config.steps_per_iteration
-    n = min(chunk_size, config.num_iterations - iteration)
-    for interval in (config.eval_interval_steps, config.checkpoint_interval_steps):
+    n = min(capacity, config.num_iterations - iteration)
+    for interval in (config.log_interval_steps, config.eval_interval_steps,
+                     config.checkpoint_interval_steps):
         if interval > 0:
             next_boundary = (iteration * per_iteration // interval + 1) * interval
             n = min(n, max(1, -(-next_boundary // per_iteration) - iteration))

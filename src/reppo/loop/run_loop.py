@@ -23,9 +23,11 @@ from reppo.loop.checkpointing import checkpoint_write_error, save_state
 from reppo.loop.chunks import (
     check_finite,
     chunk_length,
+    compiled_chunk_iterations,
     crossed,
     divergence_warning,
     divergent_metrics,
+    joined,
     remaining_evals,
     summarize,
 )
@@ -75,7 +77,11 @@ class RunLoop:
         self.iteration = trainer.iteration_of(state)
         self.per_iteration = config.steps_per_iteration
         self.final_steps = config.num_iterations * self.per_iteration
-        self.chunk_size = max(1, config.log_interval_steps // self.per_iteration)
+        # The compiled program's chunk: fixed by the iteration's batch, not by any cadence.
+        self.capacity = compiled_chunk_iterations(config)
+        # Chunks trained since the last log record: their metrics and training seconds.
+        self.unlogged: list[dict[str, np.ndarray]] = []
+        self.unlogged_seconds = 0.0
         self.title = f"REPPO ({config.backend}) on {config.env}"
         self.wall_offset, self.start_time = wall_offset, time.perf_counter()
         # Before the logger opens metrics.jsonl: taking back its last record rewrites it.
@@ -123,7 +129,7 @@ class RunLoop:
         return self._result()
 
     def _train_one_chunk(self) -> None:
-        n = chunk_length(self.config, self.iteration, self.chunk_size)
+        n = chunk_length(self.config, self.iteration, self.capacity)
         previous_steps = self.iteration * self.per_iteration
         compile_before = self.trainer.compile_seconds
         t0 = time.perf_counter()
@@ -133,19 +139,23 @@ class RunLoop:
         self.state = new_state
         self.agree_on_stopping()
         self.iteration += n
+        self.unlogged.append(metrics)
+        self.unlogged_seconds += elapsed
         env_steps = self.iteration * self.per_iteration
-        self.sps = n * self.per_iteration * self.config.num_seeds / max(elapsed, 1e-9)
-        record = {"env_steps": env_steps, "iteration": self.iteration, "wall_time": self.wall(),
-                  "sps": self.sps, **summarize(metrics)}
         final = self.iteration >= self.config.num_iterations
-        if not self.stopping() and (
-            crossed(self.config.eval_interval_steps, previous_steps, env_steps) or final
+        evaluating = not self.stopping() and (
+            crossed(self.config.eval_interval_steps, previous_steps, env_steps) or final)
+        record: dict[str, Any] = {}
+        if evaluating or final or self.stopping() or crossed(
+            self.config.log_interval_steps, previous_steps, env_steps
         ):
-            self.evaluate(record)
-        self._log(record, eta=True)
-        self._warn_once_on_divergence(record)
-        self.call_back(record)
-        self.agree_on_stopping()
+            record = self._take_record()
+            if evaluating:
+                self.evaluate(record)
+            self._log(record, eta=True)
+            self._warn_once_on_divergence(record)
+            self.call_back(record)
+            self.agree_on_stopping()
         is_best = EVAL_RETURN in record and record[EVAL_RETURN] > self.best_return
         if final or self.stopping() or is_best or crossed(
             self.config.checkpoint_interval_steps, previous_steps, env_steps
@@ -157,6 +167,16 @@ class RunLoop:
             self._plot()
 
     # ---- the steps -----------------------------------------------------------------------
+
+    def _take_record(self) -> dict[str, Any]:
+        """The log record of the chunks trained since the last one (their metrics joined)."""
+        metrics = joined(self.unlogged)
+        iterations = next(iter(metrics.values())).shape[1] if metrics else 0
+        self.sps = (iterations * self.per_iteration * self.config.num_seeds
+                    / max(self.unlogged_seconds, 1e-9))
+        self.unlogged, self.unlogged_seconds = [], 0.0
+        return {"env_steps": self.iteration * self.per_iteration, "iteration": self.iteration,
+                "wall_time": self.wall(), "sps": self.sps, **summarize(metrics)}
 
     def stopping(self) -> bool:
         if self.processes.count > 1:
@@ -294,9 +314,10 @@ class RunLoop:
         prepare = getattr(self.trainer, "prepare", None)
         if prepare is None or self.iteration >= self.config.num_iterations or self.stopping():
             return
-        self.echo(f"  compiling the training program ({self.chunk_size} iterations per call)...")
+        self.echo(f"  compiling the training program (up to {self.capacity} iterations per "
+                  "call)...")
         before = self.trainer.compile_seconds
-        prepare(self.state, self.chunk_size)
+        prepare(self.state, self.capacity)
         self.echo(f"  compiled in {format_duration(self.trainer.compile_seconds - before)}")
 
     def _finished(self) -> bool:
