@@ -51,7 +51,7 @@ def measure(config, iterations: int, old: bool) -> dict:
     """Compile, train `iterations` iterations, evaluate; every time in seconds."""
     import jax
 
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
 
     trainer = JaxTrainer(config)
     state = trainer.init_state()

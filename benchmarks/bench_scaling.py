@@ -46,7 +46,7 @@ def _child(args: argparse.Namespace) -> None:
     import jax
 
     from reppo.compile_cache import enable_compilation_cache
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
     from reppo.presets import get_preset
 
     enable_compilation_cache()

@@ -115,10 +115,10 @@ def main() -> None:
 
     from reppo.compile_cache import enable_compilation_cache
     from reppo.config import ConfigError
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
     from reppo.presets import get_preset
     from reppo.torch.agent import require_compile_toolchain
-    from reppo.torch.train import TorchTrainer
+    from reppo.torch.trainer import TorchTrainer
 
     enable_compilation_cache()
     load_before = os.getloadavg()

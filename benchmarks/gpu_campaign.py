@@ -665,7 +665,7 @@ def worker_train(spec: dict[str, Any], rec: Recorder, seconds: float, compile_on
     import jax
 
     from reppo.config import coerce_field
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
     from reppo.presets import get_preset
 
     fields = {k: coerce_field(k, v) for k, v in spec.get("fields", {}).items()}

@@ -134,7 +134,7 @@ _GUARDED = []  # (owner, attribute, stand-in) for what a unit test may not reach
 def _guarded() -> list[tuple[object, str, object]]:
     if not _GUARDED:
         from reppo.envs import registry
-        from reppo.jax.train import JaxTrainer
+        from reppo.jax.trainer import JaxTrainer
 
         # Reading a Playground task's static facts (`env_spec`: sizes, episode length) loads
         # its model but steps nothing; building a batch of it does.
@@ -144,7 +144,7 @@ def _guarded() -> list[tuple[object, str, object]]:
                          _not_in_a_unit_test("builds the JAX trainer")))
         try:
             from reppo.envs import maniskill
-            from reppo.torch.train import TorchTrainer
+            from reppo.torch.trainer import TorchTrainer
         except ImportError:
             pass
         else:

@@ -250,7 +250,7 @@ PRIVATE_NAMES_TO_MOVE = {
     ("tests/experiments/test_sweep_slurm.py", "reppo.cli._build_parser"),
     ("tests/runs/test_runs.py", "reppo.runs.plots._draw"),
     ("tests/test_docs.py", "reppo.cli._build_parser"),
-    ("tests/torch/test_distributed.py", "reppo.torch.train._checkpoint_ranks"),
+    ("tests/torch/test_distributed.py", "reppo.torch.trainer._checkpoint_ranks"),
 }
 
 

@@ -150,7 +150,7 @@ def test_both_agents_draw_a_pool_per_rollout_and_drop_it(tiny_config, monkeypatc
     assert drawn == [size] and env_state.pool is None
 
     pytest.importorskip("torch")
-    from reppo.torch.train import TorchTrainer
+    from reppo.torch.trainer import TorchTrainer
 
     trainer = TorchTrainer(config.replace(backend="torch"))
     calls = []

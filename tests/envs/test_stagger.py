@@ -48,7 +48,7 @@ def test_jax_stagger_can_be_switched_off(tiny_config):
 @pytest.mark.e2e
 def test_torch_bridge_staggers_training_envs(tiny_config):
     torch = pytest.importorskip("torch")
-    from reppo.torch.train import TorchTrainer
+    from reppo.torch.trainer import TorchTrainer
 
     trainer = TorchTrainer(tiny_config.replace(backend="torch", num_envs=64))
     trainer.init_state()

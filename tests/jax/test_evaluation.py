@@ -18,7 +18,7 @@ CLOSE = {"rtol": 1e-5, "atol": 1e-3}
 @pytest.fixture(scope="module")
 def trained():
     """A trainer and a state two iterations in, so that the policy is not its init."""
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
     from tests.conftest import TINY
 
     trainer = JaxTrainer(TINY.replace(num_seeds=2, eval_episodes=3))

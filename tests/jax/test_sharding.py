@@ -59,7 +59,7 @@ TWO_DEVICES = textwrap.dedent("""
     import jax
     from reppo.compile_cache import enable_compilation_cache
     from reppo.config import Config
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
     from reppo.loop.runner import train
 
     # The run below compiles the programs of the comparison again: the cache serves them.

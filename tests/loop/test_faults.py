@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reppo.jax.train import JaxTrainer
+from reppo.jax.trainer import JaxTrainer
 from reppo.loop import chunks, run_loop
 from reppo.loop import runner as training
 from reppo.loop.chunks import COMPILED_CHUNK_STEPS, compiled_chunk_iterations

@@ -126,7 +126,7 @@ def test_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monk
     its sampled action replaced by the mean action both evaluations agree exactly, for every
     seed (the env reset keys are the same)."""
     from reppo.jax.agent import Agent
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
 
     def mean_action(self, actor, stats, obs, key):
         del key
@@ -149,7 +149,7 @@ def test_batched_seeds_initialise_like_single_seeds():
     import jax
 
     from reppo import preset
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
 
     config = preset("cpu", env="CartpoleBalance", num_envs=8, num_seeds=2, seed=5)
     assert config.seed_batching == "vmap"

@@ -1,6 +1,6 @@
 """The training loop shared by both backends: chunks of iterations driven from Python.
 
-A backend supplies a `Trainer` (`reppo.jax.train.JaxTrainer`, `reppo.torch.train.TorchTrainer`)
+A backend supplies a `Trainer` (`reppo.jax.trainer.JaxTrainer`, `reppo.torch.trainer.TorchTrainer`)
 that owns the algorithm; this loop owns everything else: the run directory, logging, the
 evaluation and checkpoint cadence, the non-finite stop and the clean stop on Ctrl-C (saving a
 checkpoint of the last completed chunk). All randomness lives in the trainer's state, so
@@ -54,10 +54,10 @@ __all__ = [
 
 def make_trainer(config: Config) -> Trainer:
     if config.backend == "torch":
-        from reppo.torch.train import TorchTrainer
+        from reppo.torch.trainer import TorchTrainer
 
         return TorchTrainer(config)
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
 
     return JaxTrainer(config)
 

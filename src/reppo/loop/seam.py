@@ -2,7 +2,7 @@
 what it reports (`EvalReport`), what a run returns (`TrainResult`), and the error that stops a
 run whose numbers are no longer finite.
 
-`reppo.loop.runner` (the loop) and the backends (`reppo.jax.train`, `reppo.torch.train`) both
+`reppo.loop.runner` (the loop) and the backends (`reppo.jax.trainer`, `reppo.torch.trainer`) both
 import this module and not each other, except that the loop builds a backend's trainer by
 name (`reppo.loop.runner.make_trainer`).
 """

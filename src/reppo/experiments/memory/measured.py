@@ -27,7 +27,7 @@ def measure_in_this_process(config: Any, iterations: int) -> dict[str, Any]:
 
     import jax
 
-    from reppo.jax.train import JaxTrainer
+    from reppo.jax.trainer import JaxTrainer
 
     start = time.perf_counter()
     trainer = JaxTrainer(config)

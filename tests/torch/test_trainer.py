@@ -201,7 +201,7 @@ def test_torch_every_evaluation_logs_the_stochastic_return(tiny_config, tmp_path
 def test_torch_stochastic_evaluation_runs_the_deterministic_episodes(tiny_config, monkeypatch):
     """With the sampled action replaced by the mean action, the stochastic evaluation equals
     the deterministic one exactly: both reset with the same seed, to the same initial states."""
-    from reppo.torch.train import TorchTrainer
+    from reppo.torch.trainer import TorchTrainer
 
     monkeypatch.setattr(TorchAgent, "act_stochastic",
                         lambda self, obs, generator: self.act_deterministic(obs))
@@ -387,7 +387,7 @@ def test_torch_correlated_noise_leans_the_way_the_state_moves(tiny_config, rho):
 def torch_threads(monkeypatch):
     """torch's intra-op thread count restored after the test, with no thread variables set and
     `count` posing as the count torch starts with on this machine."""
-    from reppo.torch import train as torch_train
+    from reppo.torch import trainer as torch_train
 
     before = torch.get_num_threads()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
