@@ -90,6 +90,15 @@ TIMEOUTS = {"unit": 120, "e2e": 600, "learning": 1800, "multiprocess": 1800}
 _ORDER = {"learning": 0, "multiprocess": 1, "e2e": 2, "unit": 3}
 
 
+# The README's test command (and CI) leaves out the tests marked `extended`: full default
+# runs and second real runs of what a cheaper test in CI already checks (its fakes, a shorter
+# run, the other backend). `pytest --extended` runs them too: the whole suite, before a
+# release or after changing what they guard.
+def pytest_addoption(parser):
+    parser.addoption("--extended", action="store_true",
+                     help="also run the tests marked extended (the whole suite)")
+
+
 def tiers_of(item) -> list[str]:
     return [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
 
@@ -107,8 +116,16 @@ def pytest_collection_modifyitems(config, items):
             tiers = ["unit"]
         elif "unit" in tiers and len(tiers) > 1:
             raise pytest.UsageError(f"{item.nodeid}: a unit test is in no other tier {tiers}")
+        if item.get_closest_marker("extended") is not None and "unit" in tiers:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test is never extended; CI runs "
+                                    "every unit test")
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(max(TIMEOUTS[t] for t in tiers)))
+    if not config.getoption("--extended"):
+        extended = [item for item in items if item.get_closest_marker("extended") is not None]
+        if extended:
+            config.hook.pytest_deselected(items=extended)
+            items[:] = [item for item in items if item.get_closest_marker("extended") is None]
     if _WORKER:
         items.sort(key=lambda item: min(_ORDER[t] for t in tiers_of(item)))
 

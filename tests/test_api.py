@@ -510,8 +510,10 @@ def _run_example(name, *args, **env):
     return out.stdout
 
 
+# The example with --backend torch: CI's tier runs it with JAX and checks the torch API in
+# test_the_torch_backend_works_the_same_way.
 @pytest.mark.e2e
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.extended)])
 def test_example_train_and_predict_runs(backend):
     out = _run_example("train_and_predict.py", backend, REPPO_EXAMPLE_STEPS="8192",
                        OMP_NUM_THREADS="1")

@@ -222,7 +222,10 @@ def test_the_requirements_come_from_pyproject():
 # ---- the dry run --------------------------------------------------------------------------------
 
 
+# Run before taking the campaign to a GPU (docs/backends.md); CI's tier checks its parts'
+# plans, time boxes and result files with the unit tests above.
 @pytest.mark.e2e
+@pytest.mark.extended
 @pytest.mark.timeout(1200)
 def test_the_dry_run_runs_every_part_and_writes_the_figures(tmp_path):
     out = tmp_path / "campaign"

@@ -25,7 +25,10 @@ def test_reppo_learns_cartpole_balance(tmp_path):
     assert result.eval_return_mean >= 900, result.eval_return_mean
 
 
+# The torch backend's learning in CI: PushCube below and the gymnasium Pendulum example
+# (tests/test_user_envs.py), with each update checked against JAX's (tests/torch/test_trainer.py).
 @pytest.mark.learning
+@pytest.mark.extended
 def test_reppo_learns_cartpole_balance_with_torch(tmp_path):
     pytest.importorskip("torch")
     # Exactly what `reppo train --backend torch` runs on a CPU machine, without the

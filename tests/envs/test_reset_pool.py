@@ -12,6 +12,7 @@ from reppo import pytrees
 from reppo.envs.autoreset import SEED_AXIS, AutoResetVecEnv
 from reppo.envs.reset_pool import reset_pool_size
 from tests.envs.test_envs import ACTIONS, FakeEnv, fake_vec_env
+from tests.fakes import still_env
 
 
 def _pooled_rollout(env: AutoResetVecEnv, key, pool_size: int, num_steps: int = 12):
@@ -131,11 +132,16 @@ def test_pool_size_covers_the_expected_ends_of_a_staggered_rollout():
 @pytest.mark.e2e
 def test_both_agents_draw_a_pool_per_rollout_and_drop_it(tiny_config, monkeypatch):
     """The JAX agent's rollout and the torch agent's over the Playground bridge draw a pool
-    of reset_pool_size states, and the state they hand back (what checkpoints save) has none."""
+    of reset_pool_size states, and the state they hand back (what checkpoints save) has none
+    (on the still env: the wiring, not the physics, is under test)."""
+    with still_env(episode_length=1000) as name:
+        _draw_and_drop(tiny_config.replace(env=name, num_envs=64, num_steps=16), monkeypatch)
+
+
+def _draw_and_drop(config, monkeypatch):
     from reppo.envs import make_env
     from reppo.jax.agent import Agent
 
-    config = tiny_config.replace(num_envs=64, num_steps=16)
     size = reset_pool_size(64, 16, 1000)
     assert size == 9
     env = make_env(config.env, config.num_envs)

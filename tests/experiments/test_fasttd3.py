@@ -271,8 +271,10 @@ def test_actor_updates_once_per_policy_frequency_critic_updates():
 TINY = {"num_envs": 8, "batch_size": 64, "critic_hidden_dim": 16, "actor_hidden_dim": 8}
 
 
+# Both variants are one code path with other sizes: CI's tier runs the smaller one.
 @pytest.mark.e2e
-@pytest.mark.parametrize("algo", ["fasttd3", "fasttd3-small"])
+@pytest.mark.parametrize("algo", [pytest.param("fasttd3", marks=pytest.mark.extended),
+                                  "fasttd3-small"])
 def test_tiny_run_writes_a_valid_run_dir(tmp_path, algo):
     lines: list[str] = []
     result = baselines.train_baseline(
@@ -306,7 +308,10 @@ def test_tiny_run_writes_a_valid_run_dir(tmp_path, algo):
                                                                rel=1e-5)
 
 
+# A reference method's learning (its runs are the evidence in docs/experiments.md): CI's tier
+# checks its updates and its run files.
 @pytest.mark.learning
+@pytest.mark.extended
 def test_fasttd3_learns_cartpole_balance(tmp_path):
     """The cpu preset, seed 0, 150,016 env steps (1,172 iterations of 128 envs), evaluated once
     at the end with 32 episodes: about three minutes on one core. A random policy scores about

@@ -130,7 +130,9 @@ def test_measured_peak_of_a_short_run(tmp_path, capsys):
     assert f"{peak / 2**20:,.1f} MiB" in out
 
 
+# The same child process as REPPO's measured run above, with FastTD3's trainer.
 @pytest.mark.e2e
+@pytest.mark.extended
 def test_measured_fasttd3_run_in_a_fresh_process():
     """A small FastTD3 run in its own process: its buffer's bytes, and a peak that includes
     them (the buffer is allocated before the iterations and kept)."""

@@ -62,7 +62,10 @@ def _two_processes(args: list[str]) -> list[tuple[int, str, str]]:
     return results
 
 
+# CI's tier checks the data-parallel program on two devices of one process
+# (tests/jax/test_sharding.py) and a run over two processes with the torch backend.
 @pytest.mark.multiprocess
+@pytest.mark.extended
 @pytest.mark.timeout(1800)
 def test_two_processes_train_one_run_like_two_devices(tmp_path):
     results = _two_processes(_fresh(tmp_path / "multi"))

@@ -9,8 +9,17 @@ import pytest
 
 from reppo.loop.runner import NonFiniteError, make_trainer, train
 from reppo.runs import latest_checkpoint, list_checkpoints, load_checkpoint, read_metrics
+from tests.fakes import still_env
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def still(tiny_config):
+    """The tiny config on the still env: the trainer's bookkeeping (seeds, determinism,
+    non-finite stops) without the cost of compiling a simulator."""
+    with still_env(episode_length=50) as name:
+        yield tiny_config.replace(env=name)
 
 
 def _final_arrays(run_dir):
@@ -76,11 +85,11 @@ def test_resume_continues_exactly(tmp_path, tiny_config):
     assert steps == [256, 512]
 
 
-def test_same_seed_same_metrics_different_seed_differs(tmp_path, tiny_config):
+def test_same_seed_same_metrics_different_seed_differs(tmp_path, still):
     volatile = {"wall_time", "sps"}
 
     def metrics(seed, name):
-        result = train(tiny_config.replace(seed=seed), tmp_path / name, echo=_quiet)
+        result = train(still.replace(seed=seed), tmp_path / name, echo=_quiet)
         return [{k: v for k, v in r.items() if k not in volatile} for r in result.history]
 
     first, again, other = metrics(0, "a"), metrics(0, "b"), metrics(1, "c")
@@ -89,13 +98,13 @@ def test_same_seed_same_metrics_different_seed_differs(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("batching", ["map", "vmap"])
-def test_num_seeds_trains_independent_seeds(tmp_path, tiny_config, batching):
-    config = tiny_config.replace(num_seeds=2, total_steps=256, seed=3, seed_batching=batching)
+def test_num_seeds_trains_independent_seeds(tmp_path, still, batching):
+    config = still.replace(num_seeds=2, total_steps=256, seed=3, seed_batching=batching)
     result = train(config, tmp_path / "two", echo=_quiet)
-    assert result.eval_returns.shape == (2, tiny_config.eval_episodes)
+    assert result.eval_returns.shape == (2, still.eval_episodes)
     assert all(math.isfinite(result.history[-1][k]) for k in _STOCHASTIC_KEYS)
     pair, _ = _final_arrays(tmp_path / "two")
-    single = train(tiny_config.replace(total_steps=256, seed=4), tmp_path / "one", echo=_quiet)
+    single = train(still.replace(total_steps=256, seed=4), tmp_path / "one", echo=_quiet)
     assert single.env_steps == 256
     one, _ = _final_arrays(tmp_path / "one")
     kernel = "actor/hidden_0/linear/kernel"
@@ -105,15 +114,15 @@ def test_num_seeds_trains_independent_seeds(tmp_path, tiny_config, batching):
     assert not np.allclose(pair[kernel][0], pair[kernel][1])
 
 
-def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_config):
+def test_non_finite_training_stops_and_keeps_the_last_checkpoint(tmp_path, still):
     run = tmp_path / "run"
-    train(tiny_config.replace(total_steps=256), run, echo=_quiet)
+    train(still.replace(total_steps=256), run, echo=_quiet)
     before = {p.name: p.read_bytes() for p in list_checkpoints(run)}
     # A resumed run keeps its config (the loop refuses another learning rate), so the
     # explosion comes from a trainer built with one, restored from the run's checkpoint.
-    exploding = make_trainer(tiny_config.replace(critic_lr=1e30, actor_lr=1e30))
+    exploding = make_trainer(still.replace(critic_lr=1e30, actor_lr=1e30))
     with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration 3"):
-        train(tiny_config, run, resume=True, echo=_quiet, trainer=exploding)
+        train(still, run, resume=True, echo=_quiet, trainer=exploding)
     after = {p.name: p.read_bytes() for p in list_checkpoints(run)}
     assert after == before
 

@@ -385,7 +385,10 @@ def test_two_processes_train_one_run_written_by_rank_0(two_process_run):
                for k in first if k.startswith(("actor|", "critic|")))
 
 
+# Resuming is one process's code once the leader has read the checkpoint; CI's tier checks
+# the two-process run itself and the one-process resume.
 @pytest.mark.multiprocess
+@pytest.mark.extended
 def test_a_two_process_run_resumes(two_process_run, tmp_path):
     from reppo.runs import read_metrics
 

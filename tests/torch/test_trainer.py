@@ -45,17 +45,24 @@ def _jax_plan(config, key, action_size):
     return UpdatePlan(t(jnp.stack(perms)).long(), t(jnp.stack(action_noise)), kl)
 
 
+_UPDATE_CASES = {
+    "default": {},
+    "full-analytic-layer": {"actor_objective": "full", "kl_estimator": "analytic", "norm": "layer"},
+    "mse-nonorm": {"use_hl_gauss": False, "norm": "none", "reward_prediction": False},
+    "linear-lr": {"lr_schedule": "linear"},
+}
+
+
+# Every variant of the math in eager mode, and the compiled step on the default; the compiled
+# step of the other variants (the same math, one more compile each) in the extended tier.
 @pytest.mark.parametrize(
-    "changes",
+    ("torch_mode", "changes"),
     [
-        {},
-        {"actor_objective": "full", "kl_estimator": "analytic", "norm": "layer"},
-        {"use_hl_gauss": False, "norm": "none", "reward_prediction": False},
-        {"lr_schedule": "linear"},
+        pytest.param(mode, changes, id=f"{mode}-{name}", marks=(
+            pytest.mark.extended if mode == "compile" and name != "default" else ()))
+        for mode in ("eager", "compile") for name, changes in _UPDATE_CASES.items()
     ],
-    ids=["default", "full-analytic-layer", "mse-nonorm", "linear-lr"],
 )
-@pytest.mark.parametrize("torch_mode", ["eager", "compile"])
 @pytest.mark.e2e
 def test_one_update_matches_jax(tiny_config, changes, torch_mode):
     """Same initial weights and the same rollout data: both backends' parameters agree after
