@@ -72,6 +72,11 @@ class AutoResetVecEnv:
         if spec.episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {spec.episode_length}")
         self.inner = inner
+        # Traced once per argument shape however often a program calls them (the batch
+        # reset, the reset pool, evaluation and training each reset; the physics' trace is
+        # the longest part of building a program).
+        self._inner_reset = jax.jit(inner.reset)
+        self._inner_step = jax.jit(inner.step)
         self.num_envs = num_envs
         self.spec = spec
         # Set (to SEED_AXIS) by a trainer that runs several seeds under jax.vmap with that axis
@@ -80,7 +85,7 @@ class AutoResetVecEnv:
         self.seed_axis: str | None = None
 
     def _reset_inner(self, key: jax.Array) -> Any:
-        return jax.vmap(self.inner.reset)(jax.random.split(key, self.num_envs))
+        return jax.vmap(self._inner_reset)(jax.random.split(key, self.num_envs))
 
     def reset(self, key: jax.Array) -> EnvState:
         """A fresh batch of episodes; `key` seeds this reset and all later auto-resets."""
@@ -112,7 +117,7 @@ class AutoResetVecEnv:
         if size <= 0:
             return state
         key, pool_key = jax.random.split(state.key)
-        pool = jax.vmap(self.inner.reset)(jax.random.split(pool_key, size))
+        pool = jax.vmap(self._inner_reset)(jax.random.split(pool_key, size))
         # The stepped states' dtypes, so that taking from the pool keeps the state's type.
         pool = jax.tree.map(lambda p, s: p.astype(s.dtype), pool, state.inner)
         return state._replace(key=key, pool=pool, pool_used=jnp.zeros((), jnp.int32))
@@ -134,7 +139,7 @@ class AutoResetVecEnv:
         """Step every env once; ended envs are reset (see `reppo.envs.contract`), unless
         `autoreset` is False: then an ended env stays at its final state (evaluation, which
         counts each env's first episode only, needs no new ones)."""
-        inner = jax.vmap(self.inner.step)(state.inner, action)
+        inner = jax.vmap(self._inner_step)(state.inner, action)
         obs = flat_obs(inner.obs)
         reward = jnp.asarray(inner.reward, jnp.float32)
 
