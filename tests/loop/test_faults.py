@@ -97,7 +97,7 @@ def test_sigterm_during_a_chunk_saves_that_chunk_and_skips_the_evaluation(
     assert result.env_steps == 256  # the chunk under way when the signal came completed
     assert _steps(tmp_path / "run") == [256]
     # Stopping does not wait for an evaluation.
-    assert [call for call, _ in trainer.calls if call == "evaluate"] == []
+    assert [state for call, state in trainer.calls if call == "evaluate"] == []
     assert [r["env_steps"] for r in read_metrics(tmp_path / "run")] == [256]
 
 
@@ -555,6 +555,43 @@ def test_eta_counts_the_evaluations_to_come():
     assert "ETA 40s" in format_progress(record, 200, None, extra_seconds=30.0)
     assert "+ evals" not in format_progress({"env_steps": 200, "sps": 10.0}, 200, None,
                                             extra_seconds=None)
+
+
+class _SlowEvaluations(ScriptedTrainer):
+    """Evaluations that take a measurable time, training that takes none."""
+
+    def evaluate(self, state):
+        import time
+
+        time.sleep(0.3)
+        return super().evaluate(state)
+
+
+def test_the_first_eta_counts_evaluations_before_the_first_one(tmp_path, tiny_config):
+    # Progress lines every 256 env steps, evaluations every 768 and at the end (1,024): the
+    # first line comes before any evaluation, yet its ETA counts both that are to come.
+    config = tiny_config.replace(total_steps=1024, eval_interval_steps=768,
+                                 checkpoint_interval_steps=10_000)
+    trainer = _SlowEvaluations(config)
+    lines: list[str] = []
+    train(config, tmp_path / "run", echo=lines.append, trainer=trainer)
+    assert "  an evaluation takes under 1s" in lines
+    first = next(line for line in lines if line.startswith("  256/1.02k"))
+    assert "+ evals" not in first and "ETA 1s" in first  # two evaluations of 0.3 s
+    # The timing evaluation came before training and is not recorded.
+    assert [call for call, _ in trainer.calls[:2]] == ["prepare", "evaluate"]
+    assert trainer.calls[1] == ("evaluate", 0)
+    evals = [r["env_steps"] for r in read_metrics(tmp_path / "run") if "eval/return_mean" in r]
+    assert evals == [768, 1024]
+
+
+def test_no_timing_evaluation_where_an_evaluation_comes_first(tmp_path, tiny_config):
+    # A sweep's cadence: evaluations at least as often as progress lines, so the first ETA
+    # already knows their time; and a run with no evaluation left (resuming its end) needs none.
+    config = tiny_config.replace(eval_interval_steps=256)
+    trainer = ScriptedTrainer(config)
+    train(config, tmp_path / "run", echo=_quiet, trainer=trainer)
+    assert [state for call, state in trainer.calls if call == "evaluate"] == [2, 4]
 
 
 def test_progress_shows_the_rounded_budget(tmp_path, tiny_config):

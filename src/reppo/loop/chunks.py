@@ -17,7 +17,7 @@ from reppo.runs.checkpoint import best_record
 __all__ = [
     "COMPILED_CHUNK_STEPS", "DIVERGENCE_LIMITS", "check_finite", "chunk_length",
     "compiled_chunk_iterations", "crossed", "joined", "divergence_warning", "divergent_metrics",
-    "remaining_evals", "summarize",
+    "first_log_before_first_eval", "remaining_evals", "summarize",
 ]
 
 
@@ -109,6 +109,21 @@ def chunk_length(config: Config, iteration: int, capacity: int) -> int:
 
 def crossed(interval: int, before: int, after: int) -> bool:
     return interval > 0 and after // interval > before // interval
+
+
+def _next_boundary_iteration(config: Config, interval: int, env_steps: int) -> int:
+    """The iteration at whose end the next `interval` boundary after `env_steps` falls (the
+    last iteration when there is none before it)."""
+    if interval <= 0:
+        return config.num_iterations
+    boundary = (env_steps // interval + 1) * interval
+    return min(config.num_iterations, -(-boundary // config.steps_per_iteration))
+
+
+def first_log_before_first_eval(config: Config, env_steps: int) -> bool:
+    """Whether a progress line falls due before the next evaluation (from `env_steps`)."""
+    return (_next_boundary_iteration(config, config.log_interval_steps, env_steps)
+            < _next_boundary_iteration(config, config.eval_interval_steps, env_steps))
 
 
 def remaining_evals(config: Config, env_steps: int) -> int:

@@ -27,11 +27,12 @@ from reppo.loop.chunks import (
     crossed,
     divergence_warning,
     divergent_metrics,
+    first_log_before_first_eval,
     joined,
     remaining_evals,
     summarize,
 )
-from reppo.loop.seam import NonFiniteError, SingleProcess, Trainer, TrainResult
+from reppo.loop.seam import EvalReport, NonFiniteError, SingleProcess, Trainer, TrainResult
 from reppo.runs import (
     MetricsLogger,
     RunDir,
@@ -116,6 +117,7 @@ class RunLoop:
             if self.end_unevaluated:
                 self._evaluate_the_trained_end()
             self._compile()
+            self._time_an_evaluation()
             while self.iteration < self.config.num_iterations and not self.stopping():
                 self._train_one_chunk()
             if self.stopping() and not self._finished():
@@ -218,12 +220,7 @@ class RunLoop:
         return path
 
     def evaluate(self, record: dict[str, Any]) -> None:
-        t0 = time.perf_counter()
-        report = self.trainer.evaluate(self.state)
-        seconds = time.perf_counter() - t0
-        # The first evaluation also compiles: the fastest one so far predicts the rest.
-        self.eval_seconds = seconds if self.eval_seconds is None else min(self.eval_seconds,
-                                                                          seconds)
+        report = self._timed_evaluation()
         self.eval_returns = report.returns
         self.last_eval = float(report.returns.mean())
         record.update(report.record())
@@ -319,6 +316,28 @@ class RunLoop:
         before = self.trainer.compile_seconds
         prepare(self.state, self.capacity)
         self.echo(f"  compiled in {format_duration(self.trainer.compile_seconds - before)}")
+
+    def _time_an_evaluation(self) -> None:
+        """Evaluate the starting policy once, unrecorded, when a progress line will come before
+        the first evaluation: its ETA then counts the evaluations to come (every evaluation
+        runs the same episodes, so this one's time predicts theirs)."""
+        steps = self.iteration * self.per_iteration
+        if self.stopping() or self.eval_seconds is not None or remaining_evals(
+            self.config, steps) == 0 or not first_log_before_first_eval(self.config, steps):
+            return
+        self._timed_evaluation()
+        took = self.eval_seconds
+        self.echo(f"  an evaluation takes {'under 1s' if took < 1 else format_duration(took)}")
+
+    def _timed_evaluation(self) -> EvalReport:
+        compile_before = self.trainer.compile_seconds
+        t0 = time.perf_counter()
+        report = self.trainer.evaluate(self.state)
+        # Compiling the evaluation program is a one-off: the fastest run predicts the rest.
+        seconds = time.perf_counter() - t0 - (self.trainer.compile_seconds - compile_before)
+        self.eval_seconds = seconds if self.eval_seconds is None else min(self.eval_seconds,
+                                                                          seconds)
+        return report
 
     def _finished(self) -> bool:
         """Trained to the end and evaluated there: a stop during the last chunk skipped the
