@@ -302,6 +302,13 @@ def test_reppo_is_evaluated_as_often_as_the_baselines(tmp_path):
     assert flags["--eval-interval-steps"] == "50000"  # the baselines' default: a tenth
     assert sweep_plan.start_command(sweep_plan.plan(settings)[0], settings).count(
         "--eval-interval-steps") == 1
+    # A short run is not evaluated more often than every 50,000 env steps (a tenth of 65,536
+    # would step the envs more evaluating than training), and one shorter than that only at
+    # its end.
+    for steps, interval in ((65_536, "50000"), (2_000_000, "200000"), (20_000, "20000")):
+        short = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", steps=steps))
+        command = sweep_plan.start_command(sweep_plan.plan(short)[0], short)
+        assert _flags(command)["--eval-interval-steps"] == interval, steps
     # An explicit --set wins, and is passed once.
     settings = sweep_settings.resolve(_args(tmp_path, "cpu-smoke", steps=500_000,
                                    overrides=["eval_interval_steps=1e5"]))

@@ -138,7 +138,10 @@ def space(tmp_path) -> Path:
 
 # 100 transitions per iteration (the fake ignores them; a real run evaluates at iterations).
 SMALL = {"num_envs": 2, "num_steps": 50, "num_minibatches": 2}
-SMALL_ITERATIONS = [x for name, value in SMALL.items() for x in ("--set", f"{name}={value}")]
+# Evaluations every tenth of the 1,000-step budget (a sweep's own cadence keeps evaluations
+# 50,000 env steps apart, which would leave a run this short one evaluation, at its end).
+SMALL_ITERATIONS = [x for name, value in {**SMALL, "eval_interval_steps": 100}.items()
+                    for x in ("--set", f"{name}={value}")]
 
 
 def _tune(capsys, out: Path, space: Path, *extra: str, trials: str = "6") -> tuple[int, str, str]:
@@ -210,7 +213,7 @@ def test_a_tiny_search_scores_prunes_and_writes_a_loadable_preset(tmp_path, spac
     assert config == PRESETS["cpu"].replace(
         actor_lr=float(best["actor_lr"]),
         action_noise_correlation=float(best["action_noise_correlation"]),
-        total_steps=1000, **SMALL,
+        total_steps=1000, eval_interval_steps=100, **SMALL,
     )
     description = json.loads((out / "best.json").read_text())["description"]
     assert f"trial {best['trial']} " in description and "fresh seeds" in description
@@ -288,7 +291,7 @@ def test_a_dry_run_writes_nothing(tmp_path, space, capsys):
         (SPACE, ["--suite", "cpu-eval"], ["evaluation suite", "tune on cpu-smoke"]),
         (SPACE, ["--suite", "cpu-ablations"], ["ablation variants"]),
         (SPACE, ["--trials", "0"], ["--trials must be >= 1"]),
-        (SPACE, ["--rungs", "20"], ["first rung is at 50 env steps", "evaluate every 100"]),
+        (SPACE, ["--rungs", "20"], ["first rung is at 50 env steps", "evaluate every 1,000"]),
         (SPACE, ["--rungs", "1"], ["--rungs 1 leaves the pruner nothing"]),
         (SPACE, ["--set", "actor_lr=1e-3"], ["actor_lr is both searched"]),
         (SPACE, ["--set", "eval_interval_steps=0"], ["pruner would have no score"]),

@@ -93,9 +93,17 @@ def baseline_label(algo: str, preset: str, suite_preset: str | None) -> str:
     return algo if preset == suite_preset else f"{algo}-{preset}"
 
 
+# ... but never more often than every MIN_EVAL_INTERVAL env steps: a short run's tenth of the
+# budget would step the envs more evaluating (16 DM Control episodes are 16,000 env steps per
+# policy) than training.
+MIN_EVAL_INTERVAL = 50_000
+
+
 def default_eval_interval(total_steps: int) -> int:
-    """Env steps between evaluations of a run of `total_steps`: about `EVALS_PER_RUN` of them."""
-    return max(1, math.ceil(total_steps / EVALS_PER_RUN))
+    """Env steps between evaluations of a run of `total_steps`: about `EVALS_PER_RUN` of them,
+    at least `MIN_EVAL_INTERVAL` apart (a run shorter than that evaluates at its end only)."""
+    return max(1, min(total_steps, max(MIN_EVAL_INTERVAL,
+                                       math.ceil(total_steps / EVALS_PER_RUN))))
 
 
 FULL = "full"  # the variant name of the unablated algorithm in an ablation suite
