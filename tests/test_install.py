@@ -101,3 +101,28 @@ def test_this_environment_is_the_locked_one():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "lock.py"), "--check"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _extra(name: str) -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {_canonical(Requirement(t)) for t in project["optional-dependencies"][name]
+            if not t.startswith("reppo")}
+
+
+def test_onnx_export_is_its_own_extra_with_what_the_export_checks(monkeypatch):
+    # Only users who export need onnx, onnxscript and onnxruntime: the torch extra leaves them
+    # out, and a missing one is named with the extra that installs it.
+    import importlib.util
+
+    pytest.importorskip("torch")
+    from reppo.runs import CheckpointError
+    from reppo.torch import export
+
+    assert _extra("export") == {"onnx", "onnxscript", "onnxruntime"}
+    assert not _extra("torch") & _extra("export")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxscript" else find_spec(name, *a))
+    with pytest.raises(CheckpointError, match=r'needs the onnxscript package: pip install -e '
+                                              r'"\.\[export\]"'):
+        export._export_packages()

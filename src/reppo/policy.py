@@ -279,7 +279,7 @@ class Policy:
         --onnx` writes for the same policy (its normalization included, the same metadata),
         checked the same way against the torch policy with onnxruntime before it is written.
         Returns what was checked (`path`, `obs_size`, `action_size`, `max_abs_error`, the
-        file's `metadata`, ...). Needs PyTorch, onnx and onnxruntime (the torch extra)."""
+        file's `metadata`, ...). Needs PyTorch, onnx and onnxruntime (the export extra)."""
         import tempfile
 
         path = as_path(path, "Policy.export_onnx: path")

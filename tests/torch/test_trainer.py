@@ -422,3 +422,22 @@ def test_torch_keeps_the_users_thread_count(torch_threads, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "6")
     assert torch_threads.choose_cpu_threads() == "6 CPU threads (OMP_NUM_THREADS=6)"
     assert torch.get_num_threads() == 6
+
+
+@pytest.mark.e2e
+def test_torch_the_eval_envs_first_steps_are_compile_time(tiny_config):
+    # The eval env builds its programs at its first reset and step: counted as compile time
+    # once, so that the time of the first evaluation (the one before training, which the
+    # first ETA uses) predicts the next ones'; the warm-up changes no return.
+    from reppo.torch.trainer import TorchTrainer
+    from tests.fakes import still_env
+
+    with still_env(episode_length=50) as name:
+        trainer = TorchTrainer(_torch_config(tiny_config).replace(env=name))
+        state = trainer.init_state()
+        first = trainer.evaluate(state)
+        compiled = trainer.compile_seconds
+        assert compiled > 0
+        second = trainer.evaluate(state)
+        assert trainer.compile_seconds == compiled
+        np.testing.assert_array_equal(first.returns, second.returns)

@@ -36,8 +36,22 @@ _MAX_BYTES = 2**31 - 1
 
 def _missing(name: str) -> CheckpointError:
     return CheckpointError(
-        f"exporting to ONNX needs the {name} package: pip install -e \".[torch]\""
+        f"exporting to ONNX needs the {name} package: pip install -e \".[export]\""
     )
+
+
+def _export_packages() -> tuple[Any, Any]:
+    """onnx and onnxruntime, after checking that each package the export needs is installed
+    (onnxscript is what torch's exporter writes the graph with)."""
+    import importlib.util
+
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        if importlib.util.find_spec(name) is None:
+            raise _missing(name)
+    import onnx
+    import onnxruntime
+
+    return onnx, onnxruntime
 
 
 def onnx_metadata(saved: SavedPolicy, seed_index: int) -> dict[str, str]:
@@ -80,14 +94,7 @@ def export_onnx(
     opset: int = 18,
 ) -> dict[str, Any]:
     """Write the policy of seed `seed_index` of `run_dir` to `path`; returns what was checked."""
-    try:
-        import onnx
-    except ImportError:
-        raise _missing("onnx") from None
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise _missing("onnxruntime") from None
+    onnx, ort = _export_packages()
     path = Path(path)
     # Before the slow part: an existing file, a missing, read-only or full directory.
     check_output_path(path, "--onnx")

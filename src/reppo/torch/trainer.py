@@ -184,6 +184,7 @@ class TorchTrainer:
             ])
         self.compile_seconds = 0.0
         self._compiled = not config.torch_compile
+        self._eval_env_warm = False
 
     # ---- the loop's interface ------------------------------------------------------------------
     def init_state(self) -> _State:
@@ -231,8 +232,21 @@ class TorchTrainer:
         return new_state, {k: np.array([[row[k] for row in rows]]) for k in names}
 
     def evaluate(self, state: _State) -> EvalReport:
+        if self.eval_env is not None and not self._eval_env_warm:
+            self._warm_up_the_eval_env()
         report = self._evaluate(state) if self.process_index == 0 else None
         return self.processes.share(report) if self.process_count > 1 else report
+
+    def _warm_up_the_eval_env(self) -> None:
+        """The eval env's first reset and step build its programs (a Playground env's through
+        JAX): a one-off, counted as compile time, so that an evaluation's time predicts the
+        next ones'. Every evaluation resets the env with its own seed afterwards."""
+        start = time.perf_counter()
+        env = self.eval_env
+        env.reset(self.config.seed)
+        env.step(torch.zeros(env.num_envs, env.spec.action_size, device=self.device))
+        self.compile_seconds += time.perf_counter() - start
+        self._eval_env_warm = True
 
     def _evaluate(self, state: _State) -> EvalReport:
         seed = eval_seed(self.config.seed, state.iteration * self.config.steps_per_iteration)
