@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,9 @@ import pytest
 from reppo.config import ConfigError
 from reppo.jax.sharding import resolve_num_devices
 from tests.conftest import TINY
+from tests.fakes import STILL_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _devices(platform: str, count: int) -> list[SimpleNamespace]:
@@ -61,10 +65,15 @@ TWO_DEVICES = textwrap.dedent("""
     from reppo.config import Config
     from reppo.jax.trainer import JaxTrainer
     from reppo.loop.runner import train
+    from tests.fakes import still_env
 
     # The run below compiles the programs of the comparison again: the cache serves them.
     enable_compilation_cache()
     assert jax.local_device_count() == 2, jax.local_devices()
+    # The still env: how the batch is split does not depend on the physics, and its programs
+    # build in seconds where a simulated task's take minutes.
+    registered = still_env()
+    registered.__enter__()
     tiny = Config.from_dict(json.loads(sys.argv[1]))
     run = Path(sys.argv[2])
     out = {}
@@ -103,12 +112,12 @@ TWO_DEVICES = textwrap.dedent("""
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 def test_two_cpu_devices_compute_the_one_device_program(tmp_path):
-    config = TINY.replace(num_seeds=2, total_steps=256)
+    config = TINY.replace(num_seeds=2, total_steps=256, env=STILL_ENV)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     proc = subprocess.run(
         [sys.executable, "-c", TWO_DEVICES, json.dumps(config.to_dict()),
          str(tmp_path / "run")],
-        env=env, capture_output=True, text=True, timeout=880,
+        env=env, capture_output=True, text=True, timeout=880, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
