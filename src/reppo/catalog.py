@@ -56,6 +56,24 @@ MANISKILL_TASKS: tuple[str, ...] = (
 ASSET_TASKS: tuple[str, ...] = ("PickSingleYCB-v1", "OpenCabinetDrawer-v1")
 
 
+# The paper's 23 MuJoCo Playground DM Control tasks (Playground has two more,
+# PointMass and SwimmerSwimmer6, which the paper leaves out).
+DMC23: tuple[str, ...] = (
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
+    "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
+    "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
+    "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup", "ReacherEasy",
+    "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
+)
+# The paper's eight ManiSkill3 tasks plus OpenCabinetDrawer-v1 (the adapter also offers
+# PickCube-v1 and PushCube-v1, which the paper does not report). Both lists are chosen
+# subsets of the catalog above; the tests check that they are.
+MANISKILL9: tuple[str, ...] = (
+    "PickSingleYCB-v1", "PokeCube-v1", "PullCube-v1", "RollBall-v1", "LiftPegUpright-v1",
+    "PegInsertionSide-v1", "UnitreeG1PlaceAppleInBowl-v1", "UnitreeG1TransportBox-v1",
+    "OpenCabinetDrawer-v1",
+)
+
 # Each family's tasks, in `reppo envs` order; the backends that train them.
 FAMILIES: dict[str, tuple[str, ...]] = {"dm_control": DMC_TASKS, "maniskill": MANISKILL_TASKS}
 FAMILY_BACKENDS: dict[str, tuple[str, ...]] = {

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from reppo.catalog import DMC23, MANISKILL9
 from reppo.experiments.baselines.hyperparameters import (
     ALGO_PRESETS,
     BASELINES,
@@ -33,23 +34,6 @@ BASELINE_ALGOS: tuple[str, ...] = BASELINES
 BASELINE_PRESETS: tuple[str, ...] = PRESETS
 ALGOS: tuple[str, ...] = (REPPO, *BASELINE_ALGOS)
 
-# The paper's 23 MuJoCo Playground DM Control tasks (Playground has two more,
-# PointMass and SwimmerSwimmer6, which the paper leaves out).
-DMC23: tuple[str, ...] = (
-    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
-    "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
-    "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
-    "HumanoidRun", "HumanoidStand", "HumanoidWalk", "PendulumSwingup", "ReacherEasy",
-    "ReacherHard", "WalkerRun", "WalkerStand", "WalkerWalk",
-)
-# The paper's eight ManiSkill3 tasks plus OpenCabinetDrawer-v1 (the adapter also offers
-# PickCube-v1 and PushCube-v1, which the paper does not report). Both lists are chosen
-# subsets of the task catalog (`reppo.catalog`); the tests check that they are.
-MANISKILL9: tuple[str, ...] = (
-    "PickSingleYCB-v1", "PokeCube-v1", "PullCube-v1", "RollBall-v1", "LiftPegUpright-v1",
-    "PegInsertionSide-v1", "UnitreeG1PlaceAppleInBowl-v1", "UnitreeG1TransportBox-v1",
-    "OpenCabinetDrawer-v1",
-)
 # Playground tasks cheap enough for minutes per 1M-step run on a 2-core CPU with the `cpu`
 # preset (docs/experiments.md has what one seed of each reached): the tuning suite.
 CPU_TASKS: tuple[str, ...] = ("CartpoleBalance", "PendulumSwingup", "ReacherEasy")
