@@ -428,3 +428,29 @@ def test_cli_passes_parsed_values_to_run_baseline(tmp_path, capsys, monkeypatch)
     assert kwargs["preset"] == "cpu" and kwargs["eval_interval_steps"] == 100_000
     assert kwargs["eval_episodes"] == 8
     assert "final evaluation at 1,500,000 env steps" in out.out
+
+
+def test_a_signal_stops_a_baseline_at_its_next_evaluation_point(tmp_path):
+    # A baseline keeps no checkpoint: the first SIGINT or SIGTERM is a request that the next
+    # evaluation point acts on, by raising KeyboardInterrupt from plain Python (where Python's
+    # own handler, firing inside JAX, can be swallowed and leave the run training to its end).
+    import os
+    import signal
+    import time
+
+    from reppo.experiments.baselines.evaluation import Recorder
+    from reppo.runs.signals import StopSignals
+
+    class NoEvaluator:
+        def evaluate(self, *args):
+            raise AssertionError("a stopping run is not evaluated")
+
+    recorder = Recorder(evaluator=NoEvaluator(), logger=None, seed=0, total_steps=100,
+                        echo=None, start=time.perf_counter())
+    recorder.capture(lambda params: None, {})
+    announced = []
+    with StopSignals(on_first=announced.append):
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            recorder.progress(50, {})
+    assert announced == ["SIGTERM"]

@@ -83,17 +83,24 @@ def run(args: argparse.Namespace) -> int:
     episodes = _parse_count("--eval-episodes", args.eval_episodes, 1)
     from reppo.compile_cache import enable_compilation_cache
     from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_STD
+    from reppo.runs.signals import StopSignals
 
     enable_compilation_cache()
 
     def echo(line: str) -> None:
         print(line, flush=True)
 
+    def announce(name: str) -> None:
+        echo(f"{name}: stopping at the end of this evaluation period (again to stop at once)")
+
     try:
-        record = run_baseline(
-            algo, args.env, seed, steps, args.run_dir, preset=preset,
-            eval_interval_steps=interval, eval_episodes=episodes, echo=echo, device=args.device,
-        )
+        # A signal becomes a stop request that the run acts on between evaluation periods.
+        with StopSignals(on_first=announce):
+            record = run_baseline(
+                algo, args.env, seed, steps, args.run_dir, preset=preset,
+                eval_interval_steps=interval, eval_episodes=episodes, echo=echo,
+                device=args.device,
+            )
     except KeyboardInterrupt:
         # The command line then says "interrupted" and exits 130, which a sweep reads.
         print(f"reppo: {args.run_dir} is incomplete and cannot be resumed (a baseline keeps no "

@@ -108,6 +108,15 @@ class StopSignals:
         self._previous.clear()
 
 
+def raise_if_stop_requested() -> None:
+    """Raise KeyboardInterrupt here, in plain Python code, when an active `StopSignals` holds a
+    stop request. For loops that cannot save and resume (the baselines): each calls it at the
+    points where it can stop, and stops there reliably, which a KeyboardInterrupt raised by
+    Python's default handler, often inside JAX, does not."""
+    if StopSignals._stack and StopSignals._stack[0].requested:
+        raise KeyboardInterrupt(StopSignals._stack[0].name)
+
+
 def start_up_signals(echo: Callable[[str], None]) -> StopSignals:
     """The `StopSignals` of a run's start-up (choosing its config, checking its env), entered
     before it: a signal there stops the run before training starts, with nothing written; the

@@ -21,6 +21,7 @@ from reppo.loop.seam import EvalReport
 from reppo.runs import MetricsLogger, format_progress
 from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.rundir import check_output_directory
+from reppo.runs.signals import raise_if_stop_requested
 from reppo.runs.versions import collect_versions
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -115,6 +116,8 @@ class Recorder:
         self.factory, self.params = policy_factory, params
 
     def progress(self, step: int, metrics: Mapping[str, Any]) -> None:
+        # The end of an evaluation period: where a stop request stops the run.
+        raise_if_stop_requested()
         step = int(step)
         if step <= 0:  # Brax's initial evaluation, before any training: REPPO has none
             return

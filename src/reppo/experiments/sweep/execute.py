@@ -168,8 +168,8 @@ def launch(command: list[str], *, prefix: str, log_path: Path, echo: Echo,
             _pump(proc, prefix, log, echo, on_line)
             return proc.wait()
         except KeyboardInterrupt:
-            echo(f"{prefix} stopping: the run saves a checkpoint when its current chunk ends "
-                 "(Ctrl-C again to kill it)")
+            echo(f"{prefix} stopping: the run stops when its current chunk (a baseline: its "
+                 "evaluation period) ends (Ctrl-C again to kill it)")
             try:
                 proc.send_signal(signal.SIGINT)
                 _pump(proc, prefix, log, echo, None)
