@@ -67,6 +67,17 @@ def tiny_config() -> Config:
     return TINY
 
 
+@pytest.fixture
+def reacher_setting(monkeypatch) -> dict:
+    """A per-task setting of the cpu preset for ReacherEasy, to test the mechanism (the shipped
+    presets have none)."""
+    from reppo import presets
+
+    setting = {"kl_target": 0.2, "action_noise_correlation": 0.0}
+    monkeypatch.setitem(presets.TASK_SETTINGS, "cpu", {"ReacherEasy": setting})
+    return setting
+
+
 def tiny_flags(config: Config = TINY) -> list[str]:
     """The tiny config as `reppo train` flags."""
     flags = []

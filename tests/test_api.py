@@ -92,7 +92,7 @@ def _cli_error(capsys, argv):
     return capsys.readouterr().err.strip().removeprefix("reppo: error: ")
 
 
-def test_preset_applies_env_backend_and_overrides():
+def test_preset_applies_env_backend_and_overrides(reacher_setting):
     from reppo.presets import get_preset
 
     config = reppo.preset("cpu", env="ReacherEasy", num_envs=64)

@@ -201,7 +201,7 @@ def _no_trainer(*_args, **_kwargs):
 
 
 def test_print_config_prints_the_resolved_config_and_writes_nothing(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, reacher_setting
 ):
     from reppo import preset
 

@@ -76,7 +76,16 @@ def test_cpu_preset_is_small_and_runs_the_default_task():
     assert c.log_interval_steps % c.steps_per_iteration == 0
 
 
-def test_per_task_settings_apply_to_their_task_only():
+def test_the_shipped_presets_have_no_per_task_settings():
+    # One cpu preset for every task: a per-task entry would be a setting chosen on that task.
+    from reppo.presets import TASK_SETTINGS, task_settings
+
+    assert TASK_SETTINGS == {}
+    assert get_preset("cpu", env="ReacherEasy") == PRESETS["cpu"].replace(env="ReacherEasy")
+    assert task_settings("cpu", "ReacherEasy") == {}
+
+
+def test_per_task_settings_apply_to_their_task_only(reacher_setting):
     from reppo.presets import TASK_SETTINGS, task_settings
 
     reacher = get_preset("cpu", env="ReacherEasy")
@@ -104,7 +113,7 @@ def test_per_task_settings_apply_to_their_task_only():
 
 
 def test_cli_applies_per_task_settings_unless_a_flag_overrides_them(monkeypatch, tmp_path,
-                                                                     capsys):
+                                                                     capsys, reacher_setting):
     import reppo.loop.runner as training
     from reppo import cli
 

@@ -36,7 +36,7 @@ def test_fields_change_the_base_preset_and_the_rest_keep_its_values(tmp_path):
     assert load_preset_file(path) == Config().replace(num_envs=64)
 
 
-def test_a_written_file_is_the_whole_config_and_loads_back(tmp_path):
+def test_a_written_file_is_the_whole_config_and_loads_back(tmp_path, reacher_setting):
     config = PRESETS["cpu"].replace(actor_lr=0.0025, action_noise_correlation=0.5)
     path = tmp_path / "best.json"
     write_preset_file(path, config, "trial 3 of a search")
