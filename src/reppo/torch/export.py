@@ -105,6 +105,26 @@ def export_onnx(
             "seed(s)"
         )
     policy = saved.policies[seed_index].cpu().eval()
+    metadata = onnx_metadata(saved, seed_index)
+    data = _onnx_model(onnx, policy, saved, metadata, opset, path)
+    error = _check_in_onnxruntime(ort, data, policy, saved.obs_size)
+    _write_new_file(path, data)
+    return {
+        "path": str(path),
+        "obs_size": saved.obs_size,
+        "action_size": saved.action_size,
+        "max_abs_error": error,
+        "checkpoint": str(saved.checkpoint),
+        "env_steps": saved.env_steps,
+        "trained_with": saved.backend,
+        "normalize_obs": saved.config.normalize_obs,
+        "metadata": metadata,
+    }
+
+
+def _onnx_model(onnx: Any, policy: Any, saved: SavedPolicy, metadata: dict[str, str],
+                opset: int, path: Path) -> bytes:
+    """The serialized ONNX model of `policy`, with its metadata, in memory."""
     example = torch.zeros(1, saved.obs_size)
     # The exporter logs a line per optional op library it does not find (torchvision, ...).
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -120,7 +140,6 @@ def export_onnx(
         verbose=False,
     )
     model = program.model_proto
-    metadata = onnx_metadata(saved, seed_index)
     onnx.helper.set_model_props(model, metadata)
     model.doc_string = (
         f"REPPO policy for {saved.config.env}: obs (batch, {saved.obs_size}) -> action "
@@ -128,15 +147,19 @@ def export_onnx(
     )
     if model.ByteSize() > _MAX_BYTES:
         raise CheckpointError(f"the policy is too large for one ONNX file; {path} not written")
-    data = model.SerializeToString()
+    return model.SerializeToString()
 
+
+def _check_in_onnxruntime(ort: Any, data: bytes, policy: Any, obs_size: int) -> float:
+    """The largest difference between the graph in onnxruntime and the torch policy on
+    observations spread around the normalization's statistics; refused above tolerance."""
     rng = np.random.default_rng(0)
     stats_scale = (
-        np.sqrt(policy.obs_var.numpy()) if policy.normalize_obs else np.ones(saved.obs_size)
+        np.sqrt(policy.obs_var.numpy()) if policy.normalize_obs else np.ones(obs_size)
     )
     stats_mean = policy.obs_mean.numpy() if policy.normalize_obs else 0.0
     obs = (stats_mean + 3.0 * stats_scale * rng.standard_normal(
-        (_CHECK_BATCH, saved.obs_size))).astype(np.float32)
+        (_CHECK_BATCH, obs_size))).astype(np.float32)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run(["action"], {"obs": obs})[0]
     with torch.no_grad():
@@ -147,6 +170,10 @@ def export_onnx(
             f"the exported graph differs from the torch policy by {error:.2e} "
             f"(> {_TOLERANCE}); nothing was written"
         )
+    return error
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
     try:
         # Temp file beside `path`, umask mode, fsync, hard link (never replaces), temp removed.
         atomic_write_bytes(path, data, overwrite=False)
@@ -157,14 +184,3 @@ def export_onnx(
         ) from None
     except OSError as err:
         raise output_error(path, err, "--onnx") from None
-    return {
-        "path": str(path),
-        "obs_size": saved.obs_size,
-        "action_size": saved.action_size,
-        "max_abs_error": error,
-        "checkpoint": str(saved.checkpoint),
-        "env_steps": saved.env_steps,
-        "trained_with": saved.backend,
-        "normalize_obs": saved.config.normalize_obs,
-        "metadata": metadata,
-    }
