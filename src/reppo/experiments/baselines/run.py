@@ -98,6 +98,16 @@ def train_baseline(
             hyperparameters=hyperparameters, impl=IMPL,
         )
 
+    return _train_brax(algo, env, seed, total_steps, run_dir, preset, eval_interval_steps,
+                       eval_episodes, echo, hyperparameters)
+
+
+def _train_brax(
+    algo: str, env: str, seed: int, total_steps: int, run_dir: Path, preset: str,
+    eval_interval_steps: int, eval_episodes: int, echo: Callable[[str], None] | None,
+    hyperparameters: Mapping[str, Any] | None,
+) -> BaselineResult:
+    """Brax PPO or SAC, its evaluations replaced by the protocol's (`Recorder`)."""
     hp = resolve_hyperparameters(algo, env, preset, total_steps, hyperparameters)
     check_hyperparameters(algo, hp, total_steps)
     schedule = plan_schedule(algo, hp, total_steps, eval_interval_steps)
