@@ -857,23 +857,28 @@ TINY_SETS = [
 
 @pytest.mark.e2e
 def test_real_sweep_end_to_end_then_rerun_launches_nothing(tmp_path, capsys, monkeypatch):
+    # Two tasks x two seeds in child processes, on the still envs (registered by the children
+    # when they import tests.still_envs): the sweep's plumbing, not the physics.
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # where `tests` is importable
     out = tmp_path / "sweep"
-    argv = ["sweep", "--suite", "cpu-smoke", "--seeds", "2", "--steps", "256", "--tasks",
-            "CartpoleBalance,PendulumSwingup", "--out", str(out)]
+    tasks = ("tests.still_envs:StillA", "tests.still_envs:StillB")
+    argv = ["sweep", "--suite", "custom", "--seeds", "2", "--steps", "256", "--tasks",
+            ",".join(tasks), "--out", str(out)]
     for pair in TINY_SETS:
         argv += ["--set", pair]
     code = main(argv)
     stdout = capsys.readouterr().out
     assert code == 0, stdout
-    for task in ("CartpoleBalance", "PendulumSwingup"):
-        run_dir = out / "reppo" / task
+    for task in tasks:
+        name = task.replace(":", "__")  # a directory name
+        run_dir = out / "reppo" / name
         config = json.loads((run_dir / "config.json").read_text())
         assert (config["env"], config["num_seeds"], config["total_steps"]) == (task, 2, 256)
         assert config["num_envs"] == TINY.num_envs and config["num_epochs"] == 1
         final = read_metrics(run_dir)[-1]
         assert final["env_steps"] == 256 and len(final["eval/return_per_seed"]) == 2
         assert json.loads((run_dir / "experiment.json").read_text())["method"] == "reppo"
-        log = (out / "reppo" / f"{task}.log").read_text()
+        log = (out / "reppo" / f"{name}.log").read_text()
         assert f"run saved in {run_dir}" in log
         assert f"[reppo {task} seeds 0-1] run saved in {run_dir}" in stdout
     assert "2 of 2 runs finished" in stdout
