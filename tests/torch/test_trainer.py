@@ -167,9 +167,14 @@ def _params_of_seed(config, run_dir):
 
 @pytest.mark.e2e
 def test_torch_checkpoint_names_match_jax(tiny_config, tmp_path):
-    """What both backends share is stored under the same names, shapes and dtypes."""
-    train(_torch_config(tiny_config), tmp_path / "t", echo=lambda _: None)
-    train(tiny_config, tmp_path / "j", echo=lambda _: None)
+    """What both backends share is stored under the same names, shapes and dtypes (on the
+    still env: names and shapes do not depend on the physics)."""
+    from tests.fakes import still_env
+
+    with still_env(episode_length=50) as name:
+        still = tiny_config.replace(env=name)
+        train(_torch_config(still), tmp_path / "t", echo=lambda _: None)
+        train(still, tmp_path / "j", echo=lambda _: None)
     t, _ = load_checkpoint(latest_checkpoint(tmp_path / "t"))
     j, _ = load_checkpoint(latest_checkpoint(tmp_path / "j"))
     shared = ("actor/", "behaviour/", "critic/", "obs_stats/", "temps/")
@@ -182,9 +187,13 @@ def test_torch_checkpoint_names_match_jax(tiny_config, tmp_path):
 
 @pytest.mark.e2e
 def test_torch_non_finite_stops_with_the_iteration(tiny_config, tmp_path):
-    config = _torch_config(tiny_config, actor_lr=1e30, critic_lr=1e30, max_grad_norm=1e30)
-    with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration \d+"):
-        train(config, tmp_path / "nan", echo=lambda _: None)
+    from tests.fakes import still_env
+
+    with still_env(episode_length=50) as name:
+        config = _torch_config(tiny_config, env=name, actor_lr=1e30, critic_lr=1e30,
+                               max_grad_norm=1e30)
+        with pytest.raises(NonFiniteError, match=r"non-finite .* at iteration \d+"):
+            train(config, tmp_path / "nan", echo=lambda _: None)
 
 
 # ---- the stochastic evaluation ---------------------------------------------------------------
