@@ -585,6 +585,32 @@ def test_the_first_eta_counts_evaluations_before_the_first_one(tmp_path, tiny_co
     assert evals == [768, 1024]
 
 
+class _EvaluationCompiledOnFirstUse(ScriptedTrainer):
+    """The first evaluation builds its program (1 s, counted as compile time, as the JAX
+    trainer counts it); evaluations after it take no time."""
+
+    def evaluate(self, state):
+        import time
+
+        if not any(call == "evaluate" for call, _ in self.calls):
+            time.sleep(1.0)
+            self.compile_seconds += 1.0
+        return super().evaluate(state)
+
+
+def test_the_eta_leaves_out_the_evaluation_programs_build(tmp_path, tiny_config):
+    # A sweep's cadence (an evaluation at every progress line): the first line's ETA counts
+    # the nine evaluations to come at what an evaluation takes, not at what the first one
+    # took with its program's build (which once made a sweep's first ETA several times long).
+    config = tiny_config.replace(total_steps=1280, eval_interval_steps=128,
+                                 log_interval_steps=128, checkpoint_interval_steps=10_000)
+    lines: list[str] = []
+    train(config, tmp_path / "run", echo=lines.append,
+          trainer=_EvaluationCompiledOnFirstUse(config))
+    first = next(line for line in lines if line.startswith("  128/1.28k"))
+    assert "ETA 0s" in first, first
+
+
 def test_no_timing_evaluation_where_an_evaluation_comes_first(tmp_path, tiny_config):
     # A sweep's cadence: evaluations at least as often as progress lines, so the first ETA
     # already knows their time; and a run with no evaluation left (resuming its end) needs none.
