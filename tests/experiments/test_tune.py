@@ -409,7 +409,7 @@ def test_a_real_tiny_search_pauses_resumes_and_writes_a_trainable_preset(tmp_pat
     out = tmp_path / "tune"
     argv = ["tune", "--suite", "cpu-smoke", "--tasks", "CartpoleBalance", "--space", str(space),
             "--trials", "1", "--seeds", "2", "--steps", "512", "--rungs", "2", "--preset",
-            str(base), "--out", str(out)]
+            str(base), "--set", "eval_interval_steps=128", "--out", str(out)]
     code = main(argv)
     stdout = capsys.readouterr().out
     assert code == 0, stdout
