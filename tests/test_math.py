@@ -66,6 +66,20 @@ class _TorchBackend:
     def analytic_kl(self, old, new):
         return self.np(self.D.analytic_kl(old, new))
 
+    def kernels(self, config, obs_size, action_size, seed):
+        """Every Linear kernel of a fresh actor and critic, by parameter name."""
+        from reppo.torch.networks import Actor, Critic
+
+        self.torch.manual_seed(seed)
+        nets = {"actor": Actor(config, obs_size, action_size),
+                "critic": Critic(config, obs_size, action_size)}
+        return {
+            f"{net}.{name}": self.np(value)
+            for net, module in nets.items()
+            for name, value in module.state_dict().items()
+            if name.endswith("kernel")
+        }
+
     def temp_grads(self, log_alpha, log_beta, entropy, kl, target_entropy, kl_target):
         la = self.torch.tensor(log_alpha, requires_grad=True)
         lb = self.torch.tensor(log_beta, requires_grad=True)
@@ -119,6 +133,20 @@ class _JaxBackend:
     def sample(self, dist, seed):
         return tuple(self.np(x) for x in self.D.sample(dist, self.jax.random.PRNGKey(seed)))
 
+    def kernels(self, config, obs_size, action_size, seed):
+        """Every Linear kernel of a fresh actor and critic, by parameter name."""
+        from reppo.jax.networks import Networks
+
+        networks = Networks.from_config(config, obs_size, action_size)
+        k_actor, k_critic = self.jax.random.split(self.jax.random.PRNGKey(seed))
+        params = {"actor": networks.init_actor(k_actor), "critic": networks.init_critic(k_critic)}
+        leaves = self.jax.tree_util.tree_leaves_with_path(params)
+        return {
+            self.jax.tree_util.keystr(path): self.np(value)
+            for path, value in leaves
+            if "kernel" in self.jax.tree_util.keystr(path)
+        }
+
     def sampled_kl(self, old, new, noise):
         return self.np(self.D.sampled_forward_kl(old, new, self._a(noise)))
 
@@ -136,6 +164,39 @@ class _JaxBackend:
 @pytest.fixture(params=["jax", "torch"], scope="module")
 def backend(request):
     return _JaxBackend() if request.param == "jax" else _TorchBackend()
+
+
+# ---- initialisation ----------------------------------------------------------------------------
+def _init_config(kernel_init):
+    from reppo.config import Config
+
+    return Config(
+        actor_hidden_dim=512, critic_hidden_dim=512, kernel_init=kernel_init
+    ).validated()
+
+
+def test_orthogonal_kernels_have_orthonormal_rows_or_columns(backend):
+    kernels = backend.kernels(_init_config("orthogonal"), 40, 6, seed=0)
+    assert len(kernels) == 9  # actor 3, critic encoder 2, head 2, predictor 2
+    for name, k in kernels.items():
+        gram = k @ k.T if k.shape[0] <= k.shape[1] else k.T @ k
+        np.testing.assert_allclose(gram, np.eye(len(gram)), atol=1e-4, err_msg=name)
+
+
+def test_lecun_normal_kernels_are_truncated_normals_of_variance_one_over_fan_in(backend):
+    kernels = backend.kernels(_init_config("lecun_normal"), 40, 6, seed=0)
+    assert len(kernels) == 9
+    for name, k in kernels.items():
+        scale = np.sqrt(1.0 / k.shape[0])  # fan_in: the kernel is (in, out)
+        # The draw is truncated at two of its standard deviations, which are scale / 0.8796.
+        assert np.abs(k).max() <= 2 * scale / 0.87962566 * (1 + 1e-5), name
+        assert np.abs(k).max() > 2 * scale, name  # truncated there, not at 2 x scale
+        # The truncated normal's own std is the target: about 1% sampling error for >= 3,000
+        # entries (the smallest kernel, 512 x 7, has 3,584).
+        assert k.std() == pytest.approx(scale, rel=0.05), name
+        assert abs(k.mean()) < 0.05 * scale, name
+        gram = k.T @ k if k.shape[0] >= k.shape[1] else k @ k.T
+        assert np.abs(gram - np.eye(len(gram))).max() > 0.05, name  # not orthogonal
 
 
 # ---- soft TD(lambda) -----------------------------------------------------------------------------

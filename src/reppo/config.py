@@ -47,6 +47,7 @@ def _f(default: Any, help: str, **choices: Any) -> Any:
 
 
 NormKind = Literal["rms", "layer", "none"]
+KernelInit = Literal["orthogonal", "lecun_normal"]
 ActorObjective = Literal["clipped", "full", "value"]
 KLEstimator = Literal["sample", "analytic"]
 Impl = Literal["auto", "jax", "warp"]
@@ -162,6 +163,12 @@ class Config:
         "rms",
         "Normalization after each hidden Linear: 'rms' (RMSNorm, released code), 'layer' "
         "(LayerNorm, paper text) or 'none' (the no-norm ablation).",
+    )
+    kernel_init: KernelInit = _f(
+        "orthogonal",
+        "Initialisation of every Linear kernel (biases start at zero): 'orthogonal' (gain 1) "
+        "or 'lecun_normal' (a truncated normal of variance 1 / fan_in, the released code's "
+        "choice). docs/algorithm.md compares the two.",
     )
 
     # ---- critic ----------------------------------------------------------------------------

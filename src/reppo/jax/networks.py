@@ -9,8 +9,8 @@ normalization and SiLU. The critic encoder's output (the latent z, also the self
 target) is that raw Linear output; the value head and the predictor apply SiLU to it first.
 The HL-Gauss value head adds a trainable prior, `PRIOR_SCALE` times the histogram of 0, to
 its logits. This is the released code's architecture (docs/algorithm.md, "Networks"), except
-that kernels are orthogonal (gain 1) where the released code keeps flax's default LeCun normal:
-a deviation, stated there; biases are zero in both.
+that kernels are orthogonal (gain 1) by default where the released code keeps flax's default
+LeCun normal (`kernel_init` chooses): a deviation, stated there; biases are zero in both.
 """
 
 from __future__ import annotations
@@ -35,9 +35,17 @@ _NORM_EPS = 1e-6
 PRIOR_SCALE = 40.0
 
 
-def init_dense(key: jax.Array, in_dim: int, out_dim: int) -> Params:
-    """Orthogonal kernel (gain 1) and zero bias."""
-    kernel = jax.nn.initializers.orthogonal(1.0)(key, (in_dim, out_dim), jnp.float32)
+KERNEL_INITIALIZERS = {
+    "orthogonal": jax.nn.initializers.orthogonal(1.0),
+    "lecun_normal": jax.nn.initializers.lecun_normal(),  # truncated normal, variance 1 / fan_in
+}
+
+
+def init_dense(
+    key: jax.Array, in_dim: int, out_dim: int, kernel_init: str = "orthogonal"
+) -> Params:
+    """A kernel drawn by `KERNEL_INITIALIZERS[kernel_init]` and a zero bias."""
+    kernel = KERNEL_INITIALIZERS[kernel_init](key, (in_dim, out_dim), jnp.float32)
     return {"kernel": kernel, "bias": jnp.zeros((out_dim,), jnp.float32)}
 
 
@@ -65,7 +73,13 @@ def apply_norm(kind: str, params: Params, x: jax.Array) -> jax.Array:
 
 
 def init_mlp(
-    key: jax.Array, in_dim: int, hidden_dim: int, num_hidden: int, out_dim: int | None, norm: str
+    key: jax.Array,
+    in_dim: int,
+    hidden_dim: int,
+    num_hidden: int,
+    out_dim: int | None,
+    norm: str,
+    kernel_init: str = "orthogonal",
 ) -> Params:
     """`num_hidden` blocks Linear -> norm -> SiLU, then an optional plain Linear output."""
     keys = jax.random.split(key, num_hidden + 1)
@@ -73,12 +87,12 @@ def init_mlp(
     dim = in_dim
     for i in range(num_hidden):
         params[f"hidden_{i}"] = {
-            "linear": init_dense(keys[i], dim, hidden_dim),
+            "linear": init_dense(keys[i], dim, hidden_dim, kernel_init),
             "norm": init_norm(norm, hidden_dim),
         }
         dim = hidden_dim
     if out_dim is not None:
-        params["output"] = init_dense(keys[-1], dim, out_dim)
+        params["output"] = init_dense(keys[-1], dim, out_dim, kernel_init)
     return params
 
 
@@ -110,6 +124,7 @@ class Networks:
     min_std: float
     value_outputs: int  # num_bins for HL-Gauss, 1 for the scalar (MSE) critic
     reward_prediction: bool
+    kernel_init: str = "orthogonal"
 
     @classmethod
     def from_config(cls, config: Config, obs_size: int, action_size: int) -> Networks:
@@ -126,6 +141,7 @@ class Networks:
             min_std=config.min_std,
             value_outputs=config.num_bins if config.use_hl_gauss else 1,
             reward_prediction=config.reward_prediction,
+            kernel_init=config.kernel_init,
         )
 
     # -- actor --
@@ -137,6 +153,7 @@ class Networks:
             self.actor_num_layers - 1,
             2 * self.action_size,
             self.norm,
+            self.kernel_init,
         )
 
     def policy(self, actor_params: Params, obs: jax.Array) -> D.Gaussian:
@@ -162,12 +179,25 @@ class Networks:
                 self.critic_encoder_layers - 1,
                 hidden,
                 self.norm,
+                self.kernel_init,
             ),
             "head": init_mlp(
-                k_head, hidden, hidden, self.critic_head_layers - 1, self.value_outputs, self.norm
+                k_head,
+                hidden,
+                hidden,
+                self.critic_head_layers - 1,
+                self.value_outputs,
+                self.norm,
+                self.kernel_init,
             ),
             "predictor": init_mlp(
-                k_pred, hidden, hidden, self.critic_pred_layers - 1, pred_out, self.norm
+                k_pred,
+                hidden,
+                hidden,
+                self.critic_pred_layers - 1,
+                pred_out,
+                self.norm,
+                self.kernel_init,
             ),
         }
         if self.value_outputs > 1:

@@ -39,18 +39,36 @@ class FlatMismatchError(ValueError):
 PRIOR_SCALE = 40.0
 
 
-class Linear(nn.Module):
-    """`x @ kernel + bias`; orthogonal kernel (gain 1) and zero bias."""
+# The standard deviation of a unit normal truncated to [-2, 2]: dividing by it gives the
+# truncated draw the variance asked for (as JAX's `variance_scaling` does).
+_TRUNCATED_UNIT_STD = 0.87962566103423978
 
-    def __init__(self, in_dim: int, out_dim: int, device: Any = None) -> None:
+
+class Linear(nn.Module):
+    """`x @ kernel + bias`; a zero bias and a kernel initialised as `kernel_init` says:
+    'orthogonal' (gain 1) or 'lecun_normal' (a normal truncated at two standard deviations,
+    variance 1 / fan_in), as the JAX `init_dense`."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, device: Any = None, kernel_init: str = "orthogonal"
+    ) -> None:
         super().__init__()
+        if kernel_init not in ("orthogonal", "lecun_normal"):
+            raise ValueError(
+                f"unknown kernel_init {kernel_init!r}; expected 'orthogonal' or 'lecun_normal'"
+            )
+        self.kernel_init = kernel_init
         self.kernel = nn.Parameter(torch.empty(in_dim, out_dim, device=device))
         self.bias = nn.Parameter(torch.empty(out_dim, device=device))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            nn.init.orthogonal_(self.kernel, gain=1.0)
+            if self.kernel_init == "orthogonal":
+                nn.init.orthogonal_(self.kernel, gain=1.0)
+            else:
+                std = (1.0 / self.kernel.shape[0]) ** 0.5 / _TRUNCATED_UNIT_STD
+                nn.init.trunc_normal_(self.kernel, std=std, a=-2.0 * std, b=2.0 * std)
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -98,9 +116,16 @@ def make_norm(kind: str, dim: int, device: Any = None) -> nn.Module:
 class HiddenBlock(nn.Module):
     """Linear -> norm -> SiLU."""
 
-    def __init__(self, in_dim: int, out_dim: int, norm: str, device: Any = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        norm: str,
+        device: Any = None,
+        kernel_init: str = "orthogonal",
+    ) -> None:
         super().__init__()
-        self.linear = Linear(in_dim, out_dim, device)
+        self.linear = Linear(in_dim, out_dim, device, kernel_init)
         self.norm = make_norm(norm, out_dim, device)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,16 +146,19 @@ class MLP(nn.Module):
         out_dim: int | None,
         norm: str,
         device: Any = None,
+        kernel_init: str = "orthogonal",
     ) -> None:
         super().__init__()
         self.num_hidden = num_hidden
         dim = in_dim
         for i in range(num_hidden):
-            self.add_module(f"hidden_{i}", HiddenBlock(dim, hidden_dim, norm, device))
+            self.add_module(
+                f"hidden_{i}", HiddenBlock(dim, hidden_dim, norm, device, kernel_init)
+            )
             dim = hidden_dim
         self.has_output = out_dim is not None
         if out_dim is not None:
-            self.output = Linear(dim, out_dim, device)
+            self.output = Linear(dim, out_dim, device, kernel_init)
 
     def forward(self, x: Tensor) -> Tensor:
         for i in range(self.num_hidden):  # a construction-time constant: unrolled when traced
@@ -158,6 +186,7 @@ class Actor(MLP):
             2 * action_size,
             config.norm,
             device,
+            config.kernel_init,
         )
         self.obs_size = obs_size
         self.action_size = action_size
@@ -192,14 +221,17 @@ class Critic(nn.Module):
         self.reward_prediction = config.reward_prediction
         hidden, norm = config.critic_hidden_dim, config.norm
         pred_out = hidden + (1 if config.reward_prediction else 0)
+        init = config.kernel_init
         self.encoder = MLP(
             obs_size + action_size, hidden, config.critic_encoder_layers - 1, hidden, norm,
-            device,
+            device, init,
         )
         self.head = MLP(
-            hidden, hidden, config.critic_head_layers - 1, self.value_outputs, norm, device
+            hidden, hidden, config.critic_head_layers - 1, self.value_outputs, norm, device, init
         )
-        self.predictor = MLP(hidden, hidden, config.critic_pred_layers - 1, pred_out, norm, device)
+        self.predictor = MLP(
+            hidden, hidden, config.critic_pred_layers - 1, pred_out, norm, device, init
+        )
         self.has_prior = self.value_outputs > 1
         if self.has_prior:
             if value_prior is None:
