@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from reppo.config import Config
+from reppo.envs.user import register_env, unregister_env
 from reppo.loop.seam import EvalReport
-from reppo.user_envs import register_env, unregister_env
 
 STILL_ENV = "StillForTests"
 

@@ -3,7 +3,7 @@ can train on them by the module-qualified names `tests.still_envs:StillA` and
 `tests.still_envs:StillB`: the plumbing of a sweep end to end, with programs that build in
 seconds. Import it only where a child process needs it: it registers for the whole process."""
 
-from reppo.user_envs import register_env
+from reppo.envs.user import register_env
 from tests.fakes import StillEnv
 
 NAMES = ("StillA", "StillB")

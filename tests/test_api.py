@@ -455,7 +455,7 @@ def test_export_onnx_writes_what_reppo_export_writes(saved_run, tmp_path, capsys
 
 
 def test_train_takes_an_env_name_or_registration_but_no_env_object(scripted):
-    from reppo.user_envs import lookup
+    from reppo.envs.user import lookup
     from tests.fakes import StillEnv
 
     name = scripted.env

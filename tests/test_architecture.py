@@ -147,9 +147,8 @@ def test_nothing_imports_the_command_line():
 # may use. They import nothing above them.
 GROUND_PACKAGES = ("reppo.envs", "reppo.runs")
 GROUND_MODULES = {
-    "reppo._version", "reppo.catalog", "reppo.compile_cache", "reppo.config", "reppo.errors",
-    "reppo.eval_seed", "reppo.preset_files", "reppo.presets", "reppo.pytrees",
-    "reppo.user_envs",
+    "reppo._version", "reppo.compile_cache", "reppo.config", "reppo.errors",
+    "reppo.preset_files", "reppo.presets", "reppo.pytrees",
 }
 
 
@@ -293,12 +292,31 @@ def test_exit_statuses_come_from_one_mapping():
 def test_registering_an_env_imports_no_framework():
     # reppo.register_env is called at import time of users' env modules: it must stay cheap.
     frameworks = {"jax", "torch", "gymnasium", "mujoco", "mujoco_playground", "numpy"}
-    top = {m.split(".")[0] for m in _imports(PACKAGE / "user_envs.py", top_level_only=True)}
+    top = {m.split(".")[0] for m in _imports(PACKAGE / "envs" / "user.py", top_level_only=True)}
     assert not top & frameworks, sorted(top & frameworks)
 
 
+def test_the_envs_package_loads_no_framework_until_an_env_is_built():
+    # Its __init__ runs before any of its modules: the catalogue, `register_env` and the
+    # contract are reached through it by `reppo envs`, `reppo --help` and users' env modules.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import reppo.envs, reppo.envs.catalog, reppo.envs.user, reppo.envs.eval_seed\n"
+        "from reppo.envs import list_envs, register_env, UnknownEnvError, EnvSpec\n"
+        "frameworks = ('jax', 'torch', 'numpy', 'gymnasium', 'mujoco')\n"
+        "print(sorted(m for m in frameworks if m in sys.modules))\n"
+        "from reppo.envs import make_env\n"
+        "print('jax' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"], out.stdout + out.stderr
+
+
 def test_the_catalog_imports_nothing():
-    imported = _imports(PACKAGE / "catalog.py", top_level_only=False)
+    imported = _imports(PACKAGE / "envs" / "catalog.py", top_level_only=False)
     assert imported <= {"__future__", "__future__.annotations"}, sorted(imported)
 
 

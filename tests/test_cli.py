@@ -343,12 +343,12 @@ _ENV_MODULE = "still_env_module_for_resume"
 def module_env(tmp_path):
     """A module in its own directory that registers the still env as 'Still' when imported;
     forgotten (registration and import) after the test."""
-    from reppo.user_envs import unregister_env
+    from reppo.envs.user import unregister_env
 
     envs = tmp_path / "envs"
     envs.mkdir()
     (envs / f"{_ENV_MODULE}.py").write_text(
-        "from reppo.user_envs import register_env\n"
+        "from reppo.envs.user import register_env\n"
         "from tests.fakes import StillEnv\n"
         "register_env('Still', StillEnv, episode_length=1000, reward_range=(0.0, 1.0))\n"
     )
@@ -364,7 +364,7 @@ def module_env(tmp_path):
 def test_resuming_a_module_env_run_needs_only_its_module_importable(
     tmp_path, capsys, monkeypatch, module_env
 ):
-    from reppo.user_envs import unregister_env
+    from reppo.envs.user import unregister_env
 
     scripted_backend(monkeypatch)
     monkeypatch.chdir(module_env)  # trained where the module is

@@ -26,7 +26,8 @@ def test_reppo_learns_cartpole_balance(tmp_path):
 
 
 # The torch backend's learning in CI: PushCube below and the gymnasium Pendulum example
-# (tests/test_user_envs.py), with each update checked against JAX's (tests/torch/test_trainer.py).
+# (tests/envs/test_user_envs.py), with each update checked against JAX's
+# (tests/torch/test_trainer.py).
 @pytest.mark.learning
 @pytest.mark.extended
 def test_reppo_learns_cartpole_balance_with_torch(tmp_path):

@@ -42,17 +42,17 @@ _LAZY = {
     "TrainResult": "reppo.api",
     "load_policy": "reppo.api",
     "preset": "reppo.api",
-    "register_env": "reppo.user_envs",
+    "register_env": "reppo.envs.user",
     "train": "reppo.api",
-    "unregister_env": "reppo.user_envs",
+    "unregister_env": "reppo.envs.user",
 }
 
 if TYPE_CHECKING:
     from reppo.api import TrainResult, load_policy, preset, train
     from reppo.config import Config, ConfigError
+    from reppo.envs.user import register_env, unregister_env
     from reppo.loop.callbacks import StopTraining
     from reppo.policy import Policy
-    from reppo.user_envs import register_env, unregister_env
 
 
 def __getattr__(name: str) -> Any:

@@ -218,7 +218,7 @@ def _run_training(
 def _env_name(env: Any, function: str = "train") -> str:
     """The task `train(env=...)` names: a name, or the registration `reppo.register_env`
     returned (what a 'module:Name' resolves to)."""
-    from reppo.user_envs import RegisteredEnv, lookup
+    from reppo.envs.user import RegisteredEnv, lookup
 
     if isinstance(env, str) and env:
         return env

@@ -161,7 +161,7 @@ def default_preset_name(backend: str = "jax", env: str | None = None) -> str:
     """The preset "auto" stands for: for a ManiSkill3 task `maniskill` with a CUDA device
     and `maniskill-cpu` without; otherwise `paper` when the backend sees a GPU, `cpu`
     without."""
-    from reppo.catalog import family_of
+    from reppo.envs.catalog import family_of
 
     if env is not None and family_of(env) == "maniskill":
         return "maniskill" if _torch_sees_cuda() else "maniskill-cpu"

@@ -392,7 +392,7 @@ class _PhysicsLikeEnv:
 
 def test_which_registered_envs_can_be_rendered():
     from reppo.envs.evaluation import video_problem
-    from reppo.user_envs import register_env, unregister_env
+    from reppo.envs.user import register_env, unregister_env
     from tests.fakes import still_env
 
     with still_env() as env:

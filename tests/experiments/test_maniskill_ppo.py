@@ -275,9 +275,9 @@ def test_tiny_run_writes_a_valid_run_dir(tmp_path):
 
     # The logged evaluation is the project's protocol: the final actor's mean action on the
     # episodes of eval_seed(0, 40), rerun here.
+    from reppo.envs.eval_seed import eval_seed
     from reppo.envs.maniskill import make_maniskill_env
     from reppo.envs.torch_registry import evaluate_torch
-    from reppo.eval_seed import eval_seed
 
     with make_maniskill_env("PullCube-v1", 2, evaluation=True, device="cpu") as env:
         again = evaluate_torch(env, result.policy_factory(result.params),

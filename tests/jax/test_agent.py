@@ -8,10 +8,10 @@ import pytest
 
 from reppo import pytrees
 from reppo.envs import make_env
+from reppo.envs.user import register_env, unregister_env
 from reppo.jax import distributions as D
 from reppo.jax import losses as L
 from reppo.jax.agent import Agent
-from reppo.user_envs import register_env, unregister_env
 from tests.conftest import TINY
 from tests.fakes import STILL_ENV, StillState, still_env
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from reppo.envs import make_env
+from reppo.envs.user import register_env, unregister_env
 from reppo.jax import losses as L
 from reppo.jax.agent import Agent
-from reppo.user_envs import register_env, unregister_env
 from tests.conftest import TINY
 
 SUCCESS_STEP = 2  # every env terminates with reward 1 at this step of its first episode

@@ -40,7 +40,7 @@ def test_batched_evaluation_returns_what_the_separate_ones_return(trained):
 
 def test_batched_evaluation_runs_the_eval_seed_episodes(trained):
     """Against `evaluate` and `evaluate_stochastic` themselves, with each seed's key from the
-    eval seed scheme (reppo.eval_seed): the episodes every other evaluator runs there."""
+    eval seed scheme (reppo.envs.eval_seed): the episodes every other evaluator runs there."""
     from reppo.envs.evaluation import eval_key, evaluate, evaluate_stochastic
 
     trainer, state = trained

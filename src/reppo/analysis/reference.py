@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reppo.catalog import DMC23
+from reppo.envs.catalog import DMC23
 
 SOURCE = "REPPO paper / authors' result files (50M env steps, 131,072 transitions per iteration)"
 REPPO = "REPPO (published)"

@@ -208,7 +208,7 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
 @functools.cache
 def _task_lists() -> tuple[frozenset[str], frozenset[str]]:
     """(DM Control task names, ManiSkill task names), from the framework-free catalog."""
-    from reppo.catalog import DMC_TASKS, MANISKILL_TASKS
+    from reppo.envs.catalog import DMC_TASKS, MANISKILL_TASKS
 
     return frozenset(DMC_TASKS), frozenset(MANISKILL_TASKS)
 

@@ -21,7 +21,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from reppo.catalog import FAMILIES, FAMILY_BACKENDS, FAMILY_EXTRAS, FAMILY_TITLES, list_envs
+    from reppo.envs.catalog import (
+        FAMILIES,
+        FAMILY_BACKENDS,
+        FAMILY_EXTRAS,
+        FAMILY_TITLES,
+        list_envs,
+    )
 
     for name in list_envs(args.family):
         print(name)

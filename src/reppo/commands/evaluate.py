@@ -47,9 +47,9 @@ def _check_video_path(video: Path) -> None:
 
 def _check_can_render(run_dir: Path) -> None:
     """Refuse --video, before the evaluation, for a run whose env reppo cannot draw."""
-    from reppo.catalog import family_of
+    from reppo.envs.catalog import family_of
+    from reppo.envs.user import lookup
     from reppo.runs import open_run_dir
-    from reppo.user_envs import lookup
 
     env = Config.from_dict(open_run_dir(run_dir)).env
     family = family_of(env)

@@ -1,21 +1,32 @@
-"""Environments: the contract, the auto-reset wrapper, the registries (Playground, ManiSkill3,
-the user's registered envs, Gymnasium), evaluation."""
+"""Environments: the task catalogue, the user's registered envs, which episodes an evaluation
+runs, the env contract; and, built on them, the auto-reset wrapper, the registries
+(Playground, ManiSkill3, Gymnasium), evaluation and the DLPack bridge.
 
-from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+Importing `reppo.envs` loads no framework: the catalogue (`catalog`), the user's envs
+(`user`), the evaluation seed (`eval_seed`) and the contract (`contract`) are plain Python,
+so `reppo envs`, `reppo --help` and a user's `register_env` call stay fast. The names below
+that build or step envs (JAX) load their module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from reppo.envs.catalog import DMC_TASKS, list_envs
 from reppo.envs.contract import EnvSpec, EnvState, StepOutput
-from reppo.envs.evaluation import EvalResult, evaluate, evaluate_stochastic, record_video
-from reppo.envs.registry import (
-    DMC_TASKS,
+from reppo.envs.user import (
+    EnvRegistrationError,
     UnknownEnvError,
     WrongBackendError,
-    env_spec,
-    list_envs,
-    make_env,
+    register_env,
+    unregister_env,
 )
 
 __all__ = [
     "DMC_TASKS",
     "AutoResetVecEnv",
+    "EnvRegistrationError",
     "EnvSpec",
     "EnvState",
     "EvalResult",
@@ -29,4 +40,36 @@ __all__ = [
     "list_envs",
     "make_env",
     "record_video",
+    "register_env",
+    "unregister_env",
 ]
+
+# Public name -> the module (which imports JAX) that defines it, imported on first access.
+_LAZY = {
+    "AutoResetVecEnv": "reppo.envs.autoreset",
+    "flat_obs": "reppo.envs.autoreset",
+    "EvalResult": "reppo.envs.evaluation",
+    "evaluate": "reppo.envs.evaluation",
+    "evaluate_stochastic": "reppo.envs.evaluation",
+    "record_video": "reppo.envs.evaluation",
+    "env_spec": "reppo.envs.registry",
+    "make_env": "reppo.envs.registry",
+}
+
+if TYPE_CHECKING:
+    from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+    from reppo.envs.evaluation import EvalResult, evaluate, evaluate_stochastic, record_video
+    from reppo.envs.registry import env_spec, make_env
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reppo.envs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

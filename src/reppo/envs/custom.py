@@ -19,8 +19,8 @@ import numpy as np
 
 from reppo.envs.autoreset import flat_obs
 from reppo.envs.contract import EnvSpec
-from reppo.user_envs import RegisteredEnv
-from reppo.user_envs import env_error as _fail
+from reppo.envs.user import RegisteredEnv
+from reppo.envs.user import env_error as _fail
 
 _BUILT: dict[str, tuple[RegisteredEnv, Any, EnvSpec]] = {}
 

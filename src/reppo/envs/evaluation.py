@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+from reppo.envs.eval_seed import eval_seed
 from reppo.errors import UserError
-from reppo.eval_seed import eval_seed
 
 Policy = Callable[[jax.Array], jax.Array]
 StochasticPolicy = Callable[[jax.Array, jax.Array], jax.Array]  # (obs, step key) -> action
@@ -59,7 +59,7 @@ def _episodes(
 
 def eval_key(seed: int, env_steps: int) -> jax.Array:
     """The key that resets the evaluation envs at `env_steps` of a run with `seed`
-    (`reppo.eval_seed.eval_seed`: the same initial states for every evaluator)."""
+    (`reppo.envs.eval_seed.eval_seed`: the same initial states for every evaluator)."""
     return jax.random.PRNGKey(eval_seed(seed, env_steps))
 
 
@@ -123,7 +123,7 @@ def _cannot_draw(inner: Any) -> str | None:
 def video_problem(name: str) -> str | None:
     """Why `record_video` cannot draw env `name`, in a phrase (None: it can), found without
     running an episode; `name` is a Playground task or a registered JAX env."""
-    from reppo.catalog import family_of
+    from reppo.envs.catalog import family_of
     from reppo.envs.registry import make_env
 
     if family_of(name) == "dm_control":
@@ -335,7 +335,7 @@ def record_video(
     with how to fix it. A registered env that MuJoCo cannot draw (`video_problem`) is a
     UserError before the episode. Returns the episode's `return` and `length`.
     """
-    from reppo.catalog import family_of
+    from reppo.envs.catalog import family_of
     from reppo.envs.registry import make_env
 
     path = Path(path)

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from reppo.envs.contract import EnvSpec, TorchStep
-from reppo.user_envs import RegisteredEnv
-from reppo.user_envs import env_error as _fail
+from reppo.envs.user import RegisteredEnv
+from reppo.envs.user import env_error as _fail
 
 GYMNASIUM_FAMILY = "gymnasium"
 

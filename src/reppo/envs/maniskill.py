@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reppo.catalog import ASSET_TASKS, MANISKILL_TASKS  # noqa: F401 (re-exported)
+from reppo.envs.catalog import ASSET_TASKS, MANISKILL_TASKS  # noqa: F401 (re-exported)
 from reppo.envs.contract import EnvSpec, TorchStep
 
 if TYPE_CHECKING:

@@ -7,7 +7,6 @@ that only list names or parse configs should not pay for it.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import os
 from collections.abc import Iterator
@@ -15,46 +14,21 @@ from typing import Any
 
 import jax
 
-from reppo.catalog import DMC_TASKS, list_envs
 from reppo.envs.autoreset import AutoResetVecEnv, flat_obs
+from reppo.envs.catalog import DMC_TASKS, list_envs
 from reppo.envs.contract import EnvSpec
-from reppo.user_envs import (
+from reppo.envs.user import (
     RegisteredEnv,
+    UnknownEnvError,
+    WrongBackendError,
     gymnasium_id,
-    gymnasium_missing,
     lookup,
-    not_found_hint,
 )
 
 __all__ = ["DMC_TASKS", "UnknownEnvError", "WrongBackendError", "env_spec", "list_envs", "make_env"]
 
 _DMC_REWARD_RANGE = (0.0, 1.0)  # DM Control rewards are in [0, 1] per step.
 IMPLS = ("auto", "jax", "warp")
-
-
-class UnknownEnvError(ValueError):
-    """An environment name that is not in `list_envs()`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        if gymnasium_missing(name):
-            super().__init__(
-                f"{name!r} looks like a Gymnasium id, but Gymnasium is not installed: install "
-                'reppo\'s torch extra (pip install -e ".[torch]"), or pip install '
-                '"gymnasium[mujoco]", and train it with --backend torch.'
-            )
-            return
-        valid = list_envs()
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        super().__init__(
-            f"Unknown environment {name!r}.{hint} Valid names: {', '.join(valid)}."
-            + not_found_hint(name)
-        )
-
-
-class WrongBackendError(ValueError):
-    """An environment that the chosen backend cannot train (ManiSkill3 needs torch)."""
 
 
 def _check_name(name: str) -> RegisteredEnv | None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from reppo.catalog import DMC_TASKS
 from reppo.config import ConfigError
+from reppo.envs.catalog import DMC_TASKS
 from reppo.envs.contract import EnvSpec, TorchVecEnv
-from reppo.user_envs import RegisteredEnv, gymnasium_id, lookup
+from reppo.envs.user import RegisteredEnv, gymnasium_id, lookup
 
 
 def resolve_device(device: str) -> torch.device:

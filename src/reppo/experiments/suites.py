@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from reppo.catalog import DMC23, MANISKILL9
+from reppo.envs.catalog import DMC23, MANISKILL9
 from reppo.experiments.baselines.hyperparameters import (
     ALGO_PRESETS,
     BASELINES,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from reppo.config import Config
-from reppo.eval_seed import eval_seed  # noqa: F401  (the seam names it for the backends)
+from reppo.envs.eval_seed import eval_seed  # noqa: F401  (the seam names it for the backends)
 from reppo.runs.metrics import (
     EVAL_RETURN,
     EVAL_RETURN_PER_SEED,

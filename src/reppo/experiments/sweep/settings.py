@@ -126,7 +126,7 @@ def _pick(kind: str, text: str, valid: tuple[str, ...], suite: str) -> tuple[str
 def _custom_tasks(text: str | None, suite: Suite) -> tuple[str, ...]:
     """The user's envs of a custom suite, checked now (importing their modules) so that a typo
     fails once here rather than in every child process."""
-    from reppo.user_envs import gymnasium_id, lookup
+    from reppo.envs.user import gymnasium_id, lookup
 
     example = "my_envs:Maze" if suite.backend == "jax" else "my_envs:Maze,HalfCheetah-v5"
     names = [n.strip() for n in (text or "").split(",") if n.strip()]

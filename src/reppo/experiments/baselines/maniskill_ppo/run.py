@@ -56,8 +56,8 @@ class TorchProtocolEvaluator:
 
     def evaluate(self, policy_factory: Callable, params: Any, seed: int, env_steps: int
                  ) -> EvalReport:
+        from reppo.envs.eval_seed import eval_seed
         from reppo.envs.torch_registry import evaluate_torch
-        from reppo.eval_seed import eval_seed
 
         result = evaluate_torch(self.env, policy_factory(params), seed=eval_seed(seed, env_steps))
 

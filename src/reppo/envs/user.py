@@ -25,6 +25,7 @@ This module imports no framework: registering and looking up names is cheap.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 import os
@@ -33,13 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reppo.catalog import list_envs
+from reppo.envs.catalog import list_envs
 from reppo.errors import UserError
 
 __all__ = [
     "BACKENDS",
     "EnvRegistrationError",
     "RegisteredEnv",
+    "UnknownEnvError",
+    "WrongBackendError",
     "gymnasium_id",
     "lookup",
     "register_env",
@@ -238,3 +241,28 @@ def not_found_hint(name: str) -> str:
         "envs.md) and, for the command line, name it with its module: 'my_module:"
         f"{name}'."
     )
+
+
+class UnknownEnvError(ValueError):
+    """An environment name that is not in `list_envs()`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        if gymnasium_missing(name):
+            super().__init__(
+                f"{name!r} looks like a Gymnasium id, but Gymnasium is not installed: install "
+                'reppo\'s torch extra (pip install -e ".[torch]"), or pip install '
+                '"gymnasium[mujoco]", and train it with --backend torch.'
+            )
+            return
+        valid = list_envs()
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(
+            f"Unknown environment {name!r}.{hint} Valid names: {', '.join(valid)}."
+            + not_found_hint(name)
+        )
+
+
+class WrongBackendError(ValueError):
+    """An environment that the chosen backend cannot train (ManiSkill3 needs torch)."""

@@ -22,9 +22,9 @@ import torch
 import reppo
 from reppo.envs import WrongBackendError, env_spec, make_env
 from reppo.envs.torch_registry import make_torch_env, torch_env_spec
-from reppo.user_envs import EnvRegistrationError, lookup, register_env, unregister_env
+from reppo.envs.user import EnvRegistrationError, lookup, register_env, unregister_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 CPU = torch.device("cpu")
 
