@@ -38,15 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from reppo.envs.catalog import FAMILIES
 from reppo.errors import UserError
 from reppo.runs.directory import EXPERIMENT_FILE, RunDir
 from reppo.runs.metrics import EVAL_RETURN, EVAL_RETURN_PER_SEED, METRICS_FILE, read_metrics
 from reppo.runs.rundir import CONFIG_FILE
 
-DMC_MAX_RETURN = 1000.0
-DM_CONTROL, MANISKILL = "dm_control", "maniskill"
-FAMILY_TITLES = {DM_CONTROL: "DM Control (MuJoCo Playground)", MANISKILL: "ManiSkill3"}
-SCORE_NAMES = {DM_CONTROL: "return / 1000", MANISKILL: "success rate (success_once)"}
+DM_CONTROL, MANISKILL = "dm_control", "maniskill"  # the catalogue's families that reports score
 _RAW = "raw:"
 RAW_SCORE_NAME = "raw return, not normalized"
 
@@ -63,11 +61,11 @@ def is_raw(family: str) -> bool:
 def family_title(family: str) -> str:
     if is_raw(family):
         return f"{family[len(_RAW):]} (raw return: no normalization is known)"
-    return FAMILY_TITLES[family]
+    return FAMILIES[family].title
 
 
 def score_name(family: str) -> str:
-    return RAW_SCORE_NAME if is_raw(family) else SCORE_NAMES[family]
+    return RAW_SCORE_NAME if is_raw(family) else FAMILIES[family].score_name
 
 _RETURN = EVAL_RETURN
 _RETURN_PER_SEED = EVAL_RETURN_PER_SEED
@@ -138,7 +136,8 @@ class Run:
         """Normalized score at every evaluation (see the module docstring)."""
         if is_raw(self.family):
             return self.returns
-        return self.raw if self.family == MANISKILL else self.returns / DMC_MAX_RETURN
+        max_return = FAMILIES[self.family].max_return
+        return self.raw if max_return is None else self.returns / max_return
 
     @property
     def final_return(self) -> float:
@@ -206,13 +205,6 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
 
 
 @functools.cache
-def _task_lists() -> tuple[frozenset[str], frozenset[str]]:
-    """(DM Control task names, ManiSkill task names), from the framework-free catalog."""
-    from reppo.envs.catalog import DMC_TASKS, MANISKILL_TASKS
-
-    return frozenset(DMC_TASKS), frozenset(MANISKILL_TASKS)
-
-
 def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -262,7 +254,7 @@ def _per_seed(record: dict[str, Any], per_seed_key: str, pooled_key: str, k: int
 
 
 def _family(task: str, has_success: bool) -> str:
-    dmc, maniskill = _task_lists()
+    dmc, maniskill = FAMILIES[DM_CONTROL].tasks, FAMILIES[MANISKILL].tasks
     if task in maniskill or (has_success and task not in dmc):
         if not has_success:
             raise RunSkipped(f"ManiSkill task {task} but its evaluations have no {_SUCCESS}, "

@@ -21,20 +21,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from reppo.envs.catalog import (
-        FAMILIES,
-        FAMILY_BACKENDS,
-        FAMILY_EXTRAS,
-        FAMILY_TITLES,
-        list_envs,
-    )
+    from reppo.envs.catalog import FAMILIES, list_envs
 
     for name in list_envs(args.family):
         print(name)
     # On stderr, so that stdout stays a list of names for scripts.
-    for family in FAMILIES if args.family is None else (args.family,):
-        extra, more = FAMILY_EXTRAS[family]
-        backends = " or ".join(f"--backend {b}" for b in FAMILY_BACKENDS[family])
-        print(f"{len(FAMILIES[family])} {FAMILY_TITLES[family]} tasks ({backends}) need the "
-              f"{extra} extra: pip install -e \".[{extra}]\" ({more})", file=sys.stderr)
+    for family in FAMILIES.values() if args.family is None else (FAMILIES[args.family],):
+        backends = " or ".join(f"--backend {b}" for b in family.backends)
+        print(f"{len(family.tasks)} {family.title} tasks ({backends}) need the "
+              f"{family.extra} extra: pip install -e \".[{family.extra}]\" ({family.extra_note})",
+              file=sys.stderr)
     return 0

@@ -8,6 +8,8 @@ sweep stay fast and work without JAX or torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Mirrors mujoco_playground.registry.dm_control_suite.ALL_ENVS (checked by the tests), written
 # out so that listing names needs no Playground import.
 DMC_TASKS: tuple[str, ...] = (
@@ -74,31 +76,54 @@ MANISKILL9: tuple[str, ...] = (
     "OpenCabinetDrawer-v1",
 )
 
-# Each family's tasks, in `reppo envs` order; the backends that train them.
-FAMILIES: dict[str, tuple[str, ...]] = {"dm_control": DMC_TASKS, "maniskill": MANISKILL_TASKS}
-FAMILY_BACKENDS: dict[str, tuple[str, ...]] = {
-    "dm_control": ("jax", "torch"),
-    "maniskill": ("torch",),
-}
+@dataclass(frozen=True)
+class Family:
+    """A family of built-in tasks and what the package decides about it, in one place: the
+    registries build its tasks, `reppo envs` lists them, reports score them."""
+
+    title: str
+    tasks: tuple[str, ...]
+    backends: tuple[str, ...]  # the backends that train its tasks
+    extra: str  # the reppo extra its tasks need installed
+    extra_note: str  # what else to know, for `reppo envs`
+    score_name: str  # what a report's normalized score of its tasks is
+    # A report's score is the evaluation return / max_return; None: the success rate
+    # (`eval/success_once`), already in [0, 1].
+    max_return: float | None
 
 
-# What a family's tasks need installed: (the reppo extra, what else to know), for `reppo envs`.
-FAMILY_EXTRAS: dict[str, tuple[str, str]] = {
-    "dm_control": ("jax", "with --backend torch the torch extra, which includes it"),
-    "maniskill": ("maniskill", "and a Vulkan driver: scripts/install-system-deps.sh, "
-                               "docs/maniskill.md"),
+# Every family, in `reppo envs` order.
+FAMILIES: dict[str, Family] = {
+    "dm_control": Family(
+        title="DM Control (MuJoCo Playground)",
+        tasks=DMC_TASKS,
+        backends=("jax", "torch"),
+        extra="jax",
+        extra_note="with --backend torch the torch extra, which includes it",
+        # Every episode has 1000 steps with a per-step reward in [0, 1].
+        score_name="return / 1000",
+        max_return=1000.0,
+    ),
+    "maniskill": Family(
+        title="ManiSkill3",
+        tasks=MANISKILL_TASKS,
+        backends=("torch",),
+        extra="maniskill",
+        extra_note="and a Vulkan driver: scripts/install-system-deps.sh, docs/maniskill.md",
+        score_name="success rate (success_once)",
+        max_return=None,
+    ),
 }
-FAMILY_TITLES = {"dm_control": "MuJoCo Playground DM Control", "maniskill": "ManiSkill3"}
 
 
 def list_envs(family: str | None = None) -> list[str]:
     """Environment names: Playground's DM Control tasks (either backend) and, for the torch
     backend, the ManiSkill3 tasks; `family` ('dm_control' or 'maniskill') picks one group."""
     if family is not None:
-        return list(FAMILIES[family])
-    return [name for tasks in FAMILIES.values() for name in tasks]
+        return list(FAMILIES[family].tasks)
+    return [name for f in FAMILIES.values() for name in f.tasks]
 
 
 def family_of(name: str) -> str | None:
     """The family of task `name`, or None for a name the catalog does not know."""
-    return next((family for family, tasks in FAMILIES.items() if name in tasks), None)
+    return next((family for family, f in FAMILIES.items() if name in f.tasks), None)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reppo.analysis.report.model import CONFIDENCE, Options, Report
+from reppo.envs.catalog import FAMILIES
 
 if TYPE_CHECKING:
     from reppo.analysis.stats import CurveEstimate
@@ -48,7 +49,7 @@ def _curve_rows(family: str, curves: dict[str, CurveEstimate], *extra: Any) -> l
 
 def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
     from reppo.analysis.reference import AUTHORS_CODE_RUNS, REPPO, REPPO_FINAL_RETURNS
-    from reppo.analysis.runs import DM_CONTROL, SCORE_NAMES, score_name
+    from reppo.analysis.runs import DM_CONTROL, score_name
 
     rows: list[list[Any]] = [
         ["measured", t.family, t.task, t.method, t.n_runs, t.final_steps,
@@ -58,14 +59,16 @@ def write_tables(report: Report, out: Path, opts: Options) -> list[Path]:
         for t in report.task_results
     ]
     if opts.reference:
+        dmc_max = FAMILIES[DM_CONTROL].max_return
+        assert dmc_max is not None
         rows += [
             ["published", DM_CONTROL, p.task, REPPO, "", "", _g(p.final_return), "", "",
-             SCORE_NAMES[DM_CONTROL], _g(p.final_return / 1000.0), "", ""]
+             score_name(DM_CONTROL), _g(p.final_return / dmc_max), "", ""]
             for p in REPPO_FINAL_RETURNS
         ]
         rows += [
             ["reference", DM_CONTROL, r.task, r.method, len(r.final_returns), r.env_steps,
-             _g(r.mean), "", "", SCORE_NAMES[DM_CONTROL], _g(r.mean / 1000.0), "", ""]
+             _g(r.mean), "", "", score_name(DM_CONTROL), _g(r.mean / dmc_max), "", ""]
             for r in AUTHORS_CODE_RUNS
         ]
     _write_csv(out / "summary.csv", [
