@@ -15,13 +15,13 @@ from reppo.cli import main
 from reppo.commands import baseline as baseline_command
 from reppo.errors import UserError
 from reppo.experiments import baselines
-from reppo.experiments.baselines import brax_compat
+from reppo.experiments.baselines.brax import compat as brax_compat
+from reppo.experiments.baselines.brax.schedule import plan_schedule
 from reppo.experiments.baselines.hyperparameters import (
     BRAX,
     preset_hyperparameters,
     resolve_hyperparameters,
 )
-from reppo.experiments.baselines.schedule import plan_schedule
 from reppo.runs import read_metrics
 
 # Tiny networks and few envs: these runs check plumbing, not learning.
@@ -198,7 +198,7 @@ def test_paper_tuned_preset_is_the_papers_ppo():
     assert tuned["discounting"] == play["discounting"] == 0.95
     assert tuned["reward_scaling"] == play["reward_scaling"]
     # Every key is an argument of Brax's PPO train().
-    from reppo.experiments.baselines import hyperparameters as baseline_hyperparameters
+    from reppo.experiments.baselines.brax import hyperparameters as baseline_hyperparameters
 
     train_keys, _ = baseline_hyperparameters.allowed_keys("brax-ppo")
     assert set(tuned) - {"network_factory", "episode_length", "action_repeat"} <= train_keys

@@ -13,7 +13,7 @@ evaluation: at every evaluation point the current Brax policy is evaluated with 
 protocol (`reppo.envs.evaluation.evaluate`: deterministic actions, `eval_episodes` fresh
 episodes in parallel, undiscounted return of each env's first episode) on a
 `reppo.envs.registry.make_env` batch, and the result is logged exactly as REPPO logs its own.
-Brax's evaluation is not run (see `brax_compat.capture_evaluations`).
+Brax's evaluation is not run (see `brax.compat.capture_evaluations`).
 
 Run directory (see `reppo.runs`): `config.json` with `algo`, `env`, `seed`, `num_seeds` (1),
 `total_steps`, `eval_episodes`, `eval_interval_steps`, `preset`, `hyperparameters` (the
@@ -28,11 +28,13 @@ Usage: `reppo baseline --algo brax-ppo --env CartpoleBalance --seed 0 --steps 10
 runs/ppo-cartpole --preset cpu` (or `python -m reppo.experiments.baselines` with the same flags);
 from Python, `train_baseline` and `run_baseline`. docs/baselines.md has the details.
 
-The parts: `hyperparameters` (the baselines, their presets, input checks) <- `schedule` (Brax's
-evaluation periods) and `iterations` (FastTD3's and ManiSkill PPO's), `evaluation` (the
-protocol, the recorder) <- `run` (one run, any baseline), `fasttd3/` and `maniskill_ppo/` (each
-algorithm and its run), `brax_compat` (what Brax needs from JAX). Nothing heavy is imported at
-module level (JAX, Brax and Playground load when a run starts).
+The parts: `registry` (every baseline in one place: name, title, task family, presets, and
+the module that implements it, which offers `resolve_hyperparameters` and `train`),
+`hyperparameters` (the checks of a run's inputs, dispatching to the module), `iterations` (the
+one planner of evaluation periods), `evaluation` (the protocol, the recorder) <- `run` (one run,
+any baseline) <- `brax/` (Brax PPO and SAC: hyperparameters, schedule as Brax's arguments,
+run, what Brax needs from JAX), `fasttd3/`, `maniskill_ppo/`. Nothing heavy is imported at
+module level (JAX, Brax, Playground and torch load when a run starts).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 `ProtocolEvaluator` runs `reppo.envs.evaluation.evaluate` on Brax's deterministic policy, with
 the keys of `reppo.envs.evaluation.eval_key` (the episodes REPPO's evaluation of the same seed
 and env steps runs); `Recorder` captures the params Brax hands over at each evaluation point
-(through `brax_compat.capture_evaluations`), evaluates them when Brax reports progress, and logs
+(through `brax.compat.capture_evaluations`), evaluates them when Brax reports progress, and logs
 the result as a REPPO-format metrics record. JAX is imported inside the functions, so that
 `reppo --help` stays fast.
 """
@@ -16,13 +16,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from reppo.experiments.baselines.hyperparameters import IMPL
 from reppo.loop.seam import EvalReport
 from reppo.runs import MetricsLogger, format_progress
 from reppo.runs.metrics import EVAL_RETURN
 from reppo.runs.rundir import check_output_directory
 from reppo.runs.signals import raise_if_stop_requested
 from reppo.runs.versions import collect_versions
+
+# The physics of the DM Control baselines' envs, for training and for the protocol's
+# evaluations: MJX, as REPPO runs use on CPU (`reppo.envs.registry`, impl "auto").
+IMPL = "jax"
 
 # ---- evaluation ------------------------------------------------------------------------------
 

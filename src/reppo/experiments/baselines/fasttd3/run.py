@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reppo.experiments.baselines.evaluation import (
+    IMPL,
     BaselineResult,
     ProtocolEvaluator,
     Recorder,
@@ -25,6 +26,7 @@ from reppo.experiments.baselines.evaluation import (
 )
 from reppo.experiments.baselines.fasttd3.agent import Hyperparameters, preset_hyperparameters
 from reppo.experiments.baselines.iterations import IterationSchedule, plan_iterations
+from reppo.experiments.baselines.registry import BaselineRun
 
 
 def plan_schedule(
@@ -44,23 +46,24 @@ def resolve(
     return hp
 
 
-def train_fasttd3(
-    algo: str,
-    env: str,
-    seed: int,
-    total_steps: int,
-    run_dir: Path,
-    *,
-    preset: str,
-    eval_interval_steps: int,
-    eval_episodes: int,
-    echo: Callable[[str], None] | None,
-    hyperparameters: Mapping[str, Any] | None,
-    impl: str,
-) -> BaselineResult:
-    """Train FastTD3 (`algo`: fasttd3 or fasttd3-small) on `env`; the caller
+def resolve_hyperparameters(
+    algo: str, env: str, preset: str, total_steps: int | None,
+    overrides: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """FastTD3's settings as the run directory records them; without a budget, the cpu
+    preset's buffer is its upper bound (a run caps it at the transitions it collects)."""
+    steps = total_steps if total_steps is not None else 10**12
+    return dataclasses.asdict(preset_hyperparameters(algo, preset, steps, overrides))
+
+
+def train(run: BaselineRun) -> BaselineResult:
+    """Train FastTD3 (`run.algo`: fasttd3 or fasttd3-small) on `run.env`; the caller
     (`baselines.run.train_baseline`) has checked the algo, preset, env, seed and counts."""
-    run_dir = Path(run_dir)
+    algo, env, seed, total_steps = run.algo, run.env, run.seed, run.total_steps
+    preset, eval_episodes = run.preset, run.eval_episodes
+    eval_interval_steps = run.eval_interval_steps
+    echo, hyperparameters, impl = run.echo, run.hyperparameters, IMPL
+    run_dir = Path(run.run_dir)
     refuse_existing(run_dir)
     hp = resolve(algo, env, preset, total_steps, hyperparameters)
     schedule = plan_schedule(hp, total_steps, eval_interval_steps)
@@ -99,7 +102,7 @@ def train_fasttd3(
         )
     # Donated: the loop's output state reuses the input's buffers, so the replay buffer (1.7
     # GB at the playground preset on CheetahRun) is never held twice.
-    run = jax.jit(agent.run, donate_argnums=0)
+    advance = jax.jit(agent.run, donate_argnums=0)
     state = jax.jit(agent.init)(jax.random.PRNGKey(seed))
     done = 0
     with MetricsLogger(run_dir) as logger:
@@ -107,7 +110,7 @@ def train_fasttd3(
                              total_steps=total_steps, echo=echo, start=start,
                              metric_prefix="fasttd3/")
         for mark in schedule.eval_iterations():
-            state = run(reset_period_metrics(state), np.int32(mark - done))
+            state = advance(reset_period_metrics(state), np.int32(mark - done))
             done = mark
             params = {"actor": state.actor, "obs_stats": state.obs_stats}
             recorder.capture(policy_factory, params)

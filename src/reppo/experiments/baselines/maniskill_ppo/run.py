@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from reppo.experiments.baselines.evaluation import BaselineResult, Recorder, refuse_existing
+from reppo.experiments.baselines.hyperparameters import plain
 from reppo.experiments.baselines.iterations import IterationSchedule, plan_iterations
 from reppo.experiments.baselines.maniskill_ppo.agent import (
     ALGO,
@@ -34,6 +35,7 @@ from reppo.experiments.baselines.maniskill_ppo.agent import (
     observations,
     preset_hyperparameters,
 )
+from reppo.experiments.baselines.registry import BaselineRun
 from reppo.loop.seam import EvalReport
 
 
@@ -82,23 +84,23 @@ def deterministic_policy(actor: Any) -> Callable:
     return act
 
 
-def train_maniskill_ppo(
-    env: str,
-    seed: int,
-    total_steps: int,
-    run_dir: Path,
-    *,
-    preset: str,
-    eval_interval_steps: int,
-    eval_episodes: int,
-    echo: Callable[[str], None] | None,
-    hyperparameters: Mapping[str, Any] | None,
-    device: str = "auto",
-) -> BaselineResult:
-    """Train ManiSkill's PPO on ManiSkill task `env`; the caller (`baselines.run.train_baseline`)
-    has checked the algo, preset, env, seed and counts. `device`: "auto" (the GPU simulator
-    where torch sees CUDA, else the CPU one), "cpu" or "cuda[:k]"."""
-    run_dir = Path(run_dir)
+def resolve_hyperparameters(
+    algo: str, env: str, preset: str, total_steps: int | None,
+    overrides: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """ManiSkill PPO's settings (`agent.Hyperparameters`) as the run directory records them."""
+    return plain(dataclasses.asdict(preset_hyperparameters(preset, overrides)))
+
+
+def train(run: BaselineRun) -> BaselineResult:
+    """Train ManiSkill's PPO on ManiSkill task `run.env`; the caller
+    (`baselines.run.train_baseline`) has checked the algo, preset, env, seed and counts.
+    `run.device`: "auto" (the GPU simulator where torch sees CUDA, else the CPU one), "cpu"
+    or "cuda[:k]"."""
+    env, seed, total_steps, preset = run.env, run.seed, run.total_steps, run.preset
+    eval_interval_steps, eval_episodes, echo = run.eval_interval_steps, run.eval_episodes, run.echo
+    hyperparameters, device = run.hyperparameters, run.device
+    run_dir = Path(run.run_dir)
     refuse_existing(run_dir)
     hp = preset_hyperparameters(preset, hyperparameters)
     schedule = plan_schedule(hp, total_steps, eval_interval_steps)

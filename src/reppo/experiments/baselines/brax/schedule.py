@@ -1,5 +1,6 @@
-"""How a Brax baseline's budget is cut into evaluation periods (`plan_schedule`), and the checks
-that refuse hyperparameters and budgets Brax would trip over or train far past.
+"""How a Brax baseline's budget is cut into evaluation periods (`plan_schedule`: the periods of
+the one planner, `iterations.plan_iterations`, as Brax's arguments), and the checks that refuse
+hyperparameters and budgets Brax would trip over or train far past.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from reppo.errors import UserError
 from reppo.experiments.baselines.hyperparameters import check_int
+from reppo.experiments.baselines.iterations import plan_iterations
 
 # Brax trains in whole evaluation periods; a plan longer than this times the budget is refused.
 MAX_OVERSHOOT = 1.25
@@ -69,8 +71,8 @@ def plan_schedule(
                 f"steps (batch_size * unroll_length * num_minibatches), more than the budget "
                 f"of {total_steps:,}; raise the budget or use --preset cpu"
             )
-        updates = math.ceil(total_steps / per_update)
-        per_eval = _per_eval(updates, per_update, eval_interval_steps)
+        periods = plan_iterations(per_update, total_steps, eval_interval_steps)
+        updates, per_eval = periods.iterations, periods.iterations_per_eval
         num_evals = math.ceil(updates / per_eval)
         if int(hp.get("num_resets_per_eval", 0)) > 0:
             resets, epoch_updates = per_eval, 1  # one update per epoch, a reset after each
@@ -90,9 +92,8 @@ def plan_schedule(
             f"({prefill:,} env steps with {num_envs} envs), which leaves no training within "
             f"{total_steps:,} steps; raise the budget above {prefill + per_step:,} steps"
         )
-    steps = math.ceil((total_steps - prefill) / per_step)
-    per_eval = _per_eval(steps, per_step, eval_interval_steps)
-    num_evals = math.ceil(steps / per_eval)
+    periods = plan_iterations(per_step, total_steps - prefill, eval_interval_steps)
+    num_evals = math.ceil(periods.iterations / periods.iterations_per_eval)
     epoch_steps = -(-(total_steps - prefill) // (num_evals * per_step))  # Brax's formula
     planned = prefill + num_evals * epoch_steps * per_step
     return Schedule(per_step, epoch_steps, num_evals, prefill, planned, None)
@@ -109,12 +110,6 @@ def check_overshoot(algo: str, schedule: Schedule, total_steps: int) -> None:
         f"budget close to a multiple of the period, a shorter --eval-interval-steps, or "
         f"--preset cpu"
     )
-
-
-def _per_eval(updates: int, per_update: int, eval_interval_steps: int) -> int:
-    if eval_interval_steps == 0:
-        return updates
-    return min(updates, max(1, round(eval_interval_steps / per_update)))
 
 
 def check_hyperparameters(algo: str, hp: Mapping[str, Any], total_steps: int) -> None:

@@ -1,0 +1,1 @@
+"""Brax PPO and SAC as baselines: their hyperparameters, schedule, run and JAX adapter."""
