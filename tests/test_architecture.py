@@ -242,23 +242,10 @@ def _private_name_uses() -> set[tuple[str, str]]:
     return uses
 
 
-# Uses of another module's private name that wait for their modules to move into packages with
-# a public surface. The list only shrinks: a use that goes away must leave it too.
-PRIVATE_NAMES_TO_MOVE = {
-    ("tests/envs/test_envs.py", "reppo.envs.evaluation._render"),
-    ("tests/experiments/test_sweep_slurm.py", "reppo.cli._build_parser"),
-    ("tests/runs/test_runs.py", "reppo.runs.plots._draw"),
-    ("tests/test_docs.py", "reppo.cli._build_parser"),
-    ("tests/torch/test_distributed.py", "reppo.torch.trainer._checkpoint_ranks"),
-}
-
-
 def test_no_module_uses_another_modules_private_name():
-    uses = _private_name_uses()
-    new = sorted(uses - PRIVATE_NAMES_TO_MOVE)
-    assert not new, f"private names used across modules (make them public or keep them home): {new}"
-    gone = sorted(PRIVATE_NAMES_TO_MOVE - uses)
-    assert not gone, f"no longer used, remove from PRIVATE_NAMES_TO_MOVE: {gone}"
+    uses = sorted(_private_name_uses())
+    hint = "make them public, or keep them home"
+    assert not uses, f"private names used across modules ({hint}): {uses}"
 
 
 def test_the_private_name_check_sees_each_form(tmp_path):

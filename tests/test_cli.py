@@ -883,7 +883,7 @@ def _fast_video(monkeypatch) -> None:
     })
     monkeypatch.setattr(evaluation, "_rollout", lambda env, act, key: ({}, 3.0, 3))
     frames = np.zeros((4, 24, 32, 3), np.uint8)
-    monkeypatch.setattr(evaluation, "_render", lambda *args: frames)
+    monkeypatch.setattr(evaluation, "render_frames", lambda *args: frames)
 
 
 @pytest.mark.e2e

@@ -52,11 +52,11 @@ def _readme_commands() -> list[str]:
 def test_every_readme_command_parses_with_the_cli():
     import shlex
 
-    from reppo.cli import _build_parser
+    from reppo.cli import build_parser
 
     commands = _readme_commands()
     assert len(commands) >= 15
-    parser = _build_parser()
+    parser = build_parser()
     for command in commands:
         words = [w for w in shlex.split(command)[1:] if w != "..."]
         if "--help" in words:  # help exits with 0 after printing: check the command exists

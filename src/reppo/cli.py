@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _NO_DESCRIPTION = {"eval", "export"}
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: `--gamm 0.9` must be an error, not a silent `--gamma`.
     parser = argparse.ArgumentParser(
         prog="reppo",
@@ -57,7 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = importlib.import_module(COMMANDS[args.command][0]).run
     try:
         return command(args)

@@ -348,7 +348,7 @@ def test_render_failure_explains_fix(monkeypatch):
     monkeypatch.setattr(evaluation, "_render_frames", no_gl)
     monkeypatch.setattr(evaluation, "_render_in_subprocess", no_gl)
     with pytest.raises(RuntimeError) as info:
-        evaluation._render(None, {}, 32, 24, None)
+        evaluation.render_frames(None, {}, 32, 24, None)
     msg = str(info.value)
     assert "\n" not in msg and "MUJOCO_GL=egl" in msg and "libosmesa6" in msg
     assert "libEGL.so.1" in msg  # says what is missing

@@ -145,11 +145,11 @@ def test_submit_then_resubmit_skips_finished_and_resumes_interrupted_runs(tmp_pa
 
 
 def test_runs_whose_job_is_queued_or_running_are_left_alone(tmp_path):
-    from reppo.cli import _build_parser
+    from reppo.cli import build_parser
     from reppo.experiments.sweep.plan import plan
     from reppo.experiments.sweep.settings import resolve
 
-    args = _build_parser().parse_args(["sweep", "--suite", "cpu-smoke", "--seeds", "1",
+    args = build_parser().parse_args(["sweep", "--suite", "cpu-smoke", "--seeds", "1",
                                        "--out", str(tmp_path / "sweep")])
     settings = resolve(args)
     runs = plan(settings)

@@ -552,13 +552,13 @@ def test_plot_learning_curve_draws_the_stochastic_return(tmp_path, monkeypatch, 
     from reppo.runs import plots
 
     drawn = []
-    draw = plots._draw
+    draw = plots.draw_curves
 
     def spy(ax, xs, means, stds, xlabel, label=None, color=None):
         drawn.append((xlabel, label, list(means)))
         draw(ax, xs, means, stds, xlabel, label=label, color=color)
 
-    monkeypatch.setattr(plots, "_draw", spy)
+    monkeypatch.setattr(plots, "draw_curves", spy)
     records = [
         {"env_steps": 0, "wall_time": 1.0, "sps": 10.0},
         {"env_steps": 1000, "wall_time": 60.0, "eval/return_mean": 10.0, "eval/return_std": 2.0},

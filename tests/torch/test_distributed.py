@@ -123,10 +123,10 @@ def test_combined_moments_are_those_of_the_union():
 
 
 def test_a_checkpoint_says_how_many_processes_wrote_it():
-    from reppo.torch.trainer import _checkpoint_ranks
+    from reppo.torch.trainer import checkpoint_ranks
 
-    assert _checkpoint_ranks({"actor/x": 0, "env_obs": 0}) == 1
-    assert _checkpoint_ranks({"actor/x": 0, "rank1/env_obs": 0, "rank3/rng/torch": 0}) == 4
+    assert checkpoint_ranks({"actor/x": 0, "env_obs": 0}) == 1
+    assert checkpoint_ranks({"actor/x": 0, "rank1/env_obs": 0, "rank3/rng/torch": 0}) == 4
 
 
 def test_half_batch_gradients_average_to_the_full_batch_gradient():

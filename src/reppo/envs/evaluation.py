@@ -230,7 +230,7 @@ def _last_line(e: BaseException) -> str:
     return lines[-1] if lines else repr(e)
 
 
-def _render(
+def render_frames(
     model: Any, traj: dict, width: int, height: int, camera: int | str | None
 ) -> np.ndarray:
     """Render in this process, else with each headless backend in turn, else explain."""
@@ -345,6 +345,6 @@ def record_video(
     if problem is not None:
         raise UserError(f"reppo cannot render {name}: {problem}; evaluate it without a video")
     traj, episode_return, num_steps = _rollout(env, act, key)
-    frames = _render(env.inner.mj_model, traj, width, height, camera)
+    frames = render_frames(env.inner.mj_model, traj, width, height, camera)
     _write_video(path, frames, fps=1.0 / float(env.inner.dt))
     return {"return": episode_return, "length": float(num_steps)}

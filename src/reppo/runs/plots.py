@@ -62,7 +62,7 @@ def _eval_points(
     return sorted(points, key=lambda p: p[0])
 
 
-def _draw(
+def draw_curves(
     ax: Any,
     xs: list[float],
     means: list[float],
@@ -102,7 +102,7 @@ def _panel(
         placed = [(x, p) for x, p in placed if x is not None]
         if not placed:
             continue
-        _draw(
+        draw_curves(
             ax,
             [x for x, _ in placed],
             [p[2] for _, p in placed],

@@ -129,7 +129,7 @@ def choose_cpu_threads() -> str:
 RANK_PREFIX = "rank{}/"
 
 
-def _checkpoint_ranks(arrays: dict[str, np.ndarray]) -> int:
+def checkpoint_ranks(arrays: dict[str, np.ndarray]) -> int:
     """How many processes wrote the checkpoint: 1 + the highest `rank{r}/` prefix."""
     highest = 0
     for name in arrays:
@@ -323,7 +323,7 @@ class TorchTrainer:
         """Every rank restores from the same arrays: the shared state, and its own part (rank
         0's under the plain names, rank r's under `rank{r}/`)."""
         a, dev = self.agent, self.device
-        ranks = _checkpoint_ranks(arrays)
+        ranks = checkpoint_ranks(arrays)
         if ranks != self.process_count:
             # Not a config mismatch (no other checkpoint of the run would fit better).
             raise CheckpointError(
