@@ -397,7 +397,7 @@ def field_type(name: str) -> Any:
 
 @functools.cache
 def _type_hints() -> dict[str, Any]:
-    # Resolving the string annotations costs ~1 ms a field; Config.replace checks every field.
+    # Resolving the string annotations is slow, and Config.replace checks every field.
     return typing.get_type_hints(Config)
 
 

@@ -110,7 +110,7 @@ class Hyperparameters:
 # the compute, as the Brax baselines' cpu presets do: 128 envs instead of 1024, batches of 4,096
 # instead of 32,768 (the same 2 x 4,096 / 128 = 64 sampled transitions per env step), and
 # networks a quarter as wide (critic 256-128-64, actor 128-64-32), as REPPO's cpu preset narrows
-# its own, because a 1024-wide critic on 4,096-row batches is ~0.3 s per update on one core.
+# its own, because the full-width critic's updates are too slow on a CPU (docs/baselines.md).
 # fasttd3's buffer holds at most the transitions the run collects; fasttd3-small keeps 32,768.
 _CPU_CHANGES: dict[str, Any] = {
     "num_envs": 128, "batch_size": 4096, "critic_hidden_dim": 256, "actor_hidden_dim": 128,

@@ -97,10 +97,10 @@ def _positive_int(name: str, value: Any) -> None:
         raise UserError(f"{ALGO} hyperparameter {name} must be an integer >= 1, got {value!r}")
 
 
-# The `cpu` preset keeps every algorithmic setting and the minibatch size (800 samples) and
-# resizes the parallelism: ManiSkill's CPU simulator runs one env per instance, stepped in turn
-# (about a thousand env steps per second on one core), so 512 envs would take 25 s per rollout.
-# 32 envs x 50 steps in 2 minibatches keep 200 samples per gradient step, as published.
+# The `cpu` preset keeps every algorithmic setting and resizes the parallelism: ManiSkill's CPU
+# simulator steps one env after another, so a rollout of the published 512 envs is far too slow
+# on a CPU (docs/baselines.md has the speed). 32 envs x 50 steps in 2 minibatches keep the
+# published samples per gradient step.
 _CPU_CHANGES: dict[str, Any] = {"num_envs": 32, "num_minibatches": 2}
 
 
