@@ -148,7 +148,7 @@ def test_nothing_imports_the_command_line():
 GROUND_PACKAGES = ("reppo.envs", "reppo.runs")
 GROUND_MODULES = {
     "reppo._version", "reppo.compile_cache", "reppo.config", "reppo.errors",
-    "reppo.preset_files", "reppo.presets", "reppo.pytrees",
+    "reppo.lazy", "reppo.preset_files", "reppo.presets", "reppo.pytrees",
 }
 
 

@@ -15,10 +15,10 @@ The library API (docs/api.md)::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reppo._version import __version__ as __version__
+from reppo.lazy import lazy_names
 
 __all__ = [
     "Config",
@@ -55,14 +55,4 @@ if TYPE_CHECKING:
     from reppo.policy import Policy
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'reppo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

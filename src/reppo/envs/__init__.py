@@ -10,8 +10,7 @@ that build or step envs (JAX) load their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reppo.envs.catalog import DMC_TASKS, list_envs
 from reppo.envs.contract import EnvSpec, EnvState, StepOutput
@@ -22,6 +21,7 @@ from reppo.envs.user import (
     register_env,
     unregister_env,
 )
+from reppo.lazy import lazy_names
 
 __all__ = [
     "DMC_TASKS",
@@ -62,14 +62,4 @@ if TYPE_CHECKING:
     from reppo.envs.registry import env_spec, make_env
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'reppo.envs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

@@ -38,7 +38,7 @@ module level (JAX, Brax, Playground and torch load when a run starts).
 """
 from __future__ import annotations
 
-from typing import Any
+from reppo.lazy import lazy_names
 
 # The calls users make, loaded on first use: `reppo.experiments.suites` imports the list of
 # baselines from `hyperparameters`, and the runner imports the suites back.
@@ -49,11 +49,4 @@ _PUBLIC = {
     "train_baseline": "reppo.experiments.baselines.run",
 }
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_PUBLIC[name]), name)
+__getattr__, __dir__ = lazy_names(__name__, _PUBLIC, globals())
