@@ -21,8 +21,9 @@ nothing of the others:
 - `seeds-<n>`: CheetahRun at the paper preset with 1, 4 and 8 seeds batched: env steps/s.
 - `torch-<mode>`: the torch backend on CheetahRun at the paper preset, eager, with
   `torch_compile` and with `torch_compile` + `cuda_graphs`: env steps/s (JAX: `seeds-1`).
-- `maniskill`: `reppo train --env PushCube-v1 --preset maniskill` on ManiSkill's GPU simulator
-  for about 90 s, stopped with Ctrl-C: success against wall time (from its metrics.jsonl).
+- `maniskill-<Task>`: `reppo train --env <Task> --preset maniskill` on ManiSkill's GPU
+  simulator, PushCube-v1 and PickCube-v1, about 50 s of training each, stopped with Ctrl-C:
+  success against wall time (from its metrics.jsonl).
 
 Every figure goes to OUT/campaign.json and OUT/campaign.md, rewritten after every part and
 while parts run (each worker rewrites its own OUT/parts/<part>.json as it goes), so a campaign
@@ -58,6 +59,8 @@ JSON_NAME, MD_NAME = "campaign.json", "campaign.md"
 # Seconds a worker past its time box gets to stop (it stops itself before; this is for a
 # step that runs longer than the ones before it).
 GRACE = 20.0
+# ManiSkill3 tasks on the GPU simulator: the cheapest, and one that needs grasping.
+MANISKILL_TASKS = ("PushCube-v1", "PickCube-v1")
 TASKS = ("CheetahRun", "WalkerRun", "HopperHop")
 TORCH_MODES = {
     "eager": {"torch_compile": False, "cuda_graphs": False},
@@ -137,7 +140,7 @@ def plan(dry: bool, seconds: dict[str, float] | None = None) -> list[Part]:
                 **base, "eval_episodes": eval_episodes}, "chunk": eval_every,
             # The separate evaluations compile two programs more: on a GPU only.
             "evaluate": True, "old_evaluation": task == "CheetahRun" and not dry, **limit,
-        }, 120 if dry else 55))
+        }, 120 if dry else 50))
     for seeds in (1,) if dry else (1, 4, 8):
         parts.append(Part(f"seeds-{seeds}", "train", {
             "task": "CheetahRun", "env": task_env("CheetahRun"), "num_seeds": seeds,
@@ -153,19 +156,25 @@ def plan(dry: bool, seconds: dict[str, float] | None = None) -> list[Part]:
             "env": task_env("CheetahRun"), **limit, "fields": {
                 **base, **fields, "eval_episodes": eval_episodes},
         }, 240 if dry else (25 if mode == "eager" else 45), skip))
-    parts.append(Part("maniskill", "maniskill", {
-        "env": "PushCube-v1", "preset": "maniskill-cpu" if dry else "maniskill",
-        "train_seconds": 20 if dry else 80,
+    # A dry run checks the plumbing on the cheaper task only.
+    for task in MANISKILL_TASKS[:1] if dry else MANISKILL_TASKS:
+        parts.append(_maniskill_part(task, dry))
+    for part in parts:
+        if seconds and part.name in seconds:
+            part.seconds = seconds[part.name]
+    return parts
+
+
+def _maniskill_part(task: str, dry: bool) -> Part:
+    return Part(f"maniskill-{task}", "maniskill", {
+        "env": task, "preset": "maniskill-cpu" if dry else "maniskill",
+        "train_seconds": 20 if dry else 50,
         "fields": ({"num_envs": 4, "num_steps": 16, "num_minibatches": 2, "num_epochs": 1,
                     "actor_hidden_dim": 16, "critic_hidden_dim": 16, "eval_episodes": 2,
                     "log_interval_steps": 64, "eval_interval_steps": 64}
                    if dry else {"log_interval_steps": 131_072,
                                 "eval_interval_steps": 262_144}),
-    }, 90 if dry else 100))
-    for part in parts:
-        if seconds and part.name in seconds:
-            part.seconds = seconds[part.name]
-    return parts
+    }, 90 if dry else 70)
 
 
 def time_box(wanted: float, left: float, floor: float = 5.0) -> float | None:
@@ -329,10 +338,12 @@ def render_markdown(campaign: dict[str, Any]) -> str:
         lines += _table(["seeds", "status", "env steps/s (all seeds)", "ratio to one seed",
                          "s per iteration", "peak GPU MiB"], rows)
 
-    mani = parts.get("maniskill")
-    if mani is not None:
+    for name, mani in parts.items():
+        if not name.startswith("maniskill-"):
+            continue
         r = mani.get("result") or {}
-        lines += [f"## ManiSkill PushCube-v1 ({r.get('preset', 'maniskill')} preset)", "",
+        lines += [f"## ManiSkill {name.removeprefix('maniskill-')} "
+                  f"({r.get('preset', 'maniskill')} preset)", "",
                   f"Status: {_status(mani)}" + (f"; {r['note']}" if r.get("note") else ""),
                   ""]
         rows = [[pt.get("env_steps"), pt.get("wall_s"), pt.get("success_once"),

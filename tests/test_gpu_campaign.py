@@ -34,7 +34,7 @@ def test_the_full_plan_has_every_part_and_fits_nine_minutes():
     names = [p.name for p in parts]
     assert names == ["precompile", "jax-CheetahRun", "jax-WalkerRun", "jax-HopperHop",
                      "seeds-1", "seeds-4", "seeds-8", "torch-eager", "torch-compile",
-                     "torch-cuda-graphs", "maniskill"]
+                     "torch-cuda-graphs", "maniskill-PushCube-v1", "maniskill-PickCube-v1"]
     assert all(p.skip is None for p in parts)
     # Each part may overrun its box by run_part's grace; the boxes leave room for it.
     assert sum(p.seconds for p in parts) <= 9 * 60
@@ -46,9 +46,9 @@ def test_the_full_plan_has_every_part_and_fits_nine_minutes():
         False, True, True]
     assert [p.spec["fields"]["cuda_graphs"] for p in parts if p.worker == "torch"] == [
         False, False, True]
-    maniskill = parts[-1].spec
-    assert (maniskill["env"], maniskill["preset"], maniskill["train_seconds"]) == (
-        "PushCube-v1", "maniskill", 80)
+    maniskill = [(p.spec["env"], p.spec["preset"], p.spec["train_seconds"]) for p in parts
+                 if p.worker == "maniskill"]
+    assert maniskill == [("PushCube-v1", "maniskill", 50), ("PickCube-v1", "maniskill", 50)]
 
 
 def test_the_dry_plan_is_tiny_and_says_why_it_skips():
@@ -72,7 +72,7 @@ def test_time_boxes_stay_within_what_is_left():
     assert gc.time_box(75, 500) == 75
     assert gc.time_box(75, 40) == 40
     assert gc.time_box(75, 4) is None  # too short to measure anything: skipped
-    assert gc.plan(dry=False, seconds={"maniskill": 10})[-1].seconds == 10
+    assert gc.plan(dry=False, seconds={"maniskill-PickCube-v1": 10})[-1].seconds == 10
 
 
 def test_steady_drops_the_first_value():
@@ -102,7 +102,10 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
         "seeds-1": {"status": "ok", "result": {"num_seeds": 1, "steady_sps": 160000.0}},
         "seeds-4": {"status": "ok", "result": {"num_seeds": 4, "steady_sps": 360000.0}},
         "torch-eager": {"status": "ok", "result": {"steady_sps": 40000.0, "compile_s": 0.0}},
-        "maniskill": {"status": "skipped", "note": "no usable Vulkan", "result": None},
+        "maniskill-PushCube-v1": {"status": "skipped", "note": "no usable Vulkan",
+                                  "result": None},
+        "maniskill-PickCube-v1": {"status": "ok", "result": {"preset": "maniskill", "points": [
+            {"env_steps": 262_144, "wall_s": 41.0, "success_once": 0.25}]}},
     })
     gc.write_results(tmp_path, campaign)
     assert json.loads((tmp_path / gc.JSON_NAME).read_text()) == campaign
@@ -118,6 +121,10 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
     assert "| CheetahRun | 50,000,000 | 933.0 | not reached |" in md
     assert "| WalkerRun | - | - | - | none in the docs |" not in md  # WalkerRun did not run
     assert "skipped (no usable Vulkan)" in md
+    # One section per ManiSkill task: success against wall time.
+    assert "## ManiSkill PushCube-v1 (maniskill preset)" in md
+    assert "## ManiSkill PickCube-v1 (maniskill preset)" in md
+    assert "| 262,144 | 41.0 | 0.25 |" in md
     assert not list(tmp_path.glob(".*.tmp"))  # written whole, nothing left behind
 
 
@@ -240,7 +247,7 @@ def test_the_dry_run_runs_every_part_and_writes_the_figures(tmp_path):
     for name, part in parts.items():
         if name in ("torch-compile", "torch-cuda-graphs"):
             assert part["status"] == "skipped"
-        elif name == "maniskill" and part["status"] == "skipped":
+        elif name.startswith("maniskill-") and part["status"] == "skipped":
             assert part["note"]  # ManiSkill or Vulkan missing here: said so
         else:
             assert part["status"] == "ok", (name, part)
