@@ -534,6 +534,19 @@ def test_corrupt_latest_checkpoint_is_named_and_left_alone(run_copy, capsys, dam
     assert _snapshot(run_copy) == before
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("flags", [["--backend", "torch"], ["--env", "PushCube-v1"]],
+                         ids=["torch-flag", "maniskill-preset"])
+def test_train_without_torch_says_how_to_install_it_before_writing(
+    tmp_path, capsys, monkeypatch, flags
+):
+    # A torch run named by its flag, or chosen by a ManiSkill3 task's preset.
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    code, out, err = _cli(capsys, "train", *flags, "--run-dir", tmp_path / "run")
+    _assert_user_error(code, err, "needs PyTorch", 'pip install -e ".[torch]"')
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [([], "same config"), (["--total-steps", 2 * STEPS], "different config")],

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reppo.commands.backends import check_torch_installed
 from reppo.config import Config, ConfigError, coerce_field, field_help, field_type, frozen_changes
 
 HELP = "train a policy (default: the CPU or paper preset on its default task)"
@@ -106,13 +105,9 @@ def _new_config(
     from reppo.presets import get_preset, resolve_preset_name, task_settings
 
     backend = overrides.get("backend", "jax")
-    if backend == "torch":
-        check_torch_installed()
     preset = resolve_preset_name(args.preset or "auto", backend=backend, env=overrides.get("env"))
     env = overrides.get("env", get_preset(preset, backend=backend).env)
     config = get_preset(preset, backend=backend, env=env).replace(**overrides)
-    if config.backend == "torch" and backend != "torch":  # a ManiSkill3 preset's backend
-        check_torch_installed()
     own = {k: v for k, v in task_settings(preset, env).items() if k not in overrides}
     from reppo.preset_files import is_preset_file, preset_description
 
@@ -174,9 +169,9 @@ def _train(args: argparse.Namespace, stop: Any) -> int | tuple[Config, Path, Any
         print(f"{stop.name} before training started: nothing was written to {run_dir}",
               flush=True)
         return stop.exit_status
-    if config.backend == "torch":
-        check_torch_installed()
     from reppo.api import run_training
+
+    # `run_training` checks the backend (torch installed) before anything is written.
 
     result = run_training(config, run_dir, resume=args.resume is not None,
                           echo=lambda line: print(line, flush=True))
