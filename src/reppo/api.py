@@ -77,7 +77,7 @@ def preset(
     if env is not None:
         env = _env_name(env, "preset")
     check_backend(backend)
-    _join_jax_processes(backend)
+    join_jax_processes(backend)
     resolved = resolve_preset_name(name, backend=backend, env=env)
     if env is None:
         env = get_preset(resolved, backend=backend).env
@@ -85,7 +85,7 @@ def preset(
     return config.replace(backend=backend, **overrides).validated()
 
 
-def _join_jax_processes(backend: str) -> None:
+def join_jax_processes(backend: str) -> None:
     """A multi-process JAX run's processes meet before anything asks JAX for its devices
     (choosing the preset does); nothing happens unless the environment describes such a run
     (`reppo.jax.multihost.join_processes`)."""

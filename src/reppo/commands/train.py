@@ -142,14 +142,12 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, stop: Any) -> int | tuple[Config, Path, Any]:
     """The run's config, directory and result; or the exit status where it ends before
     training (--print-config, a stop while choosing the config)."""
+    from reppo.api import join_jax_processes
     from reppo.runs import default_run_dir
 
     # A multi-process JAX run's processes meet before the preset is chosen, which asks JAX
     # whether it has a GPU (a plain start: nothing happens).
-    if args.backend != "torch":
-        from reppo.jax.multihost import join_processes
-
-        join_processes()
+    join_jax_processes(args.backend or "jax")
     overrides = _overrides(args)
     if args.print_config:
         # The JSON alone on stdout (a preset file); the notes on choosing it go to stderr.
