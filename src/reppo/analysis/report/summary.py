@@ -130,12 +130,27 @@ def _improvement_section(report: Report, family: str) -> list[str]:
 def write_summary(
     report: Report, out: Path, opts: Options, command: str, figures: Sequence[Path]
 ) -> Path:
-    from reppo.analysis.reference import REPPO, format_published, published_return
-    from reppo.analysis.runs import DM_CONTROL, MANISKILL, family_title, score_name
-    from reppo.analysis.stats import STATISTIC_LABELS, STATISTICS
+    """summary.md: what was compared and how, then per family its aggregates, per-task
+    results, success at the end, improvement and ablations; the published reference, the
+    figures, and every run used or skipped."""
+    lines = _header(report, opts, command)
+    if report.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    for family in report.families:
+        lines += _family_sections(report, family, opts)
+    if opts.reference:
+        lines += _reference_section(report)
+    lines += ["## Figures", ""]
+    lines += [f"- [{p.relative_to(out)}]({p.relative_to(out).as_posix()})" for p in figures]
+    lines += _runs_sections(report)
+    path = out / "summary.md"
+    write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
 
+
+def _header(report: Report, opts: Options, command: str) -> list[str]:
     date = datetime.now().astimezone().isoformat(timespec="seconds")
-    lines = [
+    return [
         "# REPPO report", "",
         f"Generated {date} by `{command}` (reppo {_version()}).", "",
         f"{len(report.runs)} runs of {len(report.methods)} methods on "
@@ -148,60 +163,73 @@ def write_summary(
         f"Statistics mode: {report.stats_mode} ({report.stats_reason}). "
         + _MODE_TEXT[report.stats_mode], "",
     ]
-    if report.notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
-    for family in report.families:
-        title = family_title(family)
-        lines += [f"## {title}: aggregate metrics", "",
-                  f"Final score ({score_name(family)}); optimality gap: lower is "
-                  "better.", ""]
+
+
+def _family_sections(report: Report, family: str, opts: Options) -> list[str]:
+    from reppo.analysis.runs import family_title, score_name
+    from reppo.analysis.stats import STATISTIC_LABELS, STATISTICS
+
+    title = family_title(family)
+    lines = [f"## {title}: aggregate metrics", "",
+             f"Final score ({score_name(family)}); optimality gap: lower is better.", ""]
+    lines += _table(
+        ["method", "tasks", "runs", *(STATISTIC_LABELS[s] for s in STATISTICS)],
+        [[a.method, a.n_tasks, a.n_runs,
+          *(_fmt(a.estimates[s], 3) if s in a.estimates else "-" for s in STATISTICS)]
+         for a in report.aggregates if a.family == family],
+    )
+    methods = [m for m in report.methods
+               if any(t.method == m and t.family == family for t in report.task_results)]
+    lines += _per_task_section(report, family, methods, opts)
+    lines += _end_success_section(report, family, methods)
+    lines += _improvement_section(report, family)
+    bars = [b for b in report.ablations if b.family == family]
+    if bars:
+        lines += [f"## {title}: ablations", "",
+                  "IQM of the final normalized score per variant and batch size.", ""]
         lines += _table(
-            ["method", "tasks", "runs", *(STATISTIC_LABELS[s] for s in STATISTICS)],
-            [[a.method, a.n_tasks, a.n_runs,
-              *(_fmt(a.estimates[s], 3) if s in a.estimates else "-" for s in STATISTICS)]
-             for a in report.aggregates if a.family == family],
+            ["transitions / iteration", "variant", "tasks", "runs", "IQM"],
+            [["—" if b.transitions_per_iteration is None
+              else f"{b.transitions_per_iteration:,}", b.variant, b.n_tasks, b.n_runs,
+              _fmt(b.iqm, 3)] for b in bars],
         )
-        is_mani = family == MANISKILL
-        methods = [m for m in report.methods
-                   if any(t.method == m and t.family == family for t in report.task_results)]
-        show_ref = opts.reference and family == DM_CONTROL
-        header = ["task", *methods] + ([REPPO] if show_ref else [])
-        results = {(t.task, t.method): t for t in report.task_results}
-        rows = []
-        for task in report.tasks[family]:
-            row: list[Any] = [task]
-            for m in methods:
-                t = results.get((task, m))
-                if t is None:
-                    row.append("—")
-                    continue
-                est = t.final_score if is_mani else t.final_return
-                row.append(f"{_fmt(est, 3 if is_mani else 1)} (n={t.n_runs})")
-            if show_ref:
-                p = published_return(task)
-                row.append("—" if p is None else format_published(p))
-            rows.append(row)
-        what = "final success rate (success_once)" if is_mani else "final return"
-        lines += [f"## {title}: {what} per task", "",
-                  f"Mean over runs [{CONFIDENCE:.0%} bootstrap interval] (n runs).", ""]
-        lines += _table(header, rows)
-        lines += _end_success_section(report, family, methods)
-        lines += _improvement_section(report, family)
-        bars = [b for b in report.ablations if b.family == family]
-        if bars:
-            lines += [f"## {title}: ablations", "",
-                      "IQM of the final normalized score per variant and batch size.", ""]
-            lines += _table(
-                ["transitions / iteration", "variant", "tasks", "runs", "IQM"],
-                [["—" if b.transitions_per_iteration is None
-                  else f"{b.transitions_per_iteration:,}", b.variant, b.n_tasks, b.n_runs,
-                  _fmt(b.iqm, 3)] for b in bars],
-            )
-    if opts.reference:
-        lines += _reference_section(report)
-    lines += ["## Figures", ""]
-    lines += [f"- [{p.relative_to(out)}]({p.relative_to(out).as_posix()})" for p in figures]
-    lines += ["", f"## Runs used ({len(report.runs)})", ""]
+    return lines
+
+
+def _per_task_section(
+    report: Report, family: str, methods: Sequence[str], opts: Options
+) -> list[str]:
+    """Each task's final return (ManiSkill3: success rate) per method, and on DM Control the
+    published figure beside them where asked."""
+    from reppo.analysis.reference import REPPO, format_published, published_return
+    from reppo.analysis.runs import DM_CONTROL, MANISKILL, family_title
+
+    is_mani = family == MANISKILL
+    show_ref = opts.reference and family == DM_CONTROL
+    header = ["task", *methods] + ([REPPO] if show_ref else [])
+    results = {(t.task, t.method): t for t in report.task_results}
+    rows = []
+    for task in report.tasks[family]:
+        row: list[Any] = [task]
+        for m in methods:
+            t = results.get((task, m))
+            if t is None:
+                row.append("—")
+                continue
+            est = t.final_score if is_mani else t.final_return
+            row.append(f"{_fmt(est, 3 if is_mani else 1)} (n={t.n_runs})")
+        if show_ref:
+            p = published_return(task)
+            row.append("—" if p is None else format_published(p))
+        rows.append(row)
+    what = "final success rate (success_once)" if is_mani else "final return"
+    return [f"## {family_title(family)}: {what} per task", "",
+            f"Mean over runs [{CONFIDENCE:.0%} bootstrap interval] (n runs).", "",
+            *_table(header, rows)]
+
+
+def _runs_sections(report: Report) -> list[str]:
+    lines = ["", f"## Runs used ({len(report.runs)})", ""]
     lines += _table(
         ["run", "method", "task", "seed", "final env steps", "final return", "final score"],
         [[r.name, r.method, r.task, r.seed, f"{r.final_steps:,}", f"{r.final_return:.1f}",
@@ -209,9 +237,7 @@ def write_summary(
     )
     lines += [f"## Runs skipped ({len(report.skipped)})", ""]
     lines += [f"- `{s.path}`: {s.reason}" for s in report.skipped] or ["None."]
-    path = out / "summary.md"
-    write_text(path, "\n".join(lines).rstrip() + "\n")
-    return path
+    return lines
 
 
 def _version() -> str:
