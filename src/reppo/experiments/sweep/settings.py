@@ -204,71 +204,21 @@ def parse_overrides(pairs: list[str], algo: str) -> dict[str, Any]:
 
 def resolve(args: argparse.Namespace) -> Settings:
     """Check the arguments of `reppo sweep` and fill in the suite's defaults."""
-    from reppo.presets import PRESETS, get_preset
+    from reppo.presets import get_preset
 
     suite = get_suite(args.suite)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     first_seed = first_seed_of(suite, getattr(args, "first_seed", None))
     algo = args.algo
-    if algo != REPPO and algo not in suite.baselines:
-        if suite.baselines:
-            raise UserError(
-                f"--algo {algo} does not train the {suite.name} suite's tasks; its baselines "
-                f"are {', '.join(suite.baselines)} (or use --algo reppo)"
-            )
-        raise UserError(
-            f"--algo {algo}: the {suite.name} suite has no baselines (they train the "
-            "Playground DM Control and ManiSkill3 suites, and ablation suites compare REPPO "
-            "variants); use --algo reppo"
-        )
+    _check_algo(suite, algo)
     if not suite.tasks:
         tasks = _custom_tasks(args.tasks, suite)
     elif args.tasks is None:
         tasks = suite.tasks
     else:
         tasks = _pick("task", args.tasks, suite.tasks, suite.name)
-    methods = suite.methods(algo)
-    if args.variants is not None:
-        if algo != REPPO or not suite.variants:
-            raise UserError(
-                f"--variants picks among the methods of an ablation suite; {suite.name} with "
-                f"--algo {algo} has one method, so leave --variants out"
-            )
-        labels = _pick("variant", args.variants, tuple(m.label for m in methods), suite.name)
-        methods = tuple(m for m in methods if m.label in labels)
-
-    preset: str | None = args.preset
-    if algo != REPPO:
-        preset = preset or suite.baseline_preset
-        if preset not in baseline_presets(algo):
-            raise UserError(
-                f"--preset {preset}: {algo} has the presets {', '.join(baseline_presets(algo))}"
-            )
-        methods = (Variant(baseline_label(algo, preset, suite.baseline_preset), preset, None),)
-    elif suite.variants:
-        if preset is not None:
-            raise UserError(
-                f"the {suite.name} suite trains each variant with its own preset "
-                f"({', '.join(m.preset for m in suite.variants)}); leave out --preset, and "
-                "pick variants with --variants"
-            )
-    else:
-        preset = preset or suite.preset
-        if preset == "auto":
-            from reppo.presets import default_preset_name
-
-            preset = default_preset_name(suite.backend)
-        from reppo.preset_files import is_preset_file
-
-        if is_preset_file(preset):
-            # Absolute, so that every child (and a rerun from another directory) reads the
-            # same file.
-            preset = str(Path(preset).resolve())
-        if preset not in PRESETS:
-            get_preset(preset)  # raises ConfigError naming the valid presets or the file's fault
-        methods = (Variant(REPPO, preset, None),)
-
+    preset, methods = _preset_and_methods(suite, algo, args.preset, args.variants)
     settings = Settings(
         suite=suite, algo=algo, seeds=args.seeds, steps=args.steps or suite.steps,
         preset=preset, overrides=parse_overrides(args.overrides, algo), tasks=tasks,
@@ -284,3 +234,67 @@ def resolve(args: argparse.Namespace) -> Settings:
                 **settings.overrides,
             )
     return settings
+
+
+def _check_algo(suite: Suite, algo: str) -> None:
+    if algo == REPPO or algo in suite.baselines:
+        return
+    if suite.baselines:
+        raise UserError(
+            f"--algo {algo} does not train the {suite.name} suite's tasks; its baselines "
+            f"are {', '.join(suite.baselines)} (or use --algo reppo)"
+        )
+    raise UserError(
+        f"--algo {algo}: the {suite.name} suite has no baselines (they train the "
+        "Playground DM Control and ManiSkill3 suites, and ablation suites compare REPPO "
+        "variants); use --algo reppo"
+    )
+
+
+def _preset_and_methods(
+    suite: Suite, algo: str, preset: str | None, variants: str | None
+) -> tuple[str | None, tuple[Variant, ...]]:
+    """The sweep's preset (None: an ablation suite's variants bring their own) and the
+    methods it trains: a baseline under its preset, REPPO under the preset, or the
+    suite's variants (those `variants` picks)."""
+    from reppo.presets import PRESETS, get_preset
+
+    methods = suite.methods(algo)
+    if variants is not None:
+        if algo != REPPO or not suite.variants:
+            raise UserError(
+                f"--variants picks among the methods of an ablation suite; {suite.name} with "
+                f"--algo {algo} has one method, so leave --variants out"
+            )
+        labels = _pick("variant", variants, tuple(m.label for m in methods), suite.name)
+        methods = tuple(m for m in methods if m.label in labels)
+    if algo != REPPO:
+        preset = preset or suite.baseline_preset
+        if preset not in baseline_presets(algo):
+            raise UserError(
+                f"--preset {preset}: {algo} has the presets {', '.join(baseline_presets(algo))}"
+            )
+        return preset, (Variant(baseline_label(algo, preset, suite.baseline_preset), preset,
+                                None),)
+    if suite.variants:
+        if preset is not None:
+            raise UserError(
+                f"the {suite.name} suite trains each variant with its own preset "
+                f"({', '.join(m.preset for m in suite.variants)}); leave out --preset, and "
+                "pick variants with --variants"
+            )
+        return preset, methods
+    preset = preset or suite.preset
+    if preset == "auto":
+        from reppo.presets import default_preset_name
+
+        preset = default_preset_name(suite.backend)
+    from reppo.preset_files import is_preset_file
+
+    if is_preset_file(preset):
+        # Absolute, so that every child (and a rerun from another directory) reads the same
+        # file.
+        preset = str(Path(preset).resolve())
+    if preset not in PRESETS:
+        get_preset(preset)  # raises ConfigError naming the valid presets or the file's fault
+    return preset, (Variant(REPPO, preset, None),)
