@@ -230,14 +230,14 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, overrides
 
 
 def test_schedule_whole_iterations_and_evaluation_points():
-    from reppo.experiments.baselines.fasttd3.run import plan_schedule
+    from reppo.experiments.baselines.iterations import plan_iterations
 
     hp = F.preset_hyperparameters("fasttd3", "cpu", 500_000)
-    plan = plan_schedule(hp, 500_000, 50_000)
+    plan = plan_iterations(hp.num_envs, 500_000, 50_000)  # an iteration: a step of every env
     assert (plan.iterations, plan.iterations_per_eval) == (3907, 391)
     steps = plan.eval_steps()
     assert len(steps) == 10 and steps[0] == 391 * 128 and steps[-1] == 3907 * 128 == 500_096
-    assert plan_schedule(hp, 500_000, 0).eval_steps() == [500_096]
+    assert plan_iterations(hp.num_envs, 500_000, 0).eval_steps() == [500_096]
 
 
 # ---- delayed actor updates --------------------------------------------------------------------

@@ -18,8 +18,9 @@ from reppo.cli import main  # noqa: E402
 from reppo.envs.contract import EnvSpec, TorchStep  # noqa: E402
 from reppo.errors import UserError  # noqa: E402
 from reppo.experiments import baselines  # noqa: E402
+from reppo.experiments.baselines.iterations import plan_iterations  # noqa: E402
 from reppo.experiments.baselines.maniskill_ppo import agent as P  # noqa: E402
-from reppo.experiments.baselines.maniskill_ppo.run import PPOLoop, plan_schedule  # noqa: E402
+from reppo.experiments.baselines.maniskill_ppo.run import PPOLoop  # noqa: E402
 from reppo.runs import read_metrics  # noqa: E402
 
 # ---- the settings ------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def test_default_presets():
 
 def test_schedule_counts_whole_updates():
     hp = P.preset_hyperparameters("cpu")  # 1,600 env steps per update
-    plan = plan_schedule(hp, 100_000, 10_000)
+    plan = plan_iterations(hp.steps_per_update, 100_000, 10_000)  # an iteration: an update
     assert (plan.iterations, plan.iterations_per_eval) == (63, 6)
     assert plan.eval_steps()[0] == 9_600 and plan.eval_steps()[-1] == 63 * 1600 == 100_800
 

@@ -25,16 +25,8 @@ from reppo.experiments.baselines.evaluation import (
     refuse_existing,
 )
 from reppo.experiments.baselines.fasttd3.agent import Hyperparameters, preset_hyperparameters
-from reppo.experiments.baselines.iterations import IterationSchedule, plan_iterations
+from reppo.experiments.baselines.iterations import plan_iterations
 from reppo.experiments.baselines.registry import BaselineRun
-
-
-def plan_schedule(
-    hp: Hyperparameters, total_steps: int, eval_interval_steps: int
-) -> IterationSchedule:
-    """Whole iterations (one env step of every env each) covering `total_steps`, evaluated
-    about every `eval_interval_steps` (0: only at the end)."""
-    return plan_iterations(hp.num_envs, total_steps, eval_interval_steps)
 
 
 def resolve(
@@ -66,7 +58,8 @@ def train(run: BaselineRun) -> BaselineResult:
     run_dir = Path(run.run_dir)
     refuse_existing(run_dir)
     hp = resolve(algo, env, preset, total_steps, hyperparameters)
-    schedule = plan_schedule(hp, total_steps, eval_interval_steps)
+    # The one planner of evaluation periods; one iteration is one env step of every env.
+    schedule = plan_iterations(hp.num_envs, total_steps, eval_interval_steps)
     config = {
         "algo": algo, "env": env, "seed": seed, "num_seeds": 1, "total_steps": total_steps,
         "eval_episodes": eval_episodes, "eval_interval_steps": eval_interval_steps,

@@ -26,7 +26,7 @@ from typing import Any
 
 from reppo.experiments.baselines.evaluation import BaselineResult, Recorder, refuse_existing
 from reppo.experiments.baselines.hyperparameters import plain
-from reppo.experiments.baselines.iterations import IterationSchedule, plan_iterations
+from reppo.experiments.baselines.iterations import plan_iterations
 from reppo.experiments.baselines.maniskill_ppo.agent import (
     ALGO,
     Hyperparameters,
@@ -37,14 +37,6 @@ from reppo.experiments.baselines.maniskill_ppo.agent import (
 )
 from reppo.experiments.baselines.registry import BaselineRun
 from reppo.loop.seam import EvalReport
-
-
-def plan_schedule(
-    hp: Hyperparameters, total_steps: int, eval_interval_steps: int
-) -> IterationSchedule:
-    """Whole updates (num_envs x num_steps env steps each) covering `total_steps`, evaluated
-    about every `eval_interval_steps` (0: only at the end)."""
-    return plan_iterations(hp.steps_per_update, total_steps, eval_interval_steps)
 
 
 class TorchProtocolEvaluator:
@@ -103,7 +95,8 @@ def train(run: BaselineRun) -> BaselineResult:
     run_dir = Path(run.run_dir)
     refuse_existing(run_dir)
     hp = preset_hyperparameters(preset, hyperparameters)
-    schedule = plan_schedule(hp, total_steps, eval_interval_steps)
+    # The one planner of evaluation periods; an iteration is one PPO update.
+    schedule = plan_iterations(hp.steps_per_update, total_steps, eval_interval_steps)
 
     start = time.perf_counter()
     import torch
