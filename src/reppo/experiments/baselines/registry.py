@@ -87,7 +87,7 @@ REGISTRY: dict[str, Baseline] = {b.name: b for b in (
     # FastTD3 with its replay buffer of 10,485,760 transitions, and with the REPPO paper's
     # constrained 32,768 (implemented in JAX like the Brax trainers).
     Baseline("fasttd3", "FastTD3", "dm_control", ("playground", "cpu"), _FASTTD3),
-    Baseline("fasttd3-small", "FastTD3 (small buffer)", "dm_control", ("playground", "cpu"),
+    Baseline("fasttd3-small", "FastTD3-small", "dm_control", ("playground", "cpu"),
              _FASTTD3),
     # ManiSkill's own PPO, run with rsl-rl-lib's PPO on the torch backend's ManiSkill3 envs.
     Baseline("maniskill-ppo", "ManiSkill PPO", "maniskill", ("maniskill", "cpu"),

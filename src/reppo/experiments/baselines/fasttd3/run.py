@@ -26,7 +26,7 @@ from reppo.experiments.baselines.evaluation import (
 )
 from reppo.experiments.baselines.fasttd3.agent import Hyperparameters, preset_hyperparameters
 from reppo.experiments.baselines.iterations import plan_iterations
-from reppo.experiments.baselines.registry import BaselineRun
+from reppo.experiments.baselines.registry import REGISTRY, BaselineRun
 
 
 def resolve(
@@ -85,7 +85,7 @@ def train(run: BaselineRun) -> BaselineResult:
         return policy
 
     create_run_dir(run_dir, config, baseline_versions(algo))
-    name = {"fasttd3": "FastTD3", "fasttd3-small": "FastTD3-small"}[algo]
+    name = REGISTRY[algo].title
     if echo is not None:
         echo(
             f"{name} ({preset} preset, {hp.buffer_transitions:,}-transition buffer) on {env}, "
